@@ -1,0 +1,1 @@
+"""Fleetlet's actors: the root supervisor, its children, and the thin runtime they share."""

@@ -1,0 +1,32 @@
+"""OTP-style restart intensity and backoff, as pure functions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    base_delay: float
+    max_delay: float
+    intensity: int  # restarts allowed within `period`
+    period: float
+
+    @classmethod
+    def from_config(cls, section: dict) -> "RestartPolicy":
+        return cls(section["restart_base_delay"], section["restart_max_delay"],
+                   section["intensity"], section["period"])
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    history: tuple[float, ...]  # restart times still inside the period, this one included
+    delay: float | None  # None: the limit is reached
+
+
+def decide_restart(policy: RestartPolicy, history: tuple[float, ...], now: float) -> RestartDecision:
+    """A child died at ``now``: how long to wait before restarting it, or None past the limit."""
+    recent = tuple(t for t in history if now - t < policy.period) + (now,)
+    if len(recent) > policy.intensity:
+        return RestartDecision(recent, None)
+    delay = min(policy.base_delay * 2 ** (len(recent) - 1), policy.max_delay)
+    return RestartDecision(recent, delay)

@@ -1,0 +1,193 @@
+"""The root supervisor: starts the configured children, restarts them OTP-style and routes messages.
+
+Children publish typed messages to the supervisor, which forwards them to every child subscribed to
+that type. Routing through the supervisor is what keeps a restarted child (a new address) reachable:
+while a child is down, what is addressed to it is held and delivered once it is back.
+"""
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+from thespian.actors import ActorExitRequest, InvalidActorSpecification
+
+import messages
+from actors.base import FleetletActor
+from actors.restart_policy import RestartPolicy, decide_restart
+from messages.runtime import (ActorCrashed, Boot, Booted, ChildStatus, Configure, Hello, Ping,
+                              StatusReply, StatusRequest)
+
+GLOBAL_NAME = "fleetlet-supervisor"
+
+
+@dataclass
+class Child:
+    name: str
+    cls: str
+    subscribes: frozenset[str]
+    settings: dict
+    on_limit: str
+    address: object = None
+    dead_address: object = None  # where sends that fail as dead letters were going
+    pid: int | None = None
+    state: str = "starting"
+    restarts: int = 0
+    history: tuple[float, ...] = ()
+    last_error: str | None = None
+    generation: int = 0  # wakeups cannot be cancelled: a stale restart timer carries an old generation
+    held: collections.deque = field(default_factory=collections.deque)
+    dropped: int = 0
+
+    def status(self) -> ChildStatus:
+        return ChildStatus(self.name, self.cls, self.pid, self.state, self.restarts,
+                           self.last_error, len(self.held))
+
+
+class Supervisor(FleetletActor):
+    name = "supervisor"
+
+    def __init__(self):
+        super().__init__()
+        self.children: dict[str, Child] = {}
+        self.escalated: str | None = None
+        self.policy: RestartPolicy | None = None
+        self.section: dict = {}
+
+    # -- boot ---------------------------------------------------------------------------------------
+    def on_Boot(self, msg: Boot, sender) -> None:
+        if self.children:  # a second Boot (a retried ask) must not start a second set
+            self.send(sender, messages.encode(Booted(tuple(self.children))))
+            return
+        self.handleDeadLetters(startHandling=True)
+        self.config = msg.config
+        self.section = msg.config["supervisor"]
+        self.policy = RestartPolicy.from_config(self.section)
+        known = set(messages.registered())
+        for name, entry in msg.config.get("actors", {}).items():
+            if not entry.get("enabled", True):
+                continue
+            unknown = set(entry.get("subscribes", [])) - known
+            if unknown:
+                raise ValueError(f"actors.{name}.subscribes names unknown message types {sorted(unknown)}")
+            self.children[name] = Child(
+                name, entry["class"], frozenset(entry.get("subscribes", [])),
+                entry.get("settings", {}), entry.get("on_limit", self.section["on_limit"]))
+        for child in self.children.values():
+            self._start(child)
+        self.send(sender, messages.encode(Booted(tuple(self.children))))
+
+    def _start(self, child: Child) -> None:
+        try:
+            child.address = self.createActor(child.cls)
+        except InvalidActorSpecification as exc:
+            child.last_error = f"cannot start {child.cls}: {exc}"
+            self._died(child)
+            return
+        child.state, child.pid = "starting", None
+        self.send(child.address, messages.encode(Configure(child.name, self.config, child.settings)))
+        while child.held:  # thespian keeps per-pair order: these arrive after Configure
+            self.send(child.address, child.held.popleft())
+
+    # -- messages from children and from run.py ------------------------------------------------------
+    def dispatch(self, typed, raw: bytes, sender) -> None:
+        handler = getattr(self, f"on_{type(typed).__name__}", None)
+        if handler is not None:
+            handler(typed, sender)
+        elif isinstance(typed, Ping):
+            super().dispatch(typed, raw, sender)
+        else:
+            self.route(type(typed).__name__, raw)
+
+    def on_Hello(self, msg: Hello, sender) -> None:
+        child = self.children.get(msg.name)
+        if child is not None and child.address == sender:
+            child.pid, child.state = msg.pid, "running"
+
+    def on_ActorCrashed(self, msg: ActorCrashed, sender) -> None:
+        child = self.children.get(msg.name)
+        if child is not None:
+            child.last_error = msg.error
+
+    def on_StatusRequest(self, msg: StatusRequest, sender) -> None:
+        state = "escalated" if self.escalated else "running"
+        reply = StatusReply(state, self.escalated, tuple(c.status() for c in self.children.values()))
+        self.send(sender, messages.encode(reply))
+
+    def route(self, type_name: str, raw: bytes) -> None:
+        for child in self.children.values():
+            if type_name in child.subscribes:
+                self._deliver(child, raw)
+
+    def _deliver(self, child: Child, raw: bytes) -> None:
+        if child.address is not None and child.state in ("starting", "running"):
+            self.send(child.address, raw)
+            return
+        if len(child.held) >= self.section["hold_limit"]:
+            child.held.popleft()
+            child.dropped += 1
+            self.log.warning("%s: hold limit reached, dropped the oldest held message (%d so far)",
+                             child.name, child.dropped)
+        child.held.append(raw)
+
+    # -- supervision --------------------------------------------------------------------------------
+    def on_child_exited(self, address) -> None:
+        for child in self.children.values():
+            if child.address is not None and child.address == address:
+                self._died(child)
+                return
+
+    def on_dead_letter(self, address, message) -> None:
+        """A message sent to a child between its death and our notice of it: hold it for the new one."""
+        if not isinstance(message, (bytes, bytearray)):
+            return
+        for child in self.children.values():
+            if child.address is not None and child.address == address:
+                child.held.append(bytes(message))  # its exit notice is on the way; restart flushes this
+                return
+            if child.dead_address is not None and child.dead_address == address:
+                self._deliver(child, bytes(message))
+                return
+
+    def _died(self, child: Child) -> None:
+        child.dead_address = child.address or child.dead_address
+        child.address, child.pid = None, None
+        if self.escalated or child.state == "stopped":
+            return
+        decision = decide_restart(self.policy, child.history, time.monotonic())
+        child.history = decision.history
+        child.generation += 1
+        if decision.delay is not None:
+            child.state = "restarting"
+            self.after(decision.delay, ("restart", child.name, child.generation))
+        elif child.on_limit == "cooldown":
+            child.state = "failed"
+            self.log.error("%s keeps dying (%s); retrying in %.0f s", child.name, child.last_error,
+                           self.section["cooldown"])
+            self.after(self.section["cooldown"], ("restart", child.name, child.generation))
+        else:
+            self._escalate(f"{child.name} exceeded {self.policy.intensity} restarts in "
+                           f"{self.policy.period:g} s; last error: {child.last_error}")
+
+    def on_timer(self, payload) -> None:
+        kind, name, generation = payload
+        child = self.children.get(name)
+        if kind != "restart" or child is None or child.generation != generation or self.escalated:
+            return
+        if child.state == "failed":
+            child.history = ()  # after a cooldown the child gets a fresh intensity budget
+        child.restarts += 1
+        self._start(child)
+
+    def _escalate(self, reason: str) -> None:
+        """Stop every child; run.py sees the escalated status and exits for the service manager."""
+        self.escalated = reason
+        self.log.critical("escalating: %s", reason)
+        for child in self.children.values():
+            if child.address is not None:
+                self.send(child.address, ActorExitRequest())
+            child.state = "stopped"
+
+    def stopping(self) -> None:
+        for child in self.children.values():
+            child.state = "stopped"

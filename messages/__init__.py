@@ -1,0 +1,8 @@
+"""Typed messages exchanged by Fleetlet's actors, and the strict codec that carries them.
+
+Importing this package registers every message type, so any process can decode any message.
+"""
+from messages.codec import MessageError, decode, encode, message, message_class, registered
+from messages import runtime  # noqa: F401  (registers the runtime messages)
+
+__all__ = ["MessageError", "decode", "encode", "message", "message_class", "registered"]

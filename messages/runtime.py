@@ -1,0 +1,85 @@
+"""Messages of the actor runtime itself: configuration, liveness, supervision and status."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from messages.codec import message
+
+
+@message
+@dataclass(frozen=True)
+class Configure:
+    """First message a child receives after every (re)start: who it is and the agent's configuration."""
+    name: str
+    config: dict
+    settings: dict
+
+
+@message
+@dataclass(frozen=True)
+class Hello:
+    """A child's answer to Configure: it runs, in this process."""
+    name: str
+    pid: int
+
+
+@message
+@dataclass(frozen=True)
+class ActorCrashed:
+    """A child's handler raised: the child exits right after sending this, the supervisor restarts it."""
+    name: str
+    error: str
+
+
+@message
+@dataclass(frozen=True)
+class Boot:
+    """From run.py to the root supervisor: start the children the configuration lists."""
+    config: dict
+
+
+@message
+@dataclass(frozen=True)
+class Booted:
+    children: tuple[str, ...]
+
+
+@message
+@dataclass(frozen=True)
+class StatusRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class ChildStatus:
+    name: str
+    cls: str
+    pid: int | None
+    state: str  # starting | running | restarting | failed | stopped
+    restarts: int
+    last_error: str | None
+    held_messages: int
+
+
+@message
+@dataclass(frozen=True)
+class StatusReply:
+    state: str  # running | escalated
+    reason: str | None
+    children: tuple[ChildStatus, ...]
+
+
+@message
+@dataclass(frozen=True)
+class Ping:
+    """Round-trip probe; any actor answers with Pong to whoever sent it (benchmarks, health checks)."""
+    seq: int
+    sent_at: float
+
+
+@message
+@dataclass(frozen=True)
+class Pong:
+    seq: int
+    sent_at: float
+    responder: str

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Fleetlet command line: run the agent (default), query it, and operate the reference cloud."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+import conf
+
+
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    # Accepted before and after the command; a subcommand must not reset what the top level parsed.
+    parser.add_argument("--config", metavar="PATH", default=None if top else argparse.SUPPRESS,
+                        help="configuration file (defaults: conf/<kind>.toml)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
+                        default=[] if top else argparse.SUPPRESS, dest="overrides",
+                        help="override one configuration key (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    _common(parser, top=True)
+    commands = parser.add_subparsers(dest="command")
+    agent = commands.add_parser("agent", help="run the device agent (the default)")
+    _common(agent)
+    status = commands.add_parser("status", help="show each actor's pid, state, restarts and last error")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def run_agent(config: dict) -> int:
+    # Heavy libraries are imported before the actor system forks, so every actor process shares them.
+    import docker, gmqtt, msgpack, peewee  # noqa: F401,E401
+    from actors.system import AgentStartError, AgentSystem, become_subreaper, reap_children
+
+    logging.basicConfig(level=config["agent"]["log_level"],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("fleetlet")
+    become_subreaper()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    system = AgentSystem(config)
+    try:
+        children = system.start()
+    except AgentStartError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("agent running with actors %s (admin on 127.0.0.1:%d)", ", ".join(children), system.port)
+    exit_code, silent = 0, 0
+    try:
+        while not stop.wait(2.0):
+            reap_children()
+            status = system.status(timeout=5.0)
+            silent = silent + 1 if status is None else 0
+            if status is not None and status.state == "escalated":
+                log.critical("supervisor escalated: %s", status.reason)
+                exit_code = 1
+                break
+            if silent >= 3:
+                log.critical("the supervisor stopped answering; stopping the agent")
+                exit_code = 1
+                break
+    finally:
+        system.stop()
+        log.info("agent stopped")
+    return exit_code
+
+
+def run_status(config: dict, as_json: bool) -> int:
+    from actors.system import query_status
+
+    reply = query_status(config)
+    if reply is None:
+        print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
+        return 1
+    doc = {"state": reply.state, "reason": reply.reason,
+           "actors": [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state,
+                       "restarts": c.restarts, "last_error": c.last_error,
+                       "held_messages": c.held_messages} for c in reply.children]}
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"agent: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
+        for actor in doc["actors"]:
+            print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
+                  f"restarts={actor['restarts']} last_error={actor['last_error']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "agent"
+    try:
+        config = conf.load("agent", args.config, args.overrides)
+    except conf.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if command == "agent":
+        return run_agent(config)
+    if command == "status":
+        return run_status(config, args.json)
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Shared fixtures: process-leak detection, free ports, and the real engine and broker.
+
+The test session is a child subreaper, so an actor orphaned by a test reparents to it and is found:
+a test that leaves a process behind fails, and the process is ended.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from actors.system import become_subreaper, children_of, reap_children
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def missing(what: str) -> None:
+    """A needed real component is absent: fail loudly in CI, skip on a developer's machine."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+def pytest_sessionstart(session):
+    become_subreaper()
+
+
+def _descendants() -> set[int]:
+    found, frontier = set(), [os.getpid()]
+    while frontier:
+        for child in children_of(frontier.pop()):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes(request):
+    before = _descendants()
+    yield
+    deadline = time.monotonic() + 5
+    leaked = _descendants() - before
+    while leaked and time.monotonic() < deadline:
+        reap_children()
+        time.sleep(0.05)
+        leaked = _descendants() - before
+    if leaked:
+        for pid in leaked:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reap_children()
+        pytest.fail(f"test left processes running: {sorted(leaked)}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def port():
+    return free_port()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# -- real broker -------------------------------------------------------------------------------------
+class Mosquitto:
+    """A real Mosquitto on a loopback port, owned by the test session and ended by its pid."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc = None
+
+    def start(self) -> None:
+        conf_path = os.path.join(self.workdir, "mosquitto.conf")
+        with open(conf_path, "w") as fh:
+            fh.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                     "max_queued_messages 10000\nmax_inflight_messages 20\n")
+        self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf_path],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _accepts(self.port), timeout=10, what="mosquitto to listen")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh, real Mosquitto for one test."""
+    if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        missing("the mosquitto broker")
+    server = Mosquitto(str(tmp_path))
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- real engine -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        import docker
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
+        missing(f"a Docker engine ({exc})")
+    yield client
+    client.close()

@@ -1,0 +1,40 @@
+"""Actors and messages used only by the runtime's multi-actor tests."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from actors.base import FleetletActor
+from messages.codec import message
+
+
+@message
+@dataclass(frozen=True)
+class Probe:
+    seq: int
+
+
+@message
+@dataclass(frozen=True)
+class Boom:
+    reason: str
+
+
+class Recorder(FleetletActor):
+    """Appends every Probe it receives, with its own pid, to the JSON-lines file in settings['path']."""
+
+    def on_Probe(self, msg: Probe) -> None:
+        with open(self.settings["path"], "a") as fh:
+            fh.write(json.dumps({"actor": self.name, "pid": os.getpid(), "seq": msg.seq}) + "\n")
+
+
+class Crasher(FleetletActor):
+    """Raises on every Boom: the supervisor must restart it with backoff, then hit the limit."""
+
+    def on_Boom(self, msg: Boom) -> None:
+        raise RuntimeError(f"boom: {msg.reason}")
+
+
+class Idle(FleetletActor):
+    """Does nothing; a bystander whose pid must not change while others die."""

@@ -1,0 +1,181 @@
+"""Multi-actor tests of the root supervisor on the real multiprocTCPBase: one process per actor."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import conf
+import messages
+from actors.system import AgentSystem, group_members
+from tests.conftest import wait_for
+from tests.support.probe_actors import Boom, Probe
+
+
+def agent_config(tmp_path, port, actors, **supervisor) -> dict:
+    overrides = [f"store.path={tmp_path}/agent.db", f"agent.admin_port={port}", "agent.stop_timeout=5.0"]
+    overrides += [f"supervisor.{key}={value}" for key, value in supervisor.items()]
+    config = conf.load("agent", None, overrides)
+    config["actors"] = actors
+    return config
+
+
+def probe_actors(tmp_path) -> dict:
+    return {
+        "recorder": {"class": "tests.support.probe_actors.Recorder", "subscribes": ["Probe"],
+                     "settings": {"path": str(tmp_path / "recorded.jsonl")}},
+        "bystander": {"class": "tests.support.probe_actors.Idle"},
+        "crasher": {"class": "tests.support.probe_actors.Crasher", "subscribes": ["Boom"]},
+    }
+
+
+@pytest.fixture
+def running_agent(tmp_path, port):
+    systems = []
+
+    def start(actors=None, **supervisor):
+        system = AgentSystem(agent_config(tmp_path, port, actors or probe_actors(tmp_path), **supervisor))
+        systems.append(system)
+        system.start()
+        wait_for(lambda: all(c.state == "running" for c in system.status().children), what="children up")
+        return system
+
+    yield start
+    for system in systems:
+        system.stop()
+
+
+def children(system) -> dict:
+    return {c.name: c for c in system.status().children}
+
+
+def recorded(tmp_path) -> list[dict]:
+    path = tmp_path / "recorded.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def publish(system, msg) -> None:
+    system.asys.tell(system.supervisor, messages.encode(msg))
+
+
+def test_messages_are_routed_by_type_to_subscribers(running_agent, tmp_path):
+    system = running_agent()
+    publish(system, Probe(1))
+    rows = wait_for(lambda: recorded(tmp_path), what="the probe to be recorded")
+    assert rows == [{"actor": "recorder", "pid": children(system)["recorder"].pid, "seq": 1}]
+
+
+def test_sigkilled_actor_is_restarted_and_gets_what_was_sent_meanwhile(running_agent, tmp_path):
+    system = running_agent()
+    before = children(system)
+    os.kill(before["recorder"].pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    publish(system, Probe(7))  # sent while the recorder is dead or restarting
+
+    rows = wait_for(lambda: recorded(tmp_path), timeout=5, what="the probe sent during the restart")
+    after = children(system)
+    assert after["recorder"].pid not in (None, before["recorder"].pid)
+    assert after["recorder"].restarts == 1
+    assert rows[-1]["seq"] == 7 and rows[-1]["pid"] == after["recorder"].pid
+    assert time.monotonic() - killed_at < 2.0
+    assert after["bystander"].pid == before["bystander"].pid
+    assert after["crasher"].pid == before["crasher"].pid
+    assert after["bystander"].restarts == 0
+
+
+def test_os_exit_and_segfault_in_an_actor_are_seen(running_agent):
+    system = running_agent()
+    pid = children(system)["bystander"].pid
+    os.kill(pid, signal.SIGSEGV)  # as a crash in a C extension would raise it
+    wait_for(lambda: children(system)["bystander"].pid not in (None, pid), timeout=5,
+             what="restart after a segfault")
+    assert children(system)["bystander"].restarts == 1
+
+
+def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent):
+    system = running_agent(restart_base_delay=0.1, intensity=3, period=30.0)
+    restart_seen_at = []
+    for attempt in range(4):
+        restarts = children(system)["crasher"].restarts
+        publish(system, Boom(f"attempt {attempt}"))
+        if attempt < 3:
+            wait_for(lambda: children(system)["crasher"].restarts == restarts + 1 and
+                     children(system)["crasher"].state == "running", timeout=5, what="restart")
+            restart_seen_at.append(time.monotonic())
+    status = wait_for(lambda: (s := system.status()) and s.state == "escalated" and s, timeout=5,
+                      what="escalation")
+    crasher = {c.name: c for c in status.children}["crasher"]
+    assert "boom: attempt 3" in crasher.last_error
+    assert "crasher exceeded 3 restarts" in status.reason
+    gaps = [b - a for a, b in zip(restart_seen_at, restart_seen_at[1:])]
+    assert gaps[1] > gaps[0] * 1.3 or gaps[1] >= 0.35  # delays 0.1, 0.2, 0.4 s: backoff grows
+
+
+def test_cooldown_keeps_the_others_running(running_agent):
+    actors = {"crasher": {"class": "tests.support.probe_actors.Crasher", "subscribes": ["Boom"],
+                          "on_limit": "cooldown"},
+              "bystander": {"class": "tests.support.probe_actors.Idle"}}
+    system = running_agent(actors, restart_base_delay=0.05, intensity=1, period=30.0, cooldown=1.0)
+    bystander = children(system)["bystander"].pid
+    publish(system, Boom("one"))
+    wait_for(lambda: children(system)["crasher"].restarts == 1 and
+             children(system)["crasher"].state == "running", timeout=5, what="first restart")
+    publish(system, Boom("two"))
+    wait_for(lambda: children(system)["crasher"].state == "failed", timeout=5, what="failed state")
+    assert system.status().state == "running"
+    wait_for(lambda: children(system)["crasher"].state == "running", timeout=5, what="retry after cooldown")
+    assert children(system)["bystander"].pid == bystander
+
+
+def test_every_agent_socket_listens_on_loopback_only(running_agent):
+    system = running_agent()
+    pids = system.pids()
+    assert len(pids) >= 5  # admin, logger, supervisor and three children
+    listening = _listening_sockets(pids)
+    assert listening, "no listening socket found"
+    assert all(addr.startswith("127.") for addr, _ in listening), listening
+
+
+def _listening_sockets(pids) -> list[tuple[str, int]]:
+    inodes = set()
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                hex_addr, hex_port = fields[1].split(":")
+                found.append((_ip(hex_addr), int(hex_port, 16)))
+    return found
+
+
+def _ip(hex_addr: str) -> str:
+    if len(hex_addr) == 8:
+        return ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
+    return "ipv6:" + hex_addr
+
+
+def test_restart_after_sigkill_of_the_whole_agent_ends_the_old_actors(tmp_path, port):
+    config = agent_config(tmp_path, port, probe_actors(tmp_path))
+    first = AgentSystem(config)
+    first.start()
+    old_pids = first.pids()
+    # Simulate the main process dying abruptly: forget the system without stopping it.
+    first.asys = None
+    second = AgentSystem(config)
+    try:
+        second.start()
+        assert not any(pid in second.pids() for pid in old_pids)
+        assert all(not group_members(pgid) for pgid in first.pgids)
+    finally:
+        second.stop()
