@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_agent(config: dict) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     # Heavy libraries are imported before the actor system forks, so every actor process shares them.
     import docker, gmqtt, msgpack, peewee  # noqa: F401,E401
     from actors.system import AgentStartError, AgentSystem, become_subreaper, reap_children
@@ -42,9 +45,6 @@ def run_agent(config: dict) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("fleetlet")
     become_subreaper()
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     system = AgentSystem(config)
     try:
         children = system.start()

@@ -7,6 +7,7 @@ while a child is down, what is addressed to it is held and delivered once it is 
 from __future__ import annotations
 
 import collections
+import importlib
 import time
 from dataclasses import dataclass, field
 
@@ -15,7 +16,8 @@ from thespian.actors import ActorExitRequest, InvalidActorSpecification
 import messages
 from actors.base import FleetletActor
 from actors.restart_policy import RestartPolicy, decide_restart
-from messages.runtime import (ActorCrashed, Boot, Booted, ChildStatus, Configure, Hello, Ping,
+from messages.runtime import (ActorCrashed, Boot, Booted, BootFailed, ChildStatus, Configure, Hello,
+                              Ping,
                               StatusReply, StatusRequest)
 
 GLOBAL_NAME = "fleetlet-supervisor"
@@ -44,6 +46,23 @@ class Child:
                            self.last_error, len(self.held))
 
 
+def _configuration_problem(entries: dict) -> str | None:
+    for name, entry in entries.items():
+        # Importing an actor's module registers the message types it defines, so they route here.
+        module, _, cls = entry["class"].rpartition(".")
+        try:
+            if not hasattr(importlib.import_module(module), cls):
+                return f"actors.{name}.class: {module} has no {cls}"
+        except ImportError as exc:
+            return f"actors.{name}.class: cannot import {module or cls}: {exc}"
+    known = set(messages.registered())
+    for name, entry in entries.items():
+        unknown = set(entry.get("subscribes", [])) - known
+        if unknown:
+            return f"actors.{name}.subscribes names unknown message types {sorted(unknown)}"
+    return None
+
+
 class Supervisor(FleetletActor):
     name = "supervisor"
 
@@ -59,17 +78,17 @@ class Supervisor(FleetletActor):
         if self.children:  # a second Boot (a retried ask) must not start a second set
             self.send(sender, messages.encode(Booted(tuple(self.children))))
             return
+        entries = {name: entry for name, entry in msg.config.get("actors", {}).items()
+                   if entry.get("enabled", True)}
+        problem = _configuration_problem(entries)
+        if problem:
+            self.send(sender, messages.encode(BootFailed(problem)))
+            return
         self.handleDeadLetters(startHandling=True)
         self.config = msg.config
         self.section = msg.config["supervisor"]
         self.policy = RestartPolicy.from_config(self.section)
-        known = set(messages.registered())
-        for name, entry in msg.config.get("actors", {}).items():
-            if not entry.get("enabled", True):
-                continue
-            unknown = set(entry.get("subscribes", [])) - known
-            if unknown:
-                raise ValueError(f"actors.{name}.subscribes names unknown message types {sorted(unknown)}")
+        for name, entry in entries.items():
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
                 entry.get("settings", {}), entry.get("on_limit", self.section["on_limit"]))

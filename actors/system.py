@@ -20,7 +20,7 @@ from thespian.actors import ActorSystem
 import messages
 from actors.hardening import LOOPBACK, capabilities, harden_thespian
 from actors.supervisor import GLOBAL_NAME
-from messages.runtime import Boot, Booted, StatusReply, StatusRequest
+from messages.runtime import Boot, Booted, BootFailed, StatusReply, StatusRequest
 
 log = logging.getLogger("fleetlet.system")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -143,7 +143,8 @@ class AgentSystem:
         reply = self._ask(Boot(self.config), boot_timeout)
         if not isinstance(reply, Booted):
             self.stop()
-            raise AgentStartError(f"the supervisor did not boot: {reply!r}")
+            reason = reply.reason if isinstance(reply, BootFailed) else f"no answer in {boot_timeout} s"
+            raise AgentStartError(f"the agent cannot start: {reason}")
         return reply.children
 
     def _record_run(self) -> None:

@@ -46,6 +46,13 @@ class Booted:
 
 @message
 @dataclass(frozen=True)
+class BootFailed:
+    """The configuration names an actor that cannot be loaded or an unknown message type."""
+    reason: str
+
+
+@message
+@dataclass(frozen=True)
 class StatusRequest:
     pass
 

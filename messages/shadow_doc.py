@@ -1,0 +1,386 @@
+"""The AWS IoT Device Shadow document algebra, shared by the reference cloud and the agent.
+
+Pure functions only: no I/O, no clock (every caller passes ``now``, epoch seconds). A shadow document
+is a plain dict ``{"state": {"desired"?, "reported"?}, "metadata": {"desired"?, "reported"?},
+"version": int, "timestamp": int}``; its metadata mirrors its state with ``{"timestamp": t}`` at each
+leaf (an array gets an array of them). Empty objects carry no state and are never stored, so a
+document never holds ``{}`` below a section, nor an empty section.
+
+Every rejection is a :class:`ShadowError` with the code and message AWS IoT uses. Topic and name
+rules live in :mod:`messages.shadow_topics`.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+
+SECTIONS = ("desired", "reported")
+MAX_STATE_BYTES_CEILING = 30 * 1024  # the highest quota AWS grants for desired + reported
+_MAX_VERSION = 2**63 - 1  # versions are stored as 64-bit integers
+
+
+class ShadowError(Exception):
+    """A rejected shadow request: ``code`` is the HTTP-style status, ``message`` the AWS text.
+
+    ``client_token`` is the request's clientToken when it could be read, so that the rejection can
+    echo it even when the request was otherwise invalid.
+    """
+
+    def __init__(self, code: int, message: str, client_token: str | None = None):
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+        self.client_token = client_token
+
+
+def _bad_request(message: str) -> ShadowError:
+    return ShadowError(400, message)
+
+
+def shadow_not_found(shadow_name: str) -> ShadowError:
+    """404 for a shadow that does not exist (for the classic shadow, pass the thing name)."""
+    return ShadowError(404, f"No shadow exists with name: '{shadow_name}'")
+
+
+def too_many_requests() -> ShadowError:
+    """429: more requests in flight for one client than the service accepts."""
+    return ShadowError(429, "Too Many Requests")
+
+
+def internal_failure() -> ShadowError:
+    """500: the service failed; the request may be retried."""
+    return ShadowError(500, "Internal service failure")
+
+
+def error_payload(err: ShadowError, client_token: str | None, now: int) -> dict:
+    """The body published on a ``*/rejected`` topic; falls back to the token carried by ``err``."""
+    payload = {"code": err.code, "message": err.message, "timestamp": now}
+    token = client_token if client_token is not None else err.client_token
+    if token is not None:
+        payload["clientToken"] = token
+    return payload
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Service quotas. ``max_state_bytes`` counts desired + reported serialized without whitespace."""
+
+    max_state_bytes: int = 8 * 1024
+    max_depth: int = 6
+    max_client_token_bytes: int = 64
+    max_payload_bytes: int = 128 * 1024
+
+    def __post_init__(self):
+        if not 0 < self.max_state_bytes <= MAX_STATE_BYTES_CEILING:
+            raise ValueError(f"max_state_bytes must be in 1..{MAX_STATE_BYTES_CEILING}")
+        for name in ("max_depth", "max_client_token_bytes", "max_payload_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- request parsing -----------------------------------------------------------------------------
+
+def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> dict:
+    """Validate a request body; return ``{"state"?, "clientToken"?, "version"?}``.
+
+    ``require_state`` is true for ``update``; ``get`` and ``delete`` bodies may be empty and only their
+    clientToken and version are read. ``"state": null`` is returned as both sections null (it clears
+    the shadow without deleting it). Unknown top-level fields are ignored, as AWS does.
+    """
+    if len(payload) > limits.max_payload_bytes:
+        raise ShadowError(413, "The payload exceeds the maximum size allowed")
+    if not require_state and not payload.strip():
+        return {}
+    body = _decode_json(payload)
+    if not isinstance(body, dict):
+        raise _bad_request("Invalid JSON")
+    request = {}
+    if "clientToken" in body:
+        request["clientToken"] = _client_token(body["clientToken"], limits)
+    try:
+        if "version" in body:
+            request["version"] = _version(body["version"])
+        if require_state:
+            request["state"] = _state(body, limits)
+    except ShadowError as err:
+        raise ShadowError(err.code, err.message, request.get("clientToken")) from None
+    return request
+
+
+def _decode_json(payload: bytes):
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
+    try:
+        body = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=_finite_float)
+        # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded back as UTF-8.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        # ValueError covers syntax errors, duplicate keys, NaN/Infinity and integers too long to convert.
+        raise _bad_request("Invalid JSON") from None
+    return body
+
+
+def _unique_keys(pairs):
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        raise ValueError("duplicate key")
+    return body
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _client_token(token, limits: Limits) -> str:
+    if not isinstance(token, str) or len(token.encode("utf-8")) > limits.max_client_token_bytes:
+        raise _bad_request("Invalid clientToken")
+    return token
+
+
+def _version(version) -> int:
+    if type(version) is not int or not 0 < version <= _MAX_VERSION:
+        raise _bad_request("Invalid version")
+    return version
+
+
+def _state(body: dict, limits: Limits) -> dict:
+    if "state" not in body:
+        raise _bad_request("Missing required node: state")
+    state = body["state"]
+    if state is None:
+        return {section: None for section in SECTIONS}
+    if not isinstance(state, dict):
+        raise _bad_request("State node must be an object")
+    if not set(state) <= set(SECTIONS):  # "delta" is computed by the service, never written
+        raise _bad_request("State contains an invalid node")
+    for section, value in state.items():
+        if value is not None and not isinstance(value, dict):
+            raise _bad_request(f"{section.capitalize()} node must be an object")
+        _check_nodes(value, 1, limits.max_depth)
+    return state
+
+
+def _check_nodes(value, level: int, max_depth: int) -> None:
+    """Reject nesting deeper than ``max_depth`` (the section object is level 1) and null in arrays."""
+    if not isinstance(value, (dict, list)):
+        return
+    if level > max_depth:
+        raise _bad_request(f"JSON contains too many levels of nesting; maximum is {max_depth}")
+    children = value.values() if isinstance(value, dict) else value
+    for child in children:
+        if child is None and isinstance(value, list):
+            raise _bad_request("State contains an invalid node")
+        _check_nodes(child, level + 1, max_depth)
+
+
+# --- the document ----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class UpdateOutcome:
+    """What an accepted update produces: the new document and the payloads to publish."""
+
+    document: dict
+    accepted: dict  # update/accepted
+    delta: dict | None  # update/delta, None when there is nothing to publish
+    documents: dict  # update/documents
+
+
+def apply_update(document: dict | None, request: dict, now: int, limits: Limits = DEFAULT_LIMITS,
+                 *, deleted_version: int = 0) -> UpdateOutcome:
+    """Apply an update ``request`` (as returned by :func:`parse_request`) to ``document``.
+
+    ``document`` is None when the shadow does not exist; ``deleted_version`` is then the version of a
+    shadow recently deleted under the same name, which a new one continues from (AWS keeps it 48 h).
+    Raises 409 on a version mismatch and 413 when desired + reported outgrow ``limits``.
+    """
+    token = request.get("clientToken")
+    current_version = document["version"] if document is not None else deleted_version
+    _check_version(request, current_version)
+    old_state = copy.deepcopy(document["state"]) if document is not None else {}
+    old_metadata = copy.deepcopy(document["metadata"]) if document is not None else {}
+    patch = copy.deepcopy(request["state"])
+    state, metadata = _merge(old_state, old_metadata, patch, now)
+    if sum(_json_size(section) for section in state.values()) > limits.max_state_bytes:
+        raise ShadowError(413, "The payload exceeds the maximum size allowed", token)
+
+    new = {"state": state, "metadata": metadata, "version": current_version + 1, "timestamp": now}
+    accepted = _with_token({"state": patch, "metadata": _metadata_of(patch, now),
+                            "version": new["version"], "timestamp": now}, token)
+    documents = {"previous": _snapshot(document) if document is not None else
+                 {"state": {}, "metadata": {}},
+                 "current": _snapshot(new), "timestamp": now}
+    return UpdateOutcome(new, accepted, _delta_payload(new, token, now), _with_token(documents, token))
+
+
+def delete_document(document: dict | None, request: dict, now: int, shadow_name: str) -> dict:
+    """The delete/accepted payload for deleting ``document``; 404 if absent, 409 on version mismatch.
+
+    The caller drops the document and keeps the returned ``version`` for a later re-creation.
+    """
+    token = request.get("clientToken")
+    if document is None:
+        err = shadow_not_found(shadow_name)
+        raise ShadowError(err.code, err.message, token)
+    _check_version(request, document["version"])
+    return _with_token({"version": document["version"], "timestamp": now}, token)
+
+
+def get_accepted(document: dict, client_token: str | None, now: int) -> dict:
+    """The get/accepted payload: the full document with its delta (when there is one)."""
+    state = copy.deepcopy(document["state"])
+    delta = compute_delta(state.get("desired"), state.get("reported"))
+    if delta:
+        state["delta"] = delta
+    return _with_token({"state": state, "metadata": copy.deepcopy(document["metadata"]),
+                        "version": document["version"], "timestamp": now}, client_token)
+
+
+def compute_delta(desired: dict | None, reported: dict | None) -> dict:
+    """Every desired leaf whose value differs from reported (or is missing there), full path kept.
+
+    Arrays are compared whole, numbers by value (1 == 1.0, but true != 1); reported-only fields
+    never appear.
+    """
+    delta = {}
+    reported = reported if isinstance(reported, dict) else {}
+    for key, wanted in (desired or {}).items():
+        actual = reported.get(key)
+        if isinstance(wanted, dict) and isinstance(actual, dict):
+            nested = compute_delta(wanted, actual)
+            if nested:
+                delta[key] = nested
+        elif key not in reported or not _json_equal(wanted, actual):
+            delta[key] = copy.deepcopy(wanted)
+    return delta
+
+
+def _check_version(request: dict, current_version: int) -> None:
+    if "version" in request and request["version"] != current_version:
+        raise ShadowError(409, "Version conflict", request.get("clientToken"))
+
+
+def _merge(state: dict, metadata: dict, patch: dict, now: int) -> tuple[dict, dict]:
+    """Merge ``patch`` into ``state`` and its ``metadata`` (both copied, then changed and returned).
+
+    Objects merge recursively, any other value replaces (arrays whole), null deletes, and an object
+    left empty is removed with its metadata.
+    """
+    state, metadata = dict(state), dict(metadata)
+    for key, value in patch.items():
+        if isinstance(value, dict):
+            old = state.get(key)
+            old_metadata = metadata.get(key) if isinstance(old, dict) else None
+            value, value_metadata = _merge(old if isinstance(old, dict) else {},
+                                           old_metadata if isinstance(old_metadata, dict) else {},
+                                           value, now)
+        else:
+            value_metadata = _metadata_of(value, now)
+        if value is None or value == {}:
+            state.pop(key, None)
+            metadata.pop(key, None)
+        else:
+            state[key], metadata[key] = value, value_metadata
+    return state, metadata
+
+
+def _metadata_of(value, now: int):
+    """Metadata mirroring ``value``: a timestamp per leaf, arrays of them for arrays."""
+    if isinstance(value, dict):
+        return {key: _metadata_of(child, now) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_metadata_of(child, now) for child in value]
+    return {"timestamp": now}
+
+
+def _metadata_for(delta: dict, metadata: dict) -> dict:
+    """The part of ``metadata`` that describes the leaves of ``delta``."""
+    return {key: _metadata_for(value, metadata[key]) if isinstance(value, dict) else metadata[key]
+            for key, value in delta.items()}
+
+
+def _delta_payload(document: dict, token: str | None, now: int) -> dict | None:
+    desired = document["state"].get("desired")
+    delta = compute_delta(desired, document["state"].get("reported"))
+    if not delta:
+        return None
+    metadata = _metadata_for(delta, document["metadata"]["desired"])
+    return _with_token({"state": delta, "metadata": copy.deepcopy(metadata),
+                        "version": document["version"], "timestamp": now}, token)
+
+
+def _snapshot(document: dict) -> dict:
+    return copy.deepcopy({key: document[key] for key in ("state", "metadata", "version")})
+
+
+def _with_token(payload: dict, token: str | None) -> dict:
+    if token is not None:
+        payload["clientToken"] = token
+    return payload
+
+
+def _json_size(value) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _json_equal(a, b) -> bool:
+    """Equality of JSON values: numbers by value, but a boolean only equals a boolean."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_json_equal, a, b))
+    return type(a) is type(b) and a == b
+
+
+# --- device side -------------------------------------------------------------------------------------
+
+def is_stale(held_version: int | None, incoming_version: int) -> bool:
+    """True if a message must be dropped: only when older than what is held (equal is not stale)."""
+    return held_version is not None and incoming_version < held_version
+
+
+def changed_fields(previous_reported: dict | None, actual: dict | None) -> dict:
+    """The smallest reported patch turning ``previous_reported`` into ``actual``; null for removals.
+
+    Null values and empty objects count as absent on both sides, as they do in a shadow.
+    """
+    return _changes(_prune(previous_reported or {}), _prune(actual or {}))
+
+
+def _changes(previous: dict, actual: dict) -> dict:
+    changes = {key: None for key in previous if key not in actual}
+    for key, value in actual.items():
+        old = previous.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            nested = _changes(old, value)
+            if nested:
+                changes[key] = nested
+        elif key not in previous or not _json_equal(old, value):
+            changes[key] = value
+    return changes
+
+
+def _prune(value):
+    """``value`` without nulls and empty objects below objects (array elements are kept whole)."""
+    if not isinstance(value, dict):
+        return value
+    pruned = {key: _prune(child) for key, child in value.items()}
+    return {key: child for key, child in pruned.items() if child is not None and child != {}}

@@ -1,0 +1,131 @@
+"""run.py as operators use it: a real agent process, its status, SIGTERM, and a SIGKILL and restart."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def agent_conf(tmp_path, port):
+    path = tmp_path / "agent.toml"
+    path.write_text(f"""
+[store]
+path = "{tmp_path}/agent.db"
+[agent]
+admin_port = {port}
+stop_timeout = 5.0
+[actors.persistence]
+class = "actors.persistence.Persistence"
+enabled = false
+[actors.recorder]
+class = "tests.support.probe_actors.Recorder"
+subscribes = ["Probe"]
+settings = {{ path = "{tmp_path}/recorded.jsonl" }}
+[actors.bystander]
+class = "tests.support.probe_actors.Idle"
+""")
+    return str(path)
+
+
+def run_py(*args, timeout=30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_agent(conf_path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "run.py", "agent", "--config", conf_path], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def status(conf_path) -> dict | None:
+    result = run_py("status", "--json", "--config", conf_path)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def actors_up(conf_path) -> dict | None:
+    doc = status(conf_path)
+    if doc and all(a["state"] == "running" for a in doc["actors"]):
+        return {a["name"]: a for a in doc["actors"]}
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_agent(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_status_json_reflects_restarts_and_sigterm_leaves_nothing(agent_conf):
+    agent = start_agent(agent_conf)
+    try:
+        actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="agent up")
+        assert set(actors) == {"recorder", "bystander"}
+        assert all(isinstance(a["pid"], int) and a["restarts"] == 0 for a in actors.values())
+        os.kill(actors["recorder"]["pid"], signal.SIGKILL)
+        after = wait_for(lambda: (a := actors_up(agent_conf)) and a["recorder"]["restarts"] == 1 and a,
+                         timeout=10, interval=0.3, what="restart visible in status")
+        assert after["recorder"]["pid"] != actors["recorder"]["pid"]
+        assert after["bystander"]["pid"] == actors["bystander"]["pid"]
+        pids = [a["pid"] for a in after.values()]
+    finally:
+        code = stop_agent(agent)
+    assert code == 0, agent.stderr.read()
+    assert not any(alive(pid) for pid in pids)
+    assert status(agent_conf) is None
+
+
+def test_a_second_run_after_sigkill_ends_the_first_runs_actors(agent_conf):
+    first = start_agent(agent_conf)
+    actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="first agent up")
+    first.kill()
+    first.wait()
+    assert all(alive(a["pid"]) for a in actors.values())  # orphans, as the notes warned
+    second = start_agent(agent_conf)
+    try:
+        old_pids = {a["pid"] for a in actors.values()}
+        wait_for(lambda: (a := actors_up(agent_conf)) and old_pids.isdisjoint(x["pid"] for x in a.values()),
+                 timeout=20, interval=0.3, what="the second agent's actors")
+        assert not any(alive(pid) for pid in old_pids)
+    finally:
+        assert stop_agent(second) == 0
+
+
+def test_bad_configuration_is_refused_with_the_key(tmp_path):
+    result = run_py("status", "--set", "mqtt.port=abc")
+    assert result.returncode == 2 and "mqtt.port must be int" in result.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text(f'[store]\npath = "{tmp_path}/a.db"\n[actors.ghost]\nclass = "nowhere.Ghost"\n'
+                      '[actors.persistence]\nclass = "actors.persistence.Persistence"\nenabled = false\n')
+    result = subprocess.run([sys.executable, "run.py", "agent", "--config", str(broken), "--set",
+                             "agent.admin_port=%d" % _free()], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "actors.ghost.class: cannot import nowhere" in result.stderr
+
+
+def _free():
+    from tests.conftest import free_port
+    return free_port()
