@@ -20,6 +20,7 @@ from thespian.actors import ActorSystem
 import messages
 from actors.hardening import LOOPBACK, capabilities, harden_thespian
 from actors.supervisor import GLOBAL_NAME
+from store import Store, StoreError
 from messages.runtime import Boot, Booted, BootFailed, StatusReply, StatusRequest
 
 log = logging.getLogger("fleetlet.system")
@@ -131,6 +132,7 @@ class AgentSystem:
     def start(self, boot_timeout: float = 30.0) -> tuple[str, ...]:
         self.run_file.parent.mkdir(parents=True, exist_ok=True)
         self.end_previous_run()
+        self._check_store()
         if port_in_use(self.port):
             raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
                                   "(set agent.admin_port to a free port)")
@@ -146,6 +148,13 @@ class AgentSystem:
             reason = reply.reason if isinstance(reply, BootFailed) else f"no answer in {boot_timeout} s"
             raise AgentStartError(f"the agent cannot start: {reason}")
         return reply.children
+
+    def _check_store(self) -> None:
+        """Refuse to start on a corrupt or too-new database, before any actor depends on it."""
+        try:
+            Store.open(self.config["store"]["path"], synchronous=self.config["store"]["synchronous"]).close()
+        except StoreError as exc:
+            raise AgentStartError(f"the store cannot be used: {exc}") from None
 
     def _record_run(self) -> None:
         pgids = {int(_stat_fields(pid)[2]) for pid in children_of(os.getpid()) if _stat_fields(pid)}

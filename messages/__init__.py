@@ -3,6 +3,6 @@
 Importing this package registers every message type, so any process can decode any message.
 """
 from messages.codec import MessageError, decode, encode, message, message_class, registered
-from messages import runtime  # noqa: F401  (registers the runtime messages)
+from messages import runtime, sync  # noqa: F401  (registers the runtime and sync messages)
 
 __all__ = ["MessageError", "decode", "encode", "message", "message_class", "registered"]

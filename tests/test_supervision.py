@@ -65,7 +65,7 @@ def test_messages_are_routed_by_type_to_subscribers(running_agent, tmp_path):
     system = running_agent()
     publish(system, Probe(1))
     rows = wait_for(lambda: recorded(tmp_path), what="the probe to be recorded")
-    assert rows == [{"actor": "recorder", "pid": children(system)["recorder"].pid, "seq": 1}]
+    assert rows == [{"actor": "recorder", "pid": children(system)["recorder"].pid, "type": "Probe", "seq": 1}]
 
 
 def test_sigkilled_actor_is_restarted_and_gets_what_was_sent_meanwhile(running_agent, tmp_path):

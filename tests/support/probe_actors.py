@@ -1,6 +1,7 @@
 """Actors and messages used only by the runtime's multi-actor tests."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ class Boom:
 
 
 class Recorder(FleetletActor):
-    """Appends every Probe it receives, with its own pid, to the JSON-lines file in settings['path']."""
+    """Appends every message it receives, with its own pid, to the JSON-lines file in settings['path']."""
 
-    def on_Probe(self, msg: Probe) -> None:
+    def unhandled(self, typed, raw: bytes, sender) -> None:
+        row = {"actor": self.name, "pid": os.getpid(), "type": type(typed).__name__,
+               **dataclasses.asdict(typed)}
         with open(self.settings["path"], "a") as fh:
-            fh.write(json.dumps({"actor": self.name, "pid": os.getpid(), "seq": msg.seq}) + "\n")
+            fh.write(json.dumps(row) + "\n")
 
 
 class Crasher(FleetletActor):

@@ -1,0 +1,311 @@
+"""Docker engine adapter (imperative shell): builds the current state from the engine's labels alone and
+executes planner steps idempotently (creating what exists or removing what is gone succeeds).
+
+Everything Fleetlet creates carries `io.fleetlet.managed=1` and `io.fleetlet.owner=<owner>`, and only
+objects with both are read or removed, so two agents (or two tests) on one engine never touch each
+other's containers, networks or volumes, and foreign containers are never touched at all.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager, suppress
+from typing import Callable, Iterator
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import Mount
+
+from actors.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from messages.target_state import PortMapping, config_field_hashes, config_hash, normalise_image
+
+LABEL_MANAGED = "io.fleetlet.managed"
+LABEL_OWNER = "io.fleetlet.owner"
+LABEL_APP_ID = "io.fleetlet.app-id"
+LABEL_SERVICE_NAME = "io.fleetlet.service-name"
+LABEL_CONFIG_HASH = "io.fleetlet.config-hash"
+LABEL_CONFIG_FIELDS = "io.fleetlet.config-fields"
+LABEL_RESOURCE_NAME = "io.fleetlet.name"
+# No underscore: it separates the owner from the rest of every object name.
+OWNER_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}")
+# Networks a container is attached to that are not its app's own (attached by hand): never a logical name.
+FOREIGN_NETWORK_PREFIX = "docker:"
+
+
+class EngineError(Exception):
+    """A step (or, with step None, reading the state) failed; `reason` says why."""
+
+    def __init__(self, step: Step | None, reason: str) -> None:
+        super().__init__(f"{describe(step)}: {reason}" if step else reason)
+        self.step = step
+        self.reason = reason
+
+
+class EngineUnavailable(EngineError):
+    """The Docker daemon cannot be reached."""
+
+
+def describe(step: Step) -> str:
+    subject = step.image if step.action is Action.PULL else "/".join(
+        part for part in (step.app_id, step.resource or step.service_name) if part)
+    return f"{step.action.value} {subject}"
+
+
+class DockerEngine:
+    def __init__(self, owner: str, client_factory: Callable[..., docker.DockerClient] = docker.from_env,
+                 timeout: float = 30.0, stop_timeout: int = 10) -> None:
+        """`client_factory(timeout=...)` is called on first use, so the client is created in the process
+        that uses it (never inherited across a fork). `timeout` bounds every API call; a stop may take
+        `stop_timeout` more before the engine kills the container."""
+        if not OWNER_PATTERN.fullmatch(owner):
+            raise ValueError(f"owner {owner!r} does not match {OWNER_PATTERN.pattern}")
+        self.owner = owner
+        self.timeout = timeout
+        self.stop_timeout = stop_timeout
+        self._client_factory = client_factory
+        self._client: docker.DockerClient | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def container_name(self, app_id: str, service_name: str) -> str:
+        return f"{self.owner}_{app_id}_{service_name}"
+
+    def resource_name(self, app_id: str, name: str) -> str:
+        return f"{self.owner}_{app_id}_{name}"
+
+    def read_current(self) -> CurrentState:
+        """This owner's containers, networks and volumes, and every image present, from the engine alone."""
+        with self._session(None) as client:
+            owned = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_OWNER}={self.owner}"]}
+            networks = {network.id: _resource(network.attrs.get("Labels") or {})
+                        for network in client.networks.list(filters=owned)}
+            volumes = frozenset(_resource(volume.attrs.get("Labels") or {})
+                                for volume in client.volumes.list(filters=owned))
+            containers = tuple(_container_info(container.attrs, networks)
+                               for container in client.containers.list(all=True, filters=owned,
+                                                                       ignore_removed=True))
+            images = frozenset(normalise_image(name) for image in client.images.list()
+                               for name in image.tags + (image.attrs.get("RepoDigests") or [])
+                               if "<none>" not in name)
+        return CurrentState(containers=containers, images=images,
+                            networks=frozenset(networks.values()), volumes=volumes)
+
+    def execute(self, step: Step) -> None:
+        """Run one step; raise `EngineError` (or `EngineUnavailable`) if it did not take effect."""
+        handlers = {
+            Action.CREATE_NETWORK: self._create_network,
+            Action.CREATE_VOLUME: self._create_volume,
+            Action.PULL: self._pull,
+            Action.CREATE: self._create,
+            Action.START: self._start,
+            Action.STOP: self._stop,
+            Action.REMOVE: self._remove,
+            Action.REMOVE_NETWORK: self._remove_network,
+            Action.REMOVE_VOLUME: self._remove_volume,
+        }
+        with self._session(step) as client:
+            handlers[step.action](client, step)
+
+    # --- steps -------------------------------------------------------------------------------------------
+
+    def _create_network(self, client: docker.DockerClient, step: Step) -> None:
+        if self._owned_networks(client, step):
+            return
+        name = self.resource_name(step.app_id, step.resource)
+        try:
+            client.networks.create(name, driver="bridge", check_duplicate=True,
+                                           labels=self._resource_labels(step))
+        except APIError as error:
+            if error.status_code == 409:
+                raise EngineError(step, f"network name {name} is taken by a network Fleetlet does not own")
+            raise
+
+    def _create_volume(self, client: docker.DockerClient, step: Step) -> None:
+        name = self.resource_name(step.app_id, step.resource)
+        # The engine returns an existing volume of the same name instead of failing: check it is ours.
+        volume = client.volumes.create(name, labels=self._resource_labels(step))
+        if not self._is_owned(volume.attrs.get("Labels") or {}):
+            raise EngineError(step, f"volume name {name} is taken by a volume Fleetlet does not own")
+
+    def _pull(self, client: docker.DockerClient, step: Step) -> None:
+        try:
+            client.images.get(step.image)
+        except NotFound:
+            client.images.pull(step.image)
+
+    def _create(self, client: docker.DockerClient, step: Step) -> None:
+        service = step.service
+        config = service.config
+        name = self.container_name(step.app_id, service.service_name)
+        networks = [self.resource_name(step.app_id, network) for network in config.networks]
+        labels = {**dict(config.labels), **self._owner_labels(step.app_id),
+                  LABEL_SERVICE_NAME: service.service_name,
+                  LABEL_CONFIG_HASH: config_hash(service),
+                  LABEL_CONFIG_FIELDS: _encode_field_hashes(config_field_hashes(service))}
+        aliases = [service.service_name]
+        try:
+            container = client.containers.create(
+                config.image,
+                command=list(config.command) if config.command else None,
+                name=name,
+                labels=labels,
+                environment=[f"{key}={value}" for key, value in config.environment],
+                ports=_port_bindings(config.ports),
+                mounts=[Mount(target=mount.target, source=self.resource_name(step.app_id, mount.volume),
+                              type="volume", read_only=mount.read_only) for mount in config.volumes],
+                restart_policy={"Name": config.restart},
+                network=networks[0],
+                networking_config={networks[0]: client.api.create_endpoint_config(aliases=aliases)},
+                detach=True,
+            )
+        except APIError as error:
+            if error.status_code == 409:
+                self._accept_existing(client, step, name, labels)
+                return
+            raise
+        try:
+            # The API version in use attaches a container to one network at create time; add the others.
+            for network in networks[1:]:
+                client.api.connect_container_to_network(container.id, network, aliases=aliases)
+        except DockerException:
+            with suppress(DockerException, requests.exceptions.RequestException):
+                client.api.remove_container(container.id, force=True)
+            raise
+
+    @staticmethod
+    def _accept_existing(client: docker.DockerClient, step: Step, name: str, labels: dict[str, str]) -> None:
+        """A container of that name exists: success if it is this very service and config, else an error."""
+        existing = client.containers.get(name).labels
+        identity = (LABEL_OWNER, LABEL_APP_ID, LABEL_SERVICE_NAME, LABEL_CONFIG_HASH)
+        if any(existing.get(label) != labels[label] for label in identity):
+            raise EngineError(step, f"container name {name} is taken by another container")
+
+    @staticmethod
+    def _start(client: docker.DockerClient, step: Step) -> None:
+        try:
+            client.api.start(step.container_id)
+        except NotFound:
+            raise EngineError(step, f"container {step.container_id[:12]} no longer exists") from None
+
+    def _stop(self, client: docker.DockerClient, step: Step) -> None:
+        try:
+            client.api.stop(step.container_id, timeout=self.stop_timeout)
+        except NotFound:
+            pass
+
+    @staticmethod
+    def _remove(client: docker.DockerClient, step: Step) -> None:
+        try:
+            client.api.remove_container(step.container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != 409 or "already in progress" not in str(error):
+                raise
+
+    def _remove_network(self, client: docker.DockerClient, step: Step) -> None:
+        for network in self._owned_networks(client, step):
+            try:
+                network.remove()
+            except NotFound:
+                pass
+
+    def _remove_volume(self, client: docker.DockerClient, step: Step) -> None:
+        for volume in client.volumes.list(filters=self._resource_filter(step)):
+            try:
+                volume.remove()
+            except NotFound:
+                pass
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    def _owned_networks(self, client: docker.DockerClient, step: Step) -> list:
+        return client.networks.list(filters=self._resource_filter(step))
+
+    def _resource_filter(self, step: Step) -> dict[str, list[str]]:
+        return {"label": [f"{label}={value}" for label, value in self._resource_labels(step).items()]}
+
+    def _owner_labels(self, app_id: str) -> dict[str, str]:
+        return {LABEL_MANAGED: "1", LABEL_OWNER: self.owner, LABEL_APP_ID: app_id}
+
+    def _resource_labels(self, step: Step) -> dict[str, str]:
+        return {**self._owner_labels(step.app_id), LABEL_RESOURCE_NAME: step.resource}
+
+    def _is_owned(self, labels: dict[str, str]) -> bool:
+        return labels.get(LABEL_MANAGED) == "1" and labels.get(LABEL_OWNER) == self.owner
+
+    @contextmanager
+    def _session(self, step: Step | None) -> Iterator[docker.DockerClient]:
+        """The client (created on first use) for one operation, with every failure turned into EngineError."""
+        if self._client is None:
+            try:
+                self._client = self._client_factory(timeout=self.timeout)
+            except DockerException as error:  # the SDK asks the daemon for its API version right away
+                raise EngineUnavailable(step, f"Docker engine unavailable: {error}") from error
+        try:
+            yield self._client
+        except requests.exceptions.ConnectionError as error:
+            raise EngineUnavailable(step, f"Docker engine unreachable: {error}") from error
+        except requests.exceptions.Timeout as error:
+            raise EngineError(step, f"no answer from the Docker engine within {self.timeout:g} s") from error
+        except APIError as error:
+            raise EngineError(step, error.explanation or str(error)) from error
+        except DockerException as error:
+            raise EngineError(step, str(error)) from error
+
+
+def _resource(labels: dict[str, str]) -> Resource:
+    return Resource(app_id=labels.get(LABEL_APP_ID, ""), name=labels.get(LABEL_RESOURCE_NAME, ""))
+
+
+def _container_info(attrs: dict, networks: dict[str, Resource]) -> ContainerInfo:
+    labels = attrs["Config"].get("Labels") or {}
+    app_id = labels.get(LABEL_APP_ID, "")
+    state = attrs["State"]
+    attached = attrs.get("NetworkSettings", {}).get("Networks") or {}
+    return ContainerInfo(
+        id=attrs["Id"],
+        name=attrs["Name"].lstrip("/"),
+        app_id=app_id,
+        service_name=labels.get(LABEL_SERVICE_NAME, ""),
+        config_hash=labels.get(LABEL_CONFIG_HASH, ""),
+        image=attrs["Config"]["Image"],
+        status=state["Status"],
+        exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
+        networks=frozenset(_logical_network(name, endpoint.get("NetworkID", ""), app_id, networks)
+                           for name, endpoint in attached.items()),
+        field_hashes=_decode_field_hashes(labels.get(LABEL_CONFIG_FIELDS, "")),
+    )
+
+
+def _logical_network(docker_name: str, network_id: str, app_id: str, networks: dict[str, Resource]) -> str:
+    resource = networks.get(network_id)
+    if resource is not None and resource.app_id == app_id:
+        return resource.name
+    return FOREIGN_NETWORK_PREFIX + docker_name
+
+
+def _port_bindings(ports: tuple[PortMapping, ...]) -> dict[str, list]:
+    bindings: dict[str, list] = {}
+    for mapping in ports:
+        if mapping.host_ip:
+            binding = (mapping.host_ip, mapping.host_port) if mapping.host_port else (mapping.host_ip,)
+        else:
+            binding = mapping.host_port  # None: the engine picks a free port
+        bindings.setdefault(f"{mapping.container_port}/{mapping.protocol}", []).append(binding)
+    return bindings
+
+
+def _encode_field_hashes(hashes: dict[str, str]) -> str:
+    return ",".join(f"{field}={digest}" for field, digest in sorted(hashes.items()))
+
+
+def _decode_field_hashes(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = (part.partition("=") for part in text.split(",") if "=" in part)
+    return tuple(sorted((field, digest) for field, _, digest in pairs))

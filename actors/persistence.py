@@ -1,0 +1,63 @@
+"""The persistence actor: the one writer of the agent's store.
+
+On every (re)start it re-announces what is durable (the target state, pending reports), so a message
+lost in a crash of any actor costs a repeat, never data.
+"""
+from __future__ import annotations
+
+import time
+
+from actors.base import FleetletActor
+from messages.sync import (AckReport, ClearError, EnqueueReport, RecordError, ReportPending,
+                           ShadowDocumentSeen, TargetStateFetched, TargetStateRejected,
+                           TargetStateStored)
+from store import Store
+
+
+class Persistence(FleetletActor):
+    store: Store | None = None
+
+    def started(self) -> None:
+        section = self.config["store"]
+        self.store = Store.open(section["path"], synchronous=section["synchronous"])
+        target = self.store.load_target()
+        if target is not None:
+            self.publish(TargetStateStored(target.etag, target.received_at))
+        for channel in self.store.pending_channels():
+            self._announce(channel)
+
+    def stopping(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def _announce(self, channel: str) -> None:
+        pending = self.store.pending_report(channel)
+        if pending is not None:
+            self.publish(ReportPending(channel, pending.report_id, pending.patch))
+
+    def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
+        self.store.save_target(msg.document, msg.etag, msg.fetched_at)
+        self.store.clear_error("target", "rejected")
+        self.publish(TargetStateStored(msg.etag, time.time()))
+
+    def on_TargetStateRejected(self, msg: TargetStateRejected) -> None:
+        self.store.record_target_rejection(msg.etag, msg.reason, msg.at)
+        self.store.record_error("target", "rejected", msg.reason, msg.at)
+
+    def on_ShadowDocumentSeen(self, msg: ShadowDocumentSeen) -> None:
+        self.store.save_shadow(msg.thing, msg.shadow, msg.document, msg.version)
+
+    def on_EnqueueReport(self, msg: EnqueueReport) -> None:
+        self.store.enqueue_report(msg.channel, msg.patch)
+        self._announce(msg.channel)
+
+    def on_AckReport(self, msg: AckReport) -> None:
+        self.store.ack_report(msg.channel, msg.report_id)
+        self.store.save_accepted(msg.channel, msg.accepted_state)
+        self._announce(msg.channel)  # a patch merged while the acked one was in flight
+
+    def on_RecordError(self, msg: RecordError) -> None:
+        self.store.record_error(msg.source, msg.key, msg.message, msg.at)
+
+    def on_ClearError(self, msg: ClearError) -> None:
+        self.store.clear_error(msg.source, msg.key)

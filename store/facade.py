@@ -1,0 +1,269 @@
+"""Store: the agent's embedded persistence, one SQLite file in WAL mode.
+
+One writer process (the persistence actor) opens it read-write; other actor processes open it
+read-only to recover their state after a restart. Every write is one IMMEDIATE transaction.
+A Store is used from the thread that opened it.
+"""
+import functools
+import os
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
+
+from peewee import EXCLUDED, SqliteDatabase
+
+from store.db import open_database, translated_errors
+from store.errors import StoreError
+from store.models import bind_models
+from store.patches import compose
+from store.values import (
+    decode_json,
+    encode_json,
+    encode_object,
+    require_count,
+    require_optional_text,
+    require_text,
+    require_timestamp,
+)
+
+_SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
+
+
+class TargetState(NamedTuple):
+    document: dict
+    etag: str | None
+    received_at: float
+
+
+class TargetRejection(NamedTuple):
+    etag: str | None
+    reason: str
+    at: float
+
+
+class ShadowState(NamedTuple):
+    document: dict
+    version: int
+
+
+class PendingReport(NamedTuple):
+    report_id: int
+    patch: dict
+
+
+Method = TypeVar("Method", bound=Callable)
+
+
+def _reads(method: Method) -> Method:
+    @functools.wraps(method)
+    def guarded(self: "Store", *args, **kwargs):
+        self._require_open()
+        with translated_errors(self.path, method.__name__):
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
+def _writes(method: Method) -> Method:
+    @functools.wraps(method)
+    def in_transaction(self: "Store", *args, **kwargs):
+        self._require_open()
+        if self.readonly:
+            raise StoreError(f"{method.__name__}: opened read-only; only the writer process writes", self.path)
+        with translated_errors(self.path, method.__name__), self._db.atomic():
+            return method(self, *args, **kwargs)
+
+    return in_transaction
+
+
+class Store:
+    def __init__(self, db: SqliteDatabase, path: str, readonly: bool):
+        """Use Store.open."""
+        self._db = db
+        self._models = bind_models(db)
+        self.path = path
+        self.readonly = readonly
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        readonly: bool = False,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+    ) -> "Store":
+        """Open (the writer creates and migrates) the store, or raise StoreError saying why not.
+
+        synchronous="NORMAL" is faster but may lose the last commits on power loss (never corrupts).
+        busy_timeout: seconds to wait for another connection's lock before failing.
+        """
+        path = os.fspath(path)
+        db = open_database(path, readonly=readonly, synchronous=synchronous, busy_timeout=busy_timeout)
+        return cls(db, path, readonly)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _require_open(self) -> None:
+        if self._db.is_closed():
+            raise StoreError("store is closed (or used from another thread than the one that opened it)", self.path)
+
+    # Target state
+
+    @_writes
+    def save_target(self, document: dict, etag: str | None, received_at: float) -> None:
+        self._models.Target.replace(
+            id=_SINGLE_ROW,
+            document=encode_object(document, "document"),
+            etag=require_optional_text(etag, "etag"),
+            received_at=require_timestamp(received_at, "received_at"),
+        ).execute()
+
+    @_reads
+    def load_target(self) -> TargetState | None:
+        row = self._models.Target.get_or_none()
+        return None if row is None else TargetState(decode_json(row.document), row.etag, row.received_at)
+
+    @_writes
+    def record_target_rejection(self, etag: str | None, reason: str, at: float) -> None:
+        self._models.TargetRejection.replace(
+            id=_SINGLE_ROW,
+            etag=require_optional_text(etag, "etag"),
+            reason=require_text(reason, "reason"),
+            at=require_timestamp(at, "at"),
+        ).execute()
+
+    @_reads
+    def last_target_rejection(self) -> TargetRejection | None:
+        row = self._models.TargetRejection.get_or_none()
+        return None if row is None else TargetRejection(row.etag, row.reason, row.at)
+
+    # Shadows (name "" is the classic shadow)
+
+    @_writes
+    def save_shadow(self, thing: str, name: str, document: dict, version: int) -> bool:
+        """Store the shadow unless the stored one has a higher version; True if stored."""
+        shadow = self._models.Shadow
+        insert = shadow.insert(
+            thing=require_text(thing, "thing"),
+            name=require_text(name, "name", allow_empty=True),
+            document=encode_object(document, "document"),
+            version=require_count(version, "version"),
+        )
+        # Versions may arrive out of order: only a strictly lower one is stale.
+        upsert = insert.on_conflict(
+            conflict_target=[shadow.thing, shadow.name],
+            update={shadow.document: EXCLUDED.document, shadow.version: EXCLUDED.version},
+            where=EXCLUDED.version >= shadow.version,
+        )
+        return upsert.as_rowcount().execute() > 0
+
+    @_reads
+    def load_shadow(self, thing: str, name: str) -> ShadowState | None:
+        shadow = self._models.Shadow
+        row = shadow.get_or_none((shadow.thing == thing) & (shadow.name == name))
+        return None if row is None else ShadowState(decode_json(row.document), row.version)
+
+    # Outbox: reports that must survive a restart, one queue per channel
+
+    @_writes
+    def enqueue_report(self, channel: str, patch: dict) -> int | None:
+        """Merge `patch` into the channel's newest pending report; the id now holding it.
+
+        A merge gives the report a new id, so an ack of what was sent before does not drop the
+        merged data. When the merge cannot be one patch (see store.patches), the patch is queued
+        as a separate report after it. An empty patch with nothing pending queues nothing.
+        """
+        outbox = self._models.OutboxEntry
+        channel = require_text(channel, "channel")
+        patch_text = encode_object(patch, "patch")
+        newest = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id.desc()).first()
+        if newest is None and not patch:
+            return None
+        merged = compose(decode_json(newest.patch), patch) if newest else None
+        if merged is None:
+            return outbox.insert(channel=channel, patch=patch_text).execute()
+        merged_text = encode_json(merged, "patch")
+        if merged_text == newest.patch:
+            return newest.report_id
+        newest.delete_instance()
+        return outbox.insert(channel=channel, patch=merged_text).execute()
+
+    @_reads
+    def pending_report(self, channel: str) -> PendingReport | None:
+        """The channel's oldest unacknowledged report: send this one next."""
+        outbox = self._models.OutboxEntry
+        row = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id).first()
+        return None if row is None else PendingReport(row.report_id, decode_json(row.patch))
+
+    @_writes
+    def ack_report(self, channel: str, report_id: int) -> bool:
+        """Drop the report if it still has this id; False when it was merged into a newer one."""
+        outbox = self._models.OutboxEntry
+        deleted = outbox.delete().where((outbox.channel == channel) & (outbox.report_id == report_id))
+        return deleted.execute() > 0
+
+    @_reads
+    def pending_channels(self) -> list[str]:
+        outbox = self._models.OutboxEntry
+        return [row.channel for row in outbox.select(outbox.channel).distinct().order_by(outbox.channel)]
+
+    # Last state the receiver accepted, per channel
+
+    @_writes
+    def save_accepted(self, channel: str, state: dict) -> None:
+        self._models.AcceptedState.replace(
+            channel=require_text(channel, "channel"), state=encode_object(state, "state")
+        ).execute()
+
+    @_reads
+    def load_accepted(self, channel: str) -> dict | None:
+        row = self._models.AcceptedState.get_or_none(channel=channel)
+        return None if row is None else decode_json(row.state)
+
+    # Errors and reasons, for status
+
+    @_writes
+    def record_error(self, source: str, key: str, message: str, at: float) -> None:
+        """Record or refresh an error; `since` keeps when it first appeared, `count` how often."""
+        error = self._models.Error
+        at = require_timestamp(at, "at")
+        error.insert(
+            source=require_text(source, "source"),
+            key=require_text(key, "key", allow_empty=True),
+            message=require_text(message, "message"),
+            at=at,
+            since=at,
+            count=1,
+        ).on_conflict(
+            conflict_target=[error.source, error.key],
+            update={error.message: EXCLUDED.message, error.at: EXCLUDED.at, error.count: error.count + 1},
+        ).execute()
+
+    @_writes
+    def clear_error(self, source: str, key: str) -> bool:
+        error = self._models.Error
+        return error.delete().where((error.source == source) & (error.key == key)).execute() > 0
+
+    @_reads
+    def errors(self) -> list[dict]:
+        """[{source, key, message, at, since, count}] ordered by source then key."""
+        error = self._models.Error
+        return list(error.select().order_by(error.source, error.key).dicts())
+
+    # Small key/value bookkeeping for actors
+
+    @_writes
+    def put(self, key: str, value: object) -> None:
+        key_value = self._models.KeyValue
+        key_value.replace(key=require_text(key, "key"), value=encode_json(value, "value")).execute()
+
+    @_reads
+    def get(self, key: str, default: object = None) -> object:
+        row = self._models.KeyValue.get_or_none(key=key)
+        return default if row is None else decode_json(row.value)

@@ -1,0 +1,70 @@
+"""Validation and canonical JSON encoding of what callers hand to the store (pure)."""
+import json
+import math
+
+from store.errors import StoreValueError
+
+# Deeper documents are hostile or buggy; refusing them cleanly beats a RecursionError.
+MAX_DEPTH = 64
+
+
+def encode_json(value: object, what: str) -> str:
+    """Canonical JSON text (sorted keys, compact), so equal documents give equal text."""
+    _check_json(value, what, 0)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def encode_object(value: object, what: str) -> str:
+    if not isinstance(value, dict):
+        raise StoreValueError(f"{what}: expected a JSON object (dict), got {type(value).__name__}")
+    return encode_json(value, what)
+
+
+def decode_json(text: str) -> object:
+    return json.loads(text)
+
+
+def _check_json(value: object, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise StoreValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise StoreValueError(f"{path}: {value} is not a finite number")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise StoreValueError(f"{path}: key {key!r} is not a string")
+            _check_json(item, f"{path}.{key}", depth + 1)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]", depth + 1)
+        return
+    raise StoreValueError(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def require_text(value: object, what: str, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise StoreValueError(f"{what}: expected a string, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise StoreValueError(f"{what}: must not be empty")
+    return value
+
+
+def require_optional_text(value: object, what: str) -> str | None:
+    return None if value is None else require_text(value, what, allow_empty=True)
+
+
+def require_timestamp(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise StoreValueError(f"{what}: expected a finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def require_count(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreValueError(f"{what}: expected a non-negative integer, got {value!r}")
+    return value
