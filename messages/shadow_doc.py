@@ -39,9 +39,9 @@ def _bad_request(message: str) -> ShadowError:
     return ShadowError(400, message)
 
 
-def shadow_not_found(shadow_name: str) -> ShadowError:
+def shadow_not_found(shadow_name: str, client_token: str | None = None) -> ShadowError:
     """404 for a shadow that does not exist (for the classic shadow, pass the thing name)."""
-    return ShadowError(404, f"No shadow exists with name: '{shadow_name}'")
+    return ShadowError(404, f"No shadow exists with name: '{shadow_name}'", client_token)
 
 
 def too_many_requests() -> ShadowError:
@@ -209,22 +209,20 @@ def apply_update(document: dict | None, request: dict, now: int, limits: Limits 
     Raises 409 on a version mismatch and 413 when desired + reported outgrow ``limits``.
     """
     token = request.get("clientToken")
-    current_version = document["version"] if document is not None else deleted_version
-    _check_version(request, current_version)
-    old_state = copy.deepcopy(document["state"]) if document is not None else {}
-    old_metadata = copy.deepcopy(document["metadata"]) if document is not None else {}
-    patch = copy.deepcopy(request["state"])
-    state, metadata = _merge(old_state, old_metadata, patch, now)
+    old = copy.deepcopy(document) or {"state": {}, "metadata": {}, "version": deleted_version}
+    _check_version(request, old["version"])
+    state, metadata = _merge(old["state"], old["metadata"], copy.deepcopy(request["state"]), now)
     if sum(_json_size(section) for section in state.values()) > limits.max_state_bytes:
         raise ShadowError(413, "The payload exceeds the maximum size allowed", token)
 
-    new = {"state": state, "metadata": metadata, "version": current_version + 1, "timestamp": now}
-    accepted = _with_token({"state": patch, "metadata": _metadata_of(patch, now),
-                            "version": new["version"], "timestamp": now}, token)
-    documents = {"previous": _snapshot(document) if document is not None else
-                 {"state": {}, "metadata": {}},
-                 "current": _snapshot(new), "timestamp": now}
-    return UpdateOutcome(new, accepted, _delta_payload(new, token, now), _with_token(documents, token))
+    new = {"state": state, "metadata": metadata, "version": old["version"] + 1, "timestamp": now}
+    accepted = {"state": copy.deepcopy(request["state"]), "metadata": _metadata_of(request["state"], now),
+                "version": new["version"], "timestamp": now}
+    # A shadow that did not exist has no previous version: only an empty state and metadata.
+    previous = _snapshot(document) if document is not None else {"state": {}, "metadata": {}}
+    documents = {"previous": previous, "current": _snapshot(new), "timestamp": now}
+    return UpdateOutcome(new, _with_token(accepted, token), _delta_payload(new, token, now),
+                         _with_token(documents, token))
 
 
 def delete_document(document: dict | None, request: dict, now: int, shadow_name: str) -> dict:
@@ -234,8 +232,7 @@ def delete_document(document: dict | None, request: dict, now: int, shadow_name:
     """
     token = request.get("clientToken")
     if document is None:
-        err = shadow_not_found(shadow_name)
-        raise ShadowError(err.code, err.message, token)
+        raise shadow_not_found(shadow_name, token)
     _check_version(request, document["version"])
     return _with_token({"version": document["version"], "timestamp": now}, token)
 
@@ -264,7 +261,7 @@ def compute_delta(desired: dict | None, reported: dict | None) -> dict:
             nested = compute_delta(wanted, actual)
             if nested:
                 delta[key] = nested
-        elif key not in reported or not _json_equal(wanted, actual):
+        elif not _json_equal(wanted, actual):  # missing reads as None, which a state never holds
             delta[key] = copy.deepcopy(wanted)
     return delta
 
@@ -284,10 +281,8 @@ def _merge(state: dict, metadata: dict, patch: dict, now: int) -> tuple[dict, di
     for key, value in patch.items():
         if isinstance(value, dict):
             old = state.get(key)
-            old_metadata = metadata.get(key) if isinstance(old, dict) else None
-            value, value_metadata = _merge(old if isinstance(old, dict) else {},
-                                           old_metadata if isinstance(old_metadata, dict) else {},
-                                           value, now)
+            base = (old, metadata.get(key, {})) if isinstance(old, dict) else ({}, {})
+            value, value_metadata = _merge(*base, value, now)
         else:
             value_metadata = _metadata_of(value, now)
         if value is None or value == {}:
@@ -314,8 +309,7 @@ def _metadata_for(delta: dict, metadata: dict) -> dict:
 
 
 def _delta_payload(document: dict, token: str | None, now: int) -> dict | None:
-    desired = document["state"].get("desired")
-    delta = compute_delta(desired, document["state"].get("reported"))
+    delta = compute_delta(document["state"].get("desired"), document["state"].get("reported"))
     if not delta:
         return None
     metadata = _metadata_for(delta, document["metadata"]["desired"])
@@ -373,7 +367,7 @@ def _changes(previous: dict, actual: dict) -> dict:
             nested = _changes(old, value)
             if nested:
                 changes[key] = nested
-        elif key not in previous or not _json_equal(old, value):
+        elif not _json_equal(old, value):
             changes[key] = value
     return changes
 
