@@ -82,7 +82,8 @@ def run_status(config: dict, as_json: bool) -> int:
     doc = {"state": reply.state, "reason": reply.reason,
            "actors": [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state,
                        "restarts": c.restarts, "last_error": c.last_error,
-                       "held_messages": c.held_messages} for c in reply.children]}
+                       "held_messages": c.held_messages} for c in reply.children],
+           "errors": recorded_errors(config)}
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
@@ -90,7 +91,20 @@ def run_status(config: dict, as_json: bool) -> int:
         for actor in doc["actors"]:
             print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
                   f"restarts={actor['restarts']} last_error={actor['last_error']}")
+        for error in doc["errors"]:
+            print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
     return 0
+
+
+def recorded_errors(config: dict) -> list[dict]:
+    """What the device could not do (a value it cannot apply, a rejected target), from the store."""
+    from store import Store, StoreError
+
+    try:
+        with Store.open(config["store"]["path"], readonly=True) as store:
+            return store.errors()
+    except StoreError as exc:
+        return [{"source": "store", "key": "open", "message": str(exc), "count": 1}]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,7 @@ def test_status_json_reflects_restarts_and_sigterm_leaves_nothing(agent_conf):
         actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="agent up")
         assert set(actors) == {"recorder", "bystander"}
         assert all(isinstance(a["pid"], int) and a["restarts"] == 0 for a in actors.values())
+        assert status(agent_conf)["errors"] == []
         os.kill(actors["recorder"]["pid"], signal.SIGKILL)
         after = wait_for(lambda: (a := actors_up(agent_conf)) and a["recorder"]["restarts"] == 1 and a,
                          timeout=10, interval=0.3, what="restart visible in status")
