@@ -30,6 +30,8 @@ LABEL_RESOURCE_NAME = "io.fleetlet.name"
 OWNER_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}")
 # Networks a container is attached to that are not its app's own (attached by hand): never a logical name.
 FOREIGN_NETWORK_PREFIX = "docker:"
+# The container list gives the exit code only in its status text: "Exited (137) 5 seconds ago".
+_EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
 
 
 class EngineError(Exception):
@@ -83,13 +85,13 @@ class DockerEngine:
         """This owner's containers, networks and volumes, and every image present, from the engine alone."""
         with self._session(None) as client:
             owned = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_OWNER}={self.owner}"]}
-            networks = {network.id: _resource(network.attrs.get("Labels") or {})
-                        for network in client.networks.list(filters=owned)}
+            # By id, and by name for containers never started: the engine gives them no NetworkID yet.
+            networks = {key: _resource(network.attrs.get("Labels") or {})
+                        for network in client.networks.list(filters=owned) for key in (network.id, network.name)}
             volumes = frozenset(_resource(volume.attrs.get("Labels") or {})
                                 for volume in client.volumes.list(filters=owned))
-            containers = tuple(_container_info(container.attrs, networks)
-                               for container in client.containers.list(all=True, filters=owned,
-                                                                       ignore_removed=True))
+            containers = tuple(_container_info(summary, networks)
+                               for summary in client.api.containers(all=True, filters=owned))
             images = frozenset(normalise_image(name) for image in client.images.list()
                                for name in image.tags + (image.attrs.get("RepoDigests") or [])
                                if "<none>" not in name)
@@ -264,20 +266,23 @@ def _resource(labels: dict[str, str]) -> Resource:
     return Resource(app_id=labels.get(LABEL_APP_ID, ""), name=labels.get(LABEL_RESOURCE_NAME, ""))
 
 
-def _container_info(attrs: dict, networks: dict[str, Resource]) -> ContainerInfo:
-    labels = attrs["Config"].get("Labels") or {}
+def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerInfo:
+    """From the engine's container list, not from per-container inspects: an inspect waits for whatever
+    runs on that container (a start, a stop), so reading would stall behind every step in flight."""
+    labels = summary.get("Labels") or {}
     app_id = labels.get(LABEL_APP_ID, "")
-    state = attrs["State"]
-    attached = attrs.get("NetworkSettings", {}).get("Networks") or {}
+    status = summary["State"]
+    attached = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+    exited = _EXIT_STATUS.match(summary.get("Status") or "")
     return ContainerInfo(
-        id=attrs["Id"],
-        name=attrs["Name"].lstrip("/"),
+        id=summary["Id"],
+        name=(summary.get("Names") or [""])[0].lstrip("/"),
         app_id=app_id,
         service_name=labels.get(LABEL_SERVICE_NAME, ""),
         config_hash=labels.get(LABEL_CONFIG_HASH, ""),
-        image=attrs["Config"]["Image"],
-        status=state["Status"],
-        exit_code=state.get("ExitCode") if state["Status"] in ("exited", "dead") else None,
+        image=summary["Image"],
+        status=status,
+        exit_code=int(exited[1]) if exited and status in ("exited", "dead") else None,
         networks=frozenset(_logical_network(name, endpoint.get("NetworkID", ""), app_id, networks)
                            for name, endpoint in attached.items()),
         field_hashes=_decode_field_hashes(labels.get(LABEL_CONFIG_FIELDS, "")),
@@ -285,7 +290,7 @@ def _container_info(attrs: dict, networks: dict[str, Resource]) -> ContainerInfo
 
 
 def _logical_network(docker_name: str, network_id: str, app_id: str, networks: dict[str, Resource]) -> str:
-    resource = networks.get(network_id)
+    resource = networks.get(network_id) or networks.get(docker_name)
     if resource is not None and resource.app_id == app_id:
         return resource.name
     return FOREIGN_NETWORK_PREFIX + docker_name

@@ -235,12 +235,12 @@ def _finished(container: ContainerInfo, service: Service) -> bool:
 
 
 def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
-    """A dependency is ready when its up-to-date container runs, or has finished as a one-shot."""
+    """A dependency is ready when its up-to-date container runs, or has completed successfully as a one-shot."""
     if container is None:
         return False
     service = app.service(container.service_name)
-    return (not _outdated_reason(container, service)
-            and (container.status == "running" or _finished(container, service)))
+    completed = _finished(container, service) and container.exit_code == 0
+    return not _outdated_reason(container, service) and (container.status == "running" or completed)
 
 
 def _missing_resources(app: App, service: Service, current: CurrentState) -> str:

@@ -53,7 +53,7 @@ class InvalidTargetState(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class PortMapping:
     container_port: int
     protocol: str = "tcp"
@@ -333,7 +333,8 @@ def _check_acyclic(by_name: Mapping[str, Service], path: str) -> None:
         while chain.count(chain[-1]) < 2:
             chain.append(min(remaining[chain[-1]]))
         cycle = chain[chain.index(chain[-1]):]
-        raise _fail(path, f"depends_on cycle {' -> '.join(cycle)}")
+        shown = " -> ".join(cycle if len(cycle) <= 9 else cycle[:8] + [f"... ({len(cycle) - 1} services)"])
+        raise _fail(path, f"depends_on cycle {shown}")
 
 
 # --- service config ----------------------------------------------------------------------------------------
@@ -380,7 +381,7 @@ def _ports(value: Any, path: str) -> tuple[PortMapping, ...]:
                 raise _fail(f"{path}[{index}]", f"duplicate port mapping {mapping.spec()!r}")
             if _same_host_binding(earlier, mapping):
                 raise _fail(f"{path}[{index}]", f"host port {mapping.host_port}/{mapping.protocol} is bound twice")
-    return tuple(sorted(mappings))
+    return tuple(sorted(mappings, key=lambda m: (m.container_port, m.protocol, m.host_port or 0, m.host_ip)))
 
 
 def _same_host_binding(first: PortMapping, second: PortMapping) -> bool:
