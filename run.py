@@ -10,6 +10,7 @@ import sys
 import threading
 
 import conf
+from cloud import cli as cloud_cli
 
 
 def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show each actor's pid, state, restarts and last error")
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
+    cloud_cli.register(commands, _common)
     return parser
 
 
@@ -110,6 +112,8 @@ def recorded_errors(config: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "agent"
+    if command in cloud_cli.COMMANDS:  # the cloud's commands read conf/cloud.toml, not the agent's
+        return cloud_cli.dispatch(args)
     try:
         config = conf.load("agent", args.config, args.overrides)
     except conf.ConfigError as exc:

@@ -10,9 +10,17 @@ import time
 
 import pytest
 
+import conf
+
 from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def without_default_actors() -> str:
+    """Configuration lines that switch off every actor of the shipped defaults."""
+    return "".join(f'[actors.{name}]\nclass = "{entry["class"]}"\nenabled = false\n'
+                   for name, entry in conf.defaults("agent")["actors"].items())
 
 
 @pytest.fixture
@@ -24,9 +32,7 @@ path = "{tmp_path}/agent.db"
 [agent]
 admin_port = {port}
 stop_timeout = 5.0
-[actors.persistence]
-class = "actors.persistence.Persistence"
-enabled = false
+{without_default_actors()}
 [actors.recorder]
 class = "tests.support.probe_actors.Recorder"
 subscribes = ["Probe"]
@@ -119,7 +125,7 @@ def test_bad_configuration_is_refused_with_the_key(tmp_path):
     assert result.returncode == 2 and "mqtt.port must be int" in result.stderr
     broken = tmp_path / "broken.toml"
     broken.write_text(f'[store]\npath = "{tmp_path}/a.db"\n[actors.ghost]\nclass = "nowhere.Ghost"\n'
-                      '[actors.persistence]\nclass = "actors.persistence.Persistence"\nenabled = false\n')
+                      + without_default_actors())
     result = subprocess.run([sys.executable, "run.py", "agent", "--config", str(broken), "--set",
                              "agent.admin_port=%d" % _free()], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)

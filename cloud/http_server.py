@@ -1,0 +1,94 @@
+"""The HTTP server in front of :class:`cloud.http_api.CloudApi`: the standard library's ThreadingHTTPServer.
+
+A reference cloud needs a few JSON endpoints, not a framework, and this adds no dependency to the
+device's requirements. Each connection gets a thread; keep-alive is on; bodies need a Content-Length
+and are refused unread (413) beyond ``http.max_body_bytes``; a client silent for ``http.client_timeout``
+seconds is dropped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from cloud.http_api import ApiError, CloudApi, Request, Response
+
+log = logging.getLogger("fleetlet.cloud.http")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the agent polls often
+    server_version = "fleetlet-cloud"
+    server: "ApiServer"
+
+    def setup(self):
+        self.timeout = self.server.api.settings.client_timeout  # slow or silent clients are dropped
+        super().setup()
+
+    def do_GET(self):
+        self._serve()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _serve(self):
+        try:
+            body = self._read_body()
+        except ApiError as exc:
+            self.close_connection = True  # the unread body would be taken for the next request
+            self._send(Response(exc.status, exc.body, exc.headers))
+            return
+        parts = urlsplit(self.path)
+        request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
+                          {name.lower(): value for name, value in self.headers.items()}, body)
+        self._send(self.server.api.handle(request))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise ApiError(411, "send the body with a Content-Length, not chunked")
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if self.command in ("POST", "PUT", "PATCH"):
+                raise ApiError(411, "a Content-Length is needed")
+            return b""
+        if not length.isdigit():
+            raise ApiError(400, "Content-Length is not a number")
+        if int(length) > self.server.api.settings.max_body_bytes:
+            raise ApiError(413, f"the body exceeds {self.server.api.settings.max_body_bytes} bytes")
+        return self.rfile.read(int(length))
+
+    def _send(self, response: Response) -> None:
+        payload = b"" if response.body is None else json.dumps(response.body, ensure_ascii=False).encode("utf-8")
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        if response.body is not None:
+            self.send_header("Content-Type", "application/json")
+        if response.status != 304:
+            self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_error(self, code, message=None, explain=None):
+        # What the standard library refuses itself (a malformed request line, an unknown method...):
+        # answered in JSON like everything else, instead of its HTML page.
+        self.close_connection = True
+        self._send(Response(code, {"error": message or HTTPStatus(code).phrase}))
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True  # a hung client never holds up a stop
+
+    def __init__(self, api: CloudApi):
+        self.api = api
+        if ":" in api.settings.http_host:
+            self.address_family = socket.AF_INET6
+        super().__init__((api.settings.http_host, api.settings.http_port), _Handler)

@@ -1,0 +1,82 @@
+"""``run.py cloud``: the store, the shadow service on MQTT and the HTTP API in one process.
+
+The asyncio loop (main thread) owns the MQTT connection and the shadow service; the HTTP server runs
+in its own thread and hands shadow requests and publishes to the loop; database work runs in a small
+pool of worker threads, each with its own connection. SIGTERM or SIGINT stops it cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import peewee
+
+from cloud.db import open_store
+from cloud.http_api import CloudApi
+from cloud.http_server import ApiServer
+from cloud.mqtt_link import MqttLink
+from cloud.settings import CloudSettings
+from cloud.shadow_service import ShadowService, subscription_topics
+from cloud.store import CloudStore, StoreError
+
+STORE_WORKERS = 4  # database connections; SQLite serialises writers anyway
+SETTLE_SECONDS = 5.0  # on stop, time given to requests under way
+log = logging.getLogger("fleetlet.cloud")
+
+
+def run(settings: CloudSettings) -> int:
+    """Serve until SIGTERM/SIGINT; 0 then, 2 when the cloud cannot start."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gmqtt").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    try:
+        store = CloudStore(open_store(settings.store))
+        if settings.seed is not None:
+            store.register_device(settings.seed.uuid, settings.seed.thing, settings.seed.token)
+        store.close()
+    except (peewee.PeeweeException, StoreError) as exc:
+        log.error("cannot open the store (%s): %s", settings.store.describe(), exc)
+        return 2
+    except ValueError as exc:
+        log.error("cannot register the seed device %s: %s", settings.seed.uuid, exc)
+        return 2
+    with ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="store") as executor:
+        try:
+            asyncio.run(_serve(settings, store, executor))
+        except OSError as exc:
+            log.error("cannot serve HTTP on %s:%d: %s", settings.http_host, settings.http_port, exc.strerror)
+            return 2
+    log.info("cloud stopped")
+    return 0
+
+
+async def _serve(settings: CloudSettings, store: CloudStore, executor: ThreadPoolExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    link = MqttLink(settings.mqtt, subscription_topics(),
+                    on_message=lambda topic, payload: service.on_mqtt_request(topic, payload))
+    service = ShadowService(store, executor, link.publish, settings.limits, settings.max_queued_per_thing,
+                            time.time)
+
+    def health() -> dict:
+        return {"ready": link.ready, "mqtt": "subscribed" if link.ready else "connecting",
+                "store": settings.store.describe(), "dropped_publishes": link.dropped}
+
+    server = ApiServer(CloudApi(settings, store, executor, service, loop, link.publish, health, time.time))
+    threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
+    log.info("HTTP API on %s; store %s; broker %s:%d",
+             settings.base_url, settings.store.describe(), settings.mqtt.host, settings.mqtt.port)
+    connecting = asyncio.create_task(link.connect(stop))
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
+        await service.settle(SETTLE_SECONDS)
+        await connecting
+        await link.close()

@@ -1,0 +1,59 @@
+"""The cloud's configuration: conf/cloud.toml is complete and valid, and bad values are refused by name."""
+from __future__ import annotations
+
+import pytest
+
+import conf
+from cloud.settings import load_settings
+
+
+def test_the_defaults_make_a_loopback_cloud_seeded_with_the_agents_demo_device():
+    settings = load_settings()
+    agent = conf.defaults("agent")
+    assert (settings.http_host, settings.http_port, settings.mqtt.host) == ("127.0.0.1", 8080, "127.0.0.1")
+    assert settings.base_url == agent["cloud"]["url"]
+    assert (settings.seed.uuid, settings.seed.thing, settings.seed.token) == \
+        (agent["device"]["uuid"], agent["device"]["thing"], agent["device"]["token"])
+    assert settings.store.kind == "sqlite"
+    assert (settings.limits.max_state_bytes, settings.limits.max_depth, settings.max_queued_per_thing) == (8192, 6, 10)
+
+
+def test_every_key_of_the_default_file_is_documented():
+    lines = (conf.DEFAULTS_DIR / "cloud.toml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            assert lines[number - 1].startswith("#") or "=" in lines[number - 1], f"undocumented: {line}"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("http.port=0", "http.port"),
+    ("mqtt.port=70000", "mqtt.port"),
+    ("mqtt.client_id=", "mqtt.client_id"),
+    ("mqtt.publish_window=0", "mqtt.publish_window"),
+    ("http.client_timeout=0", "http.client_timeout"),
+    ("shadow.max_state_bytes=30721", "shadow.max_state_bytes"),
+    ("shadow.max_depth=0", "shadow.max_depth"),
+    ("shadow.max_queued_per_thing=0", "shadow.max_queued_per_thing"),
+    ("store.url=mysql://db/x", "store.url"),
+    ("auth.admin_token=short", "auth.admin_token"),
+    ("seed.thing=no.dots", "seed.thing"),
+    ("seed.token=short", "seed.token"),
+    ("log.level=LOUD", "log.level"),
+    ("http.nope=1", "http.nope"),
+])
+def test_bad_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(conf.ConfigError, match=key.replace(".", r"\.")):
+        load_settings(None, [override])
+
+
+def test_the_quota_goes_up_to_thirty_kib_and_the_seed_can_be_left_out():
+    settings = load_settings(None, ["shadow.max_state_bytes=30720", 'seed.uuid=""'])
+    assert settings.limits.max_state_bytes == 30720 and settings.seed is None
+
+
+def test_listening_beyond_loopback_needs_a_secret_admin_token():
+    with pytest.raises(conf.ConfigError, match="admin_token"):
+        load_settings(None, ["http.host=0.0.0.0"])
+    settings = load_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
+    assert settings.base_url == "http://127.0.0.1:8080"
+    assert load_settings(None, ["http.host=::1"]).base_url == "http://[::1]:8080"
