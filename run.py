@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     agent = commands.add_parser("agent", help="run the device agent (the default)")
     _common(agent)
+    demo = commands.add_parser("demo", help="start Mosquitto and the reference cloud on loopback, give the "
+                                            "demo device a target and a desired shadow, run the agent")
+    _common(demo)
     status = commands.add_parser("status", help="show each actor's pid, state, restarts and last error")
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -121,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if command == "agent":
         return run_agent(config)
+    if command == "demo":
+        from cloud import demo
+        return demo.run(config, run_agent)
     if command == "status":
         return run_status(config, args.json)
     raise AssertionError(command)

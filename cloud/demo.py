@@ -1,0 +1,90 @@
+"""``run.py demo``: a device converging on its own, on loopback, with nothing to configure.
+
+Starts (or reuses) Mosquitto and the reference cloud on the addresses the agent's defaults name, gives
+the demo device a target state (one small container) and a desired shadow value, then runs the agent
+in the foreground. Ctrl-C stops everything this command started, by pid.
+"""
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from cloud.client import CloudClient, CloudUnreachable
+from cloud.settings import load_settings
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEMO_IMAGE = "fleetlet-test/busybox:1"  # built locally by tests/images/build.sh (.ci/setup runs it)
+DEMO_TARGET = {"apps": {"1": {"appId": "1", "appName": "demo", "services": [{
+    "serviceId": 1, "serviceName": "hello", "imageName": DEMO_IMAGE,
+    "config": {"image": DEMO_IMAGE, "environment": {"GREETING": "hello from fleetlet"},
+               "command": ["sh", "-c", "while true; do echo \"$GREETING\"; sleep 30; done"]}}]}}}
+DEMO_DESIRED = {"state": {"desired": {"logLevel": "info", "telemetry": {"interval": 30}}}}
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(agent_config: dict, run_agent) -> int:
+    mqtt = agent_config["mqtt"]
+    var = ROOT / "var"
+    var.mkdir(exist_ok=True)
+    cloud_settings = load_settings(None, [f"mqtt.host={mqtt['host']}", f"mqtt.port={mqtt['port']}"])
+    cloud = CloudClient(agent_config["cloud"]["url"], cloud_settings.admin_token, 10.0)
+    with contextlib.ExitStack() as owned:
+        if not _listening(mqtt["host"], mqtt["port"]):
+            conf_file = var / "demo-mosquitto.conf"
+            conf_file.write_text(f"listener {mqtt['port']} {mqtt['host']}\nallow_anonymous true\n")
+            broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf_file)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            owned.callback(_stop, broker)
+            _wait(lambda: _listening(mqtt["host"], mqtt["port"]), 10, "mosquitto")
+        if not _cloud_up(cloud):
+            log = open(var / "demo-cloud.log", "ab")
+            owned.callback(log.close)
+            server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "cloud",
+                                       "--set", f"mqtt.port={mqtt['port']}"],
+                                      cwd=ROOT, stdout=log, stderr=log)
+            owned.callback(_stop, server)
+            _wait(lambda: _cloud_up(cloud), 30, "the reference cloud (log: var/demo-cloud.log)")
+        uuid, thing = agent_config["device"]["uuid"], agent_config["device"]["thing"]
+        if cloud.get_target(uuid).status == 404:
+            cloud.set_target(uuid, DEMO_TARGET)
+        if cloud.get_shadow(thing).status == 404:
+            cloud.update_shadow(thing, DEMO_DESIRED)
+        print(f"demo: cloud {agent_config['cloud']['url']}, broker {mqtt['host']}:{mqtt['port']}; try\n"
+              f"  python3 run.py status\n  python3 run.py shadow update {thing} "
+              "'{\"state\": {\"desired\": {\"logLevel\": \"debug\"}}}'\n  docker ps", flush=True)
+        return run_agent(agent_config)
+
+
+def _cloud_up(cloud: CloudClient) -> bool:
+    try:
+        return cloud.health().status == 200
+    except CloudUnreachable:
+        return False
