@@ -115,8 +115,8 @@ def recorded_errors(config: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "agent"
-    if command in cloud_cli.COMMANDS:  # the cloud's commands read conf/cloud.toml, not the agent's
-        return cloud_cli.dispatch(args)
+    if command in cloud_cli.COMMANDS and getattr(args, "shadow_action", None) != "watch":
+        return cloud_cli.dispatch(args)  # the cloud's commands read conf/cloud.toml, not the agent's
     try:
         config = conf.load("agent", args.config, args.overrides)
     except conf.ConfigError as exc:
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(config, run_agent)
     if command == "status":
         return run_status(config, args.json)
+    if command == "shadow":
+        from actors import shadow_cli
+        return shadow_cli.dispatch(args, config)
     raise AssertionError(command)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 
 import conf
+from actors import shadow_cli
 from cloud.client import CloudClient, CloudUnreachable, Reply
 from cloud.settings import CloudSettings, load_settings
 
@@ -24,7 +25,7 @@ def register(subparsers, common) -> None:
 
     shadow = subparsers.add_parser("shadow", help="get, update or delete a shadow on a running cloud")
     common(shadow)
-    actions = shadow.add_subparsers(dest="shadow_action", required=True, metavar="get|update|delete")
+    actions = shadow.add_subparsers(dest="shadow_action", required=True, metavar="get|update|delete|watch")
     for action in ("get", "update", "delete"):
         parser = actions.add_parser(action, help=f"{action} the thing's classic shadow, or a named one")
         common(parser)
@@ -32,6 +33,7 @@ def register(subparsers, common) -> None:
         parser.add_argument("--name", help="a named shadow (default: the classic shadow)")
         if action == "update":
             parser.add_argument("document", help='the request, e.g. \'{"state": {"desired": {...}}}\'; - reads stdin')
+    shadow_cli.add_watch_parser(actions, common)  # a device-side view: it reads the agent's configuration
 
     target = subparsers.add_parser("target", help="set or show a device's target state on a running cloud")
     common(target)

@@ -1,0 +1,86 @@
+"""Engine workers: one short-lived child actor of the reconciler per engine job (a step, or a read).
+
+The worker answers its parent with EngineJobStarted (its pid, so the reconciler can cancel a superseded
+pull by killing it), runs the job with a Docker client created in its own process, answers with
+EngineJobDone and exits. Whatever the SDK does (hang, raise, crash) stays in this process.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from thespian.actors import ActorExitRequest
+
+import messages
+from actors.base import FleetletActor
+from actors.engine import DockerEngine, EngineError, EngineUnavailable
+from actors.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from messages.containers import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
+
+# -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
+
+
+def step_to_wire(step: Step) -> EngineStep:
+    return EngineStep(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(Step)},
+                         "action": step.action.value})
+
+
+def step_from_wire(step: EngineStep) -> Step:
+    return Step(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(EngineStep)},
+                   "action": Action(step.action)})
+
+
+def state_to_wire(state: CurrentState) -> dict:
+    return {
+        "containers": [{**{field.name: getattr(container, field.name) for field in dataclasses.fields(ContainerInfo)},
+                        "networks": sorted(container.networks),
+                        "field_hashes": [list(pair) for pair in container.field_hashes]}
+                       for container in state.containers],
+        "images": sorted(state.images),
+        "networks": [[resource.app_id, resource.name] for resource in sorted(state.networks)],
+        "volumes": [[resource.app_id, resource.name] for resource in sorted(state.volumes)],
+    }
+
+
+def state_from_wire(wire: dict) -> CurrentState:
+    return CurrentState(
+        containers=tuple(ContainerInfo(**{**container, "networks": frozenset(container["networks"]),
+                                          "field_hashes": tuple(tuple(pair) for pair in container["field_hashes"])})
+                         for container in wire["containers"]),
+        images=frozenset(wire["images"]),
+        networks=frozenset(Resource(*pair) for pair in wire["networks"]),
+        volumes=frozenset(Resource(*pair) for pair in wire["volumes"]),
+    )
+
+
+def run_job(job: EngineJob, engine: DockerEngine) -> EngineJobDone:
+    """Run one job against `engine`; every failure becomes an answer, never an exception."""
+    try:
+        if job.step is None:
+            return EngineJobDone(job.job_id, None, False, state_to_wire(engine.read_current()))
+        engine.execute(step_from_wire(job.step))
+        return EngineJobDone(job.job_id, None, False, None)
+    except EngineUnavailable as exc:
+        return EngineJobDone(job.job_id, str(exc), True, None)
+    except EngineError as exc:
+        return EngineJobDone(job.job_id, str(exc), False, None)
+    except Exception as exc:  # noqa: BLE001 - an SDK bug fails this step, and is retried like any failure
+        return EngineJobDone(job.job_id, f"unexpected {type(exc).__name__}: {exc}", False, None)
+    finally:
+        engine.close()
+
+
+class EngineWorker(FleetletActor):
+    name = "engine-worker"
+
+    def dispatch(self, typed, raw: bytes, sender) -> None:
+        if not isinstance(typed, EngineJob):
+            self.log.warning("ignored %s", type(typed).__name__)
+            return
+        self.send(sender, messages.encode(EngineJobStarted(typed.job_id, os.getpid())))
+        engine = DockerEngine(typed.owner, timeout=typed.timeout, stop_timeout=typed.stop_timeout)
+        done = run_job(typed, engine)
+        if done.error:
+            self.log.warning("job %d failed: %s", typed.job_id, done.error)
+        self.send(sender, messages.encode(done))
+        self.send(self.myAddress, ActorExitRequest())

@@ -1,0 +1,121 @@
+"""`run.py plan [--json]`: the steps the reconciler would run now, each with its reason, without running
+them; and `run.py poll-now`: ask the running agent to poll its target state at once.
+
+`plan` needs no running agent: it reads the stored target (read-only) and the engine, and plans. It
+shows the next batch only; the reconciler re-plans after each batch, from what the engine then holds.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from thespian.actors import ActorSystem
+
+import messages
+from actors.engine import DockerEngine, EngineError, describe
+from actors.hardening import capabilities, harden_thespian
+from actors.planner import Step, explain, plan
+from actors.supervisor import GLOBAL_NAME
+from actors.system import port_in_use
+from messages.runtime import StatusReply, StatusRequest
+from messages.sync import PollNow
+from messages.target_state import InvalidTargetState, parse_target_state
+from store import Store, StoreError
+
+
+def register(subparsers, common) -> None:
+    """Add the `plan` and `poll-now` commands; `common(parser)` adds the shared --config/--set options."""
+    planner = subparsers.add_parser("plan", help="show the steps the reconciler would run now, with reasons")
+    common(planner)
+    planner.add_argument("--json", action="store_true", help="print JSON")
+    poll = subparsers.add_parser("poll-now", help="ask the running agent to poll its target state at once")
+    common(poll)
+
+
+def dispatch(args, config: dict) -> int:
+    if args.command == "plan":
+        return show_plan(config, args.json)
+    if args.command == "poll-now":
+        return poll_now(config)
+    raise ValueError(f"plan_cli does not handle {args.command!r}")
+
+
+class PlanError(Exception):
+    """The plan cannot be made; the text says why."""
+
+
+def current_plan(config: dict) -> dict:
+    """{etag, converged, steps: [...], services: [...]} for the stored target and the engine as it is now."""
+    try:
+        with Store.open(config["store"]["path"], readonly=True) as store:
+            stored = store.load_target()
+    except StoreError as exc:
+        raise PlanError(f"cannot read the agent's store: {exc}") from None
+    if stored is None:
+        return {"etag": None, "converged": False, "steps": [], "services": [],
+                "note": "no target state has been received yet: the reconciler does nothing"}
+    try:
+        target = parse_target_state(stored.document)
+    except InvalidTargetState as exc:
+        raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
+    engine = DockerEngine(config["device"]["uuid"])
+    try:
+        current = engine.read_current()
+    except EngineError as exc:
+        raise PlanError(str(exc)) from None
+    finally:
+        engine.close()
+    steps = plan(target, current)
+    services = explain(target, current)
+    return {"etag": stored.etag, "converged": all(row["status"] == "converged" for row in services),
+            "steps": [_step_json(step) for step in steps], "services": services}
+
+
+def _step_json(step: Step) -> dict:
+    return {"action": step.action.value, "app_id": step.app_id, "service_name": step.service_name,
+            "container_id": step.container_id, "resource": step.resource, "image": step.image,
+            "summary": describe(step), "reason": step.reason}
+
+
+def show_plan(config: dict, as_json: bool) -> int:
+    try:
+        result = current_plan(config)
+    except (PlanError, ValueError) as exc:  # ValueError: device.uuid cannot be an owner label
+        print(f"plan: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if "note" in result:
+        print(result["note"])
+        return 0
+    steps = result["steps"]
+    print(f"target {result['etag']}: " + ("converged, nothing to do" if result["converged"] else
+                                          f"{len(steps)} step(s) would run now"))
+    for step in steps:
+        print(f"  {step['summary']}: {step['reason']}")
+    unsettled = [row for row in result["services"] if row["status"] != "converged"]
+    if unsettled:
+        print("services not converged:")
+    for row in unsettled:
+        name = "/".join(part for part in (row["app_id"], row["service_name"]) if part)
+        print(f"  {name:<24} {row['status']:<9} {row['reason']}")
+    return 0
+
+
+def poll_now(config: dict) -> int:
+    port = config["agent"]["admin_port"]
+    if not port_in_use(port):
+        print(f"no agent is answering on 127.0.0.1:{port}", file=sys.stderr)
+        return 1
+    harden_thespian()
+    asys = ActorSystem("multiprocTCPBase", capabilities(port), logDefs=None)
+    supervisor = asys.createActor("actors.supervisor.Supervisor", globalName=GLOBAL_NAME)
+    asys.tell(supervisor, messages.encode(PollNow("run.py poll-now")))
+    # Messages between two actors keep their order: once the status is answered, the notice was routed.
+    raw = asys.ask(supervisor, messages.encode(StatusRequest()), 5.0)
+    if raw is None or not isinstance(messages.decode(raw), StatusReply):
+        print("the agent did not answer", file=sys.stderr)
+        return 1
+    print("the agent polls its target state now")
+    return 0

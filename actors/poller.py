@@ -1,0 +1,151 @@
+"""The poller: fetches the device's target state from the cloud and hands a new, valid one to persistence.
+
+`GET /api/v1/device/{uuid}/target-state` with `If-None-Match`, at the configured interval with jitter, with
+exponential backoff after errors, and at once on `PollNow`. The ETag sent is the one of the last document
+seen (stored or rejected) as the store has it, so a message lost in a crash costs a refetch, never a target.
+An invalid document is rejected as a whole (persistence stores and reports the reason); the last good
+target stays in force.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import messages
+from actors.actor_settings import SettingsError, load_settings, require_positive
+from actors.base import FleetletActor
+from actors.cloud_http import CloudClient, CloudError, Response, quote
+from messages.codec import MAX_MESSAGE_BYTES
+from messages.sync import ClearError, PollNow, RecordError, TargetStateFetched, TargetStateRejected
+from messages.target_state import InvalidTargetState, parse_target_state, to_json
+from store import Store, TargetRejection, TargetState
+
+
+@dataclass(frozen=True)
+class PollerSettings:
+    interval: float = 60.0  # seconds between polls
+    jitter: float = 0.1  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    backoff_min: float = 2.0  # delay after the first failure; doubles with each further one
+    backoff_max: float = 300.0
+    min_gap: float = 1.0  # PollNow never polls more often than this (a flood of notices is one poll)
+
+    def __post_init__(self):
+        require_positive(self, "interval", "backoff_min", "backoff_max", "min_gap")
+        if not 0 <= self.jitter < 1:
+            raise SettingsError(f"jitter must be in [0, 1), got {self.jitter!r}")
+
+
+# -- pure core -------------------------------------------------------------------------------------------
+
+
+def poll_delay(settings: PollerSettings, failures: int, spread: float) -> float:
+    """Seconds until the next poll; `spread` in [-1, 1] picks the point in the jitter band."""
+    if failures == 0:
+        base = settings.interval
+    else:
+        base = min(settings.backoff_max, settings.backoff_min * 2 ** min(failures - 1, 32))
+    return base * (1 + settings.jitter * spread)
+
+
+def known_etag(target: TargetState | None, rejection: TargetRejection | None) -> str | None:
+    """The ETag of the newest document seen: the cloud answers 304 while it still serves that one."""
+    if rejection is not None and (target is None or rejection.at > target.received_at):
+        return rejection.etag
+    return None if target is None else target.etag
+
+
+def interpret(response: Response, stored: TargetState | None,
+              now: float) -> TargetStateFetched | TargetStateRejected | None:
+    """What a 200 or 304 answer means: a new target to store, a rejected one, or nothing new."""
+    if response.status == 304:
+        return None
+    etag = response.headers.get("etag")
+    try:
+        document = to_json(parse_target_state(response.body))
+    except InvalidTargetState as exc:
+        return TargetStateRejected(etag, exc.reason, now)
+    if stored is not None and (etag == stored.etag if etag else document == stored.document):
+        return None
+    fetched = TargetStateFetched(document, etag, now)
+    try:
+        size = len(messages.encode(fetched))
+    except (OverflowError, messages.MessageError) as exc:  # e.g. an integer serviceId beyond 64 bits
+        return TargetStateRejected(etag, f"document: cannot be stored ({exc})", now)
+    if size > MAX_MESSAGE_BYTES:
+        return TargetStateRejected(etag, f"document: {size} bytes once normalised, more than can be stored", now)
+    return fetched
+
+
+# -- actor -----------------------------------------------------------------------------------------------
+
+
+class Poller(FleetletActor):
+    store: Store | None = None
+
+    def started(self) -> None:
+        self.options = load_settings(PollerSettings, self.settings, self.name)
+        self.client = CloudClient.from_config(self.config)
+        self.path = f"/api/v1/device/{quote(self.config['device']['uuid'])}/target-state"
+        self.store = Store.open(self.config["store"]["path"], readonly=True)
+        self.failures = 0
+        self.generation = 0  # wakeups cannot be cancelled: only the newest scheduled poll runs
+        self.last_poll: float | None = None
+        self.error_shown = True  # unknown after a restart: the first success clears any recorded error
+        self._schedule(0.0)
+
+    def stopping(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def on_PollNow(self, msg: PollNow) -> None:
+        since = float("inf") if self.last_poll is None else time.monotonic() - self.last_poll
+        self.log.debug("poll now (%s)", msg.reason)
+        self._schedule(max(0.0, self.options.min_gap - since))
+
+    def on_timer(self, payload) -> None:
+        kind, generation = payload
+        if kind == "poll" and generation == self.generation:
+            self._poll()
+
+    def _schedule(self, delay: float) -> None:
+        self.generation += 1
+        self.after(delay, ("poll", self.generation))
+
+    def _poll(self) -> None:
+        self.last_poll = time.monotonic()
+        stored = self.store.load_target()
+        etag = known_etag(stored, self.store.last_target_rejection())
+        try:
+            response = self.client.request("GET", self.path, headers={"If-None-Match": etag} if etag else None,
+                                           ok=(200, 304))
+        except CloudError as exc:
+            if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
+                self.failures = 0
+                self._record(f"the cloud has no target state for this device yet ({exc})")
+            else:
+                self.failures += 1
+                self._record(f"cannot fetch the target state: {exc}")
+        else:
+            outcome = interpret(response, stored, time.time())
+            if outcome is not None:
+                self.publish(outcome)
+            if isinstance(outcome, TargetStateRejected):
+                self.log.warning("rejected the target state %s: %s", outcome.etag, outcome.reason)
+                self.failures += 1  # garbage is backed off like an error; persistence records the reason
+            else:
+                self._succeeded(outcome)
+        self._schedule(poll_delay(self.options, self.failures, random.uniform(-1.0, 1.0)))
+
+    def _record(self, reason: str) -> None:
+        self.log.warning("%s", reason)
+        self.publish(RecordError("poller", "fetch", reason, time.time()))
+        self.error_shown = True
+
+    def _succeeded(self, fetched: TargetStateFetched | None) -> None:
+        if fetched is not None:
+            self.log.info("new target state %s", fetched.etag)
+        self.failures = 0
+        if self.error_shown:
+            self.publish(ClearError("poller", "fetch"))
+            self.error_shown = False

@@ -1,0 +1,192 @@
+"""The shadow listener actor: a thin shell around the protocol (actors.shadow_sync, pure), the MQTT link
+(actors.mqtt_link, its own thread) and the inbox between them (actors.shadow_inbox).
+
+It recovers every shadow's last known document, pending report and recorded errors from the store when
+it (re)starts, so the device works from its last desired state even with the broker unreachable, and a
+crash of this process loses nothing. Deltas go out as ShadowDelta to the handlers (actors subscribed to
+ShadowDelta, plus handler functions named in ``shadow.handlers``); their ShadowApplied answers become
+reports through the persistence actor's outbox (EnqueueReport -> ReportPending -> AckReport).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import secrets
+import threading
+import time
+
+import conf
+import messages
+from actors.base import FleetletActor
+from actors.cloud_http import CloudClient, CloudError, quote
+from actors.mqtt_link import LinkSettings, MqttLink
+from actors.shadow_inbox import Inbox
+from actors.shadow_sync import (PayloadError, Publish, ReadOverHttp, Recovered, Rejected, ShadowSync,
+                                SyncSettings, channel_of, parse_emqx_view)
+from messages.shadow import ShadowInboxReady
+from messages.sync import PollNow, RecordError, ReportPending, ShadowApplied, ShadowDelta
+from store import Store, StoreMissing
+
+POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if a doorbell went missing
+
+
+def delta_handlers(config: dict) -> list[str]:
+    """Who answers a ShadowDelta: every enabled actor subscribed to it, and every handler function."""
+    actors = [name for name, entry in config.get("actors", {}).items()
+              if entry.get("enabled", True) and "ShadowDelta" in entry.get("subscribes", [])]
+    return actors + list(config["shadow"]["handlers"])
+
+
+def load_handler_function(path: str):
+    """``package.module:function``: called as ``function(ShadowDelta) -> (reported, failures)``."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute) if attribute else None
+    except (ImportError, AttributeError) as exc:
+        raise conf.ConfigError(f"shadow.handlers: cannot load {path!r}: {exc}") from None
+    if not callable(function):
+        raise conf.ConfigError(f"shadow.handlers: {path!r} is not 'package.module:function'")
+    return function
+
+
+def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Recovered]:
+    """Each shadow's state as the store keeps it (nothing yet when the writer has not created the store)."""
+    try:
+        store = Store.open(store_path, readonly=True)
+    except StoreMissing:
+        return {name: Recovered() for name in names}
+    with store:
+        errors = store.errors()
+        recovered = {}
+        for name in names:
+            channel = channel_of(thing, name)
+            shadow, pending = store.load_shadow(thing, name), store.pending_report(channel)
+            state = shadow.document.get("state", {}) if shadow else {}
+            recovered[name] = Recovered(
+                desired=state.get("desired") or {},
+                reported=state.get("reported") or store.load_accepted(channel) or {},
+                version=shadow.version if shadow else None,
+                outbox=(pending.report_id, pending.patch) if pending else None,
+                errors={e["key"]: e["message"] for e in errors if e["source"] == channel})
+        return recovered
+
+
+class ShadowListener(FleetletActor):
+    link: MqttLink | None = None
+
+    def started(self) -> None:
+        settings = SyncSettings.from_config(self.config)
+        self.thing = self.config["device"]["thing"]
+        self.functions = {path: load_handler_function(path) for path in self.config["shadow"]["handlers"]}
+        # Tokens differ per incarnation, so a late answer to a request of the previous one matches nothing.
+        prefix = f"fl{secrets.token_hex(4)}-"
+        handlers = delta_handlers(self.config)
+        recovered = recover(self.config["store"]["path"], self.thing, settings.names)
+        self.syncs = {name: ShadowSync(self.thing, name, settings, handlers, f"{prefix}{index}-", recovered[name])
+                      for index, name in enumerate(settings.names)}
+        self.by_channel = {sync.channel: sync for sync in self.syncs.values()}
+        self.cloud = CloudClient.from_config(self.config)
+        self.inbox = Inbox(self.thing, settings.profile, settings.names, prefix, settings.limits,
+                           self.config["device"]["uuid"], ring=self._ring)
+        self.epoch, self.ready = 0, False
+        logging.getLogger("gmqtt").setLevel(logging.WARNING)  # its INFO logs every SUBACK
+        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing), self.inbox.topics,
+                             self.inbox.receive, self.inbox.link_changed)
+        now = time.monotonic()
+        for sync in self.syncs.values():
+            self._carry_out(sync, sync.start(now))
+        self.link.start()
+        self.after(POLL_INTERVAL, "poll")
+
+    def stopping(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+
+    # -- wakeups ------------------------------------------------------------------------------------------
+    def _ring(self) -> None:
+        """Runs in the link's (or an HTTPS read's) thread: only a doorbell crosses into the actor."""
+        self.send(self.myAddress, messages.encode(ShadowInboxReady()))
+
+    def on_ShadowInboxReady(self, msg: ShadowInboxReady) -> None:
+        self._drain()
+
+    def on_timer(self, payload) -> None:
+        self._drain()
+        now = time.monotonic()
+        for sync in self.syncs.values():
+            self._carry_out(sync, sync.tick(now))
+        self.after(POLL_INTERVAL, "poll")
+
+    def _drain(self) -> None:
+        batch = self.inbox.take()
+        now = time.monotonic()
+        if batch.epoch != self.epoch or (self.ready and not batch.ready):
+            for sync in self.syncs.values():
+                self._carry_out(sync, sync.link_down())
+        if batch.epoch != self.epoch and batch.ready:
+            for sync in self.syncs.values():
+                self._carry_out(sync, sync.link_up(now))
+        self.epoch, self.ready = batch.epoch, batch.ready
+        for name, incoming in batch.responses + batch.deltas:
+            self._carry_out(self.syncs[name], self.syncs[name].receive(incoming, now))
+        for name, count, reason in batch.malformed:
+            self._carry_out(self.syncs[name], self.syncs[name].receive_malformed(count, reason, now))
+        if batch.poll_now:
+            self.publish(PollNow(batch.poll_now))
+
+    # -- from the other actors ----------------------------------------------------------------------------
+    def on_ShadowApplied(self, msg: ShadowApplied) -> None:
+        sync = self.syncs.get(msg.shadow) if msg.thing == self.thing else None
+        if sync is not None:
+            self._carry_out(sync, sync.on_applied(msg, time.monotonic()))
+
+    def on_ReportPending(self, msg: ReportPending) -> None:
+        sync = self.by_channel.get(msg.channel)  # other channels belong to other senders
+        if sync is not None:
+            self._carry_out(sync, sync.on_report_pending(msg.report_id, msg.patch, time.monotonic()))
+
+    # -- effects ------------------------------------------------------------------------------------------
+    def _carry_out(self, sync: ShadowSync, effects: list) -> None:
+        for effect in effects:
+            if isinstance(effect, Publish):
+                self.link.publish(effect.topic, json.dumps(effect.payload, separators=(",", ":")).encode())
+            elif isinstance(effect, ReadOverHttp):
+                self._read_over_http(sync.name, effect)
+            else:
+                if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
+                    effect = dataclasses.replace(effect, at=time.time())
+                    self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
+                self.publish(effect)
+                if isinstance(effect, ShadowDelta):
+                    self._call_functions(sync, effect)
+
+    def _call_functions(self, sync: ShadowSync, delta: ShadowDelta) -> None:
+        for path, function in self.functions.items():
+            try:
+                reported, failures = function(delta)
+                answer = ShadowApplied(path, delta.thing, delta.shadow, delta.version, reported, failures)
+                messages.decode(messages.encode(answer))  # the same checks an actor's answer passes
+            except Exception as exc:  # noqa: BLE001 - a handler's bug is recorded, never a listener crash
+                effects = sync.on_handler_failed(path, delta.version, f"raised {type(exc).__name__}: {exc}",
+                                                 time.monotonic())
+            else:
+                effects = sync.on_applied(answer, time.monotonic())
+            self._carry_out(sync, effects)
+
+    def _read_over_http(self, name: str, effect: ReadOverHttp) -> None:
+        """The EMQX-profile read, in a thread of its own: a slow cloud must not block the actor."""
+        client, inbox, path = self.cloud, self.inbox, f"/api/v1/thing-datas/{quote(effect.thing)}/shadow"
+
+        def read() -> None:
+            try:
+                incoming = parse_emqx_view(client.request("GET", path).json(), effect.token)
+            except CloudError as exc:
+                code = exc.status if exc.status is not None and 400 <= exc.status <= 599 else 503
+                incoming = Rejected(code, str(exc)[:300], effect.token)
+            except PayloadError as exc:
+                incoming = Rejected(502, f"the cloud's shadow is unusable: {exc}", effect.token)
+            inbox.put_response(name, incoming)
+
+        threading.Thread(target=read, name="shadow-https-read", daemon=True).start()

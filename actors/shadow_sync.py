@@ -1,0 +1,606 @@
+"""The device side of the shadow protocol as pure code: what the broker delivers, parsed strictly, and
+one state machine per shadow that decides what to send and what to tell the other actors.
+
+No I/O and no clock: every call gets ``now`` and returns effects for the listener actor to carry out:
+:class:`Publish` (an MQTT publish, QoS 1), :class:`ReadOverHttp` (the EMQX-profile read) and bus
+messages (:mod:`messages.sync`) to publish through the supervisor.
+
+The rules (design notes, section 4): read the whole shadow after the subscriptions are acknowledged
+(again after every reconnect); drop a message whose version is lower than the one held; hand deltas to
+the handlers one at a time, coalescing those that arrive meanwhile (newest version wins); report only
+changed fields of the *actual* state; match answers by clientToken; time out and retry; answer a 409
+with a fresh read and a retry, at most ``conflict_retries`` times with a version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+
+import conf
+from actors.backoff import backoff_delay
+from messages.shadow_doc import ShadowError, changed_fields, compute_delta, is_stale
+from messages.shadow_topics import ShadowTopics, shadow_topics, validate_shadow_name
+from messages.sync import (AckReport, ClearError, EnqueueReport, RecordError, ShadowApplied, ShadowDelta,
+                           ShadowDocumentSeen)
+from store.patches import apply_patch
+
+PROFILES = ("aws", "emqx")
+MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
+
+
+# --- payloads ---------------------------------------------------------------------------------------------
+
+class PayloadError(ValueError):
+    """A message from the broker or the cloud that breaks the shadow protocol; the text says how."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PayloadLimits:
+    max_bytes: int = 128 * 1024
+    max_depth: int = 32  # a shadow's state is at most 6 levels below a section; metadata adds one
+
+
+@dataclasses.dataclass(frozen=True)
+class Delta:
+    """update/delta: desired values that differ from reported (full paths kept)."""
+    version: int
+    state: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """get/accepted (or the EMQX HTTPS read): the whole shadow."""
+    version: int
+    desired: dict
+    reported: dict
+    token: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """update/accepted."""
+    version: int
+    token: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """get/rejected or update/rejected."""
+    code: int
+    message: str
+    token: str | None
+
+
+Incoming = Delta | Document | Accepted | Rejected
+
+
+def decode_payload(payload: bytes, limits: PayloadLimits) -> dict:
+    """A JSON object within the size and nesting limits, or PayloadError."""
+    if len(payload) > limits.max_bytes:
+        raise PayloadError(f"{len(payload)} bytes exceeds the limit of {limits.max_bytes}")
+    try:
+        body = json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise PayloadError("not UTF-8") from None
+    except RecursionError:
+        raise PayloadError(f"nested deeper than {limits.max_depth} levels") from None
+    except ValueError as exc:
+        raise PayloadError(f"not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
+    if _depth(body) > limits.max_depth:
+        raise PayloadError(f"nested deeper than {limits.max_depth} levels")
+    return body
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value) -> int:
+    """Nesting depth, without recursion (hostile input may be as deep as the decoder allowed)."""
+    deepest, frontier = 0, [(value, 1)]
+    while frontier:
+        node, level = frontier.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            frontier.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def parse_payload(operation: str, payload: bytes, limits: PayloadLimits) -> Incoming:
+    """Parse what arrived on ``.../shadow/<operation>``; PayloadError for anything off-protocol."""
+    parser = _PARSERS.get(operation)
+    if parser is None:
+        raise PayloadError(f"{operation!r} is not a topic the device listens to")
+    return parser(decode_payload(payload, limits))
+
+
+def _version(body: dict) -> int:
+    version = body.get("version")
+    if type(version) is not int or version < 0:
+        raise PayloadError(f"version must be a non-negative integer, got {version!r:.40}")
+    return version
+
+
+def _token(body: dict) -> str | None:
+    token = body.get("clientToken")
+    if token is not None and not isinstance(token, str):
+        raise PayloadError(f"clientToken must be a string, got {type(token).__name__}")
+    return token
+
+
+def _section(container: dict, name: str) -> dict:
+    value = container.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{name} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _parse_delta(body: dict) -> Delta:
+    state = body.get("state")
+    if not isinstance(state, dict):
+        raise PayloadError("a delta needs a state object")
+    return Delta(_version(body), state)
+
+
+def _parse_document(body: dict) -> Document:
+    state = _section(body, "state")
+    return Document(_version(body), _section(state, "desired"), _section(state, "reported"), _token(body))
+
+
+def _parse_accepted(body: dict) -> Accepted:
+    return Accepted(_version(body), _token(body))
+
+
+def _parse_rejected(body: dict) -> Rejected:
+    code, message = body.get("code"), body.get("message", "")
+    if type(code) is not int or not 400 <= code <= 599:
+        raise PayloadError(f"code must be an HTTP error status, got {code!r:.40}")
+    if not isinstance(message, str):
+        raise PayloadError(f"message must be a string, got {type(message).__name__}")
+    return Rejected(code, message[:500], _token(body))
+
+
+_PARSERS = {"update/delta": _parse_delta, "get/accepted": _parse_document, "get/rejected": _parse_rejected,
+            "update/accepted": _parse_accepted, "update/rejected": _parse_rejected}
+
+
+def parse_emqx_view(body, token: str) -> Document:
+    """The EMQX Fleets HTTPS read (flat ``desired``, ``reported``, ``version``) as a Document."""
+    if not isinstance(body, dict):
+        raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
+    return Document(_version(body), _section(body, "desired"), _section(body, "reported"), token)
+
+
+def subscriptions(profile: str, topics: ShadowTopics) -> tuple[str, ...]:
+    """The topics one shadow needs. EMQX Fleets has no MQTT get: its read is the HTTPS one."""
+    needed = (topics.update_delta, topics.update_accepted, topics.update_rejected)
+    return needed + ((topics.get_accepted, topics.get_rejected) if profile == "aws" else ())
+
+
+def report_patch(expected: dict, actual: dict) -> dict:
+    """The reported patch for a handler's answer: each top-level key of ``actual`` is the device's truth
+    for that key (None: the device does not have it); other keys are not the handler's to change."""
+    return changed_fields({key: expected.get(key) for key in actual}, actual)
+
+
+# --- settings and recovered state -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SyncSettings:
+    profile: str
+    names: tuple[str, ...]
+    report_timeout: float
+    read_timeout: float
+    apply_timeout: float
+    conflict_retries: int
+    report_version: bool
+    retry_min: float
+    retry_max: float
+    limits: PayloadLimits
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SyncSettings":
+        """The [shadow] section checked; conf.ConfigError names the wrong key."""
+        section, mqtt = config["shadow"], config["mqtt"]
+        profile = section["profile"]
+        if profile not in PROFILES:
+            raise conf.ConfigError(f"shadow.profile must be one of {PROFILES}, got {profile!r}")
+        names = tuple(section["names"])
+        if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
+            raise conf.ConfigError(f"shadow.names must be distinct strings, got {list(names)!r}")
+        for name in filter(None, names):
+            if profile == "emqx":
+                raise conf.ConfigError(f"shadow.names: profile 'emqx' has only the classic shadow, got {name!r}")
+            try:
+                validate_shadow_name(name)
+            except ShadowError as exc:
+                raise conf.ConfigError(f"shadow.names: {name!r}: {exc.message}") from None
+        for key in ("report_timeout", "read_timeout", "apply_timeout"):
+            if not section[key] > 0:
+                raise conf.ConfigError(f"shadow.{key} must be positive, got {section[key]}")
+        if section["conflict_retries"] < 0:
+            raise conf.ConfigError(f"shadow.conflict_retries must be >= 0, got {section['conflict_retries']}")
+        if section["max_payload"] < 1024:
+            raise conf.ConfigError(f"shadow.max_payload must be at least 1024 bytes, got {section['max_payload']}")
+        if not 0 < mqtt["reconnect_min"] <= mqtt["reconnect_max"]:
+            raise conf.ConfigError("mqtt.reconnect_min must be positive and at most mqtt.reconnect_max")
+        return cls(profile, names, section["report_timeout"], section["read_timeout"], section["apply_timeout"],
+                   section["conflict_retries"], section["report_version"], mqtt["reconnect_min"],
+                   mqtt["reconnect_max"], PayloadLimits(max_bytes=section["max_payload"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recovered:
+    """What the store holds for one shadow when the listener (re)starts."""
+    desired: dict = dataclasses.field(default_factory=dict)
+    reported: dict = dataclasses.field(default_factory=dict)  # as the cloud last accepted it
+    version: int | None = None
+    outbox: tuple[int, dict] | None = None  # the pending report: (report_id, patch)
+    errors: dict = dataclasses.field(default_factory=dict)  # error key -> message, as recorded
+
+
+# --- effects ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Publish:
+    """An MQTT publish, QoS 1, of ``payload`` as JSON."""
+    topic: str
+    payload: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOverHttp:
+    """Read the shadow over HTTPS; the answer comes back as a Document or Rejected carrying ``token``."""
+    thing: str
+    token: str
+
+
+# --- the state machine -------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Request:
+    token: str
+    deadline: float
+
+
+@dataclasses.dataclass
+class _Report:
+    report_id: int
+    patch: dict
+    token: str
+    deadline: float
+
+
+@dataclasses.dataclass
+class _Apply:
+    version: int
+    delta: dict
+    waiting: set
+    deadline: float
+    covered: set = dataclasses.field(default_factory=set)  # top-level keys some handler answered for
+    retried: bool = False
+
+
+def channel_of(thing: str, name: str) -> str:
+    """The outbox channel (and error source) of one shadow."""
+    return f"shadow:{thing}/{name}"
+
+
+class ShadowSync:
+    """One shadow (``name`` "" is the classic one) of one thing, from the device's side.
+
+    ``handlers`` names who answers every ShadowDelta with a ShadowApplied: the actors subscribed to
+    ShadowDelta and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
+    value the device cannot apply, ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
+    """
+
+    def __init__(self, thing: str, name: str, settings: SyncSettings, handlers: Iterable[str],
+                 token_prefix: str, recovered: Recovered = Recovered()):
+        self.thing, self.name, self.settings = thing, name, settings
+        self.channel = channel_of(thing, name)
+        self.topics = shadow_topics(settings.profile, thing, name or None)
+        self.handlers = frozenset(handlers)
+        self._token_prefix, self._tokens = token_prefix, 0
+        self.desired, self.reported, self.held = recovered.desired, recovered.reported, recovered.version
+        self.outbox = recovered.outbox
+        self.expected = apply_patch(self.reported, self.outbox[1]) if self.outbox else self.reported
+        self.errors = dict(recovered.errors)
+        self.exists: bool | None = None  # unknown until a read
+        self.link_ready = False
+        self.read: _Request | None = None
+        self.read_needed = False
+        self.read_failures, self.read_not_before = 0, 0.0
+        self.newest_since_read: int | None = None
+        self.report: _Report | None = None
+        self.report_failures, self.report_not_before = 0, 0.0
+        self.conflicts = 0
+        self.apply: _Apply | None = None
+        self.pending: Delta | None = None
+        self.stale_dropped = 0
+        self.malformed, self.malformed_recorded_at = 0, None
+        self._out: list = []
+
+    # -- events -----------------------------------------------------------------------------------------
+    def start(self, now: float) -> list:
+        """After a (re)start, before any link: the handlers apply the whole desired state of the local copy
+        (idempotent; it restores what the device lost, and reports only what differs)."""
+        if self.desired:
+            self._dispatch(self.held or 0, self.desired, now)
+        return self._flush()
+
+    def link_up(self, now: float) -> list:
+        """Connected and every subscription acknowledged: read the whole shadow."""
+        self.link_ready, self.read_needed = True, True
+        self.read_failures, self.read_not_before = 0, now
+        self._progress(now)
+        return self._flush()
+
+    def link_down(self) -> list:
+        """Answers to what is in flight may never come: read and resend after the next connection."""
+        self.link_ready, self.read, self.report = False, None, None
+        return self._flush()
+
+    def receive(self, incoming: Incoming, now: float) -> list:
+        if isinstance(incoming, Delta):
+            self._on_delta(incoming, now)
+        elif isinstance(incoming, Document):
+            self._on_document(incoming, now)
+        elif isinstance(incoming, Accepted):
+            self._on_accepted(incoming, now)
+        elif isinstance(incoming, Rejected):
+            self._on_rejected(incoming, now)
+        else:
+            raise TypeError(f"not a shadow message: {type(incoming).__name__}")
+        self._progress(now)
+        return self._flush()
+
+    def receive_malformed(self, count: int, reason: str, now: float) -> list:
+        """Dropped input: recorded at most every MALFORMED_RECORD_INTERVAL s, so a flood costs no writes."""
+        self.malformed += count
+        if self.malformed_recorded_at is None or now - self.malformed_recorded_at >= MALFORMED_RECORD_INTERVAL:
+            self.malformed_recorded_at = now
+            self._record("input", f"dropped {self.malformed} malformed message(s); last: {reason}", now, force=True)
+            self.malformed = 0
+        return self._flush()
+
+    def on_applied(self, msg: ShadowApplied, now: float) -> list:
+        """A handler's answer: report what changed, surface what it could not apply."""
+        patch = report_patch(self.expected, msg.reported)
+        if patch:
+            self.expected = apply_patch(self.expected, patch)
+            self._out.append(EnqueueReport(self.channel, patch))
+        failed = {f"desired.{path}": str(reason) for path, reason in msg.failures.items()}
+        for key, reason in failed.items():
+            self._record(key, reason, now)
+        answered = set(msg.reported) | {path.split(".", 1)[0] for path in msg.failures}
+        for key in [k for k in self.errors if k.startswith("desired.") and k not in failed]:
+            if key[len("desired."):].split(".", 1)[0] in answered:
+                self._clear(key)
+        self._clear(f"handler:{msg.handler}")
+        self._answered(msg.handler, msg.version, answered, now)
+        return self._flush()
+
+    def on_handler_failed(self, handler: str, version: int, reason: str, now: float) -> list:
+        """A handler function raised or answered nonsense: it has answered, for no key."""
+        self._record(f"handler:{handler}", reason, now)
+        self._answered(handler, version, set(), now)
+        return self._flush()
+
+    def on_report_pending(self, report_id: int, patch: dict, now: float) -> list:
+        """Persistence announces the channel's oldest pending report (after a merge, under a new id)."""
+        if self.report is None or self.report.report_id != report_id:
+            self.outbox = (report_id, patch)
+        self._progress(now)
+        return self._flush()
+
+    def tick(self, now: float) -> list:
+        """Time passes: time out reads, reports and applies, and send what is due."""
+        if self.read is not None and now >= self.read.deadline:
+            self.read = None
+            self._read_failed(f"no answer to the read within {self.settings.read_timeout:g} s", now)
+        if self.report is not None and now >= self.report.deadline:
+            self.report = None
+            self._report_failed(f"no answer to the report within {self.settings.report_timeout:g} s", now)
+        if self.apply is not None and now >= self.apply.deadline:
+            if self.apply.retried:
+                self._finish_apply(now)
+            else:  # a handler that died while applying has been restarted by now: ask once more
+                self.apply.retried, self.apply.deadline = True, now + self.settings.apply_timeout
+                self._out.append(self._delta_message(self.apply.version, self.apply.delta))
+        self._progress(now)
+        return self._flush()
+
+    # -- inbound ------------------------------------------------------------------------------------------
+    def _on_delta(self, delta: Delta, now: float) -> None:
+        if is_stale(self.held, delta.version):
+            self.stale_dropped += 1
+            return
+        self.held, self.exists = delta.version, True  # a delta comes from an existing shadow
+        if self.read is not None:
+            self.newest_since_read = max(self.newest_since_read or 0, delta.version)
+        self.desired = apply_patch(self.desired, delta.state)
+        self._remember()
+        self._dispatch(delta.version, delta.state, now)
+
+    def _on_document(self, doc: Document, now: float) -> None:
+        if self.read is None or doc.token != self.read.token:
+            return  # someone else's read, or one we gave up on
+        self.read, self.read_failures, self.exists = None, 0, True
+        self._clear("read")
+        if self.newest_since_read is not None and doc.version < self.newest_since_read:
+            return  # a delta newer than this document arrived meanwhile; the read is done all the same
+        # A read is authoritative even below the version held: the cloud may have lost or reset the shadow.
+        self.held = doc.version
+        self.desired, self.reported = doc.desired, doc.reported
+        self.expected = apply_patch(self.reported, self.outbox[1]) if self.outbox else self.reported
+        self._remember()
+        self._clear_errors_not_desired()
+        delta = compute_delta(self.desired, self.reported)
+        if delta:
+            self._dispatch(doc.version, delta, now)
+
+    def _on_accepted(self, accepted: Accepted, now: float) -> None:
+        report = self.report
+        if report is None or accepted.token != report.token:
+            return
+        self.report = None
+        self.reported = apply_patch(self.reported, report.patch)
+        self.exists, self.conflicts, self.report_failures = True, 0, 0
+        if self.held is not None and accepted.version > self.held + 1:
+            self.read_needed = True  # an update we saw nothing of (a desired key deleted): read it
+        if not is_stale(self.held, accepted.version):
+            self.held = accepted.version
+        self._clear("report")
+        self._remember()
+        self._out.append(AckReport(self.channel, report.report_id, self.reported))
+        if self.outbox is not None and self.outbox[0] == report.report_id:
+            self.outbox = None
+
+    def _on_rejected(self, rejected: Rejected, now: float) -> None:
+        what = f"{rejected.code} {rejected.message}".strip()
+        if self.read is not None and rejected.token == self.read.token:
+            self.read = None
+            if rejected.code == 404:
+                self._shadow_missing(now)
+            else:
+                self._read_failed(f"the read was rejected: {what}", now)
+        elif self.report is not None and rejected.token == self.report.token:
+            report, self.report = self.report, None
+            if rejected.code == 409:
+                self.conflicts += 1
+                self.read_needed = True
+                if self.conflicts > self.settings.conflict_retries:
+                    self._record("report", f"{self.conflicts} version conflicts in a row; "
+                                           "reporting without a version", now)
+            elif rejected.code in (400, 413):
+                # Resending would be rejected forever: drop this report, keep the reason.
+                self._record("report", f"the cloud refused a report for good ({what}): "
+                                       f"{json.dumps(report.patch)[:300]}", now)
+                self._out.append(AckReport(self.channel, report.report_id, self.reported))
+                if self.outbox is not None and self.outbox[0] == report.report_id:
+                    self.outbox = None
+            else:
+                self.read_needed = self.read_needed or rejected.code == 404
+                self._report_failed(f"the report was rejected: {what}", now)
+
+    def _shadow_missing(self, now: float) -> None:
+        """404: create the shadow from the device's actual state, which the handlers report in full."""
+        self.read_failures, self.exists, self.held = 0, False, None
+        self.desired, self.reported, self.expected = {}, {}, {}
+        self._clear("read")
+        self._dispatch(0, {}, now)
+
+    # -- applying ------------------------------------------------------------------------------------------
+    def _delta_message(self, version: int, delta: dict) -> ShadowDelta:
+        return ShadowDelta(self.thing, self.name, version, delta, self.desired)
+
+    def _dispatch(self, version: int, delta: dict, now: float) -> None:
+        if self.apply is not None:  # one apply at a time; what arrives meanwhile is coalesced
+            if self.pending is None or version >= self.pending.version:
+                self.pending = Delta(version, delta)
+            return
+        self.apply = _Apply(version, delta, set(self.handlers), now + self.settings.apply_timeout)
+        self._out.append(self._delta_message(version, delta))
+        if not self.handlers:
+            self._finish_apply(now)
+
+    def _answered(self, handler: str, version: int, keys: set, now: float) -> None:
+        apply = self.apply
+        if apply is not None and version == apply.version and handler in apply.waiting:
+            apply.waiting.discard(handler)
+            apply.covered |= keys
+            if not apply.waiting:
+                self._finish_apply(now)
+
+    def _finish_apply(self, now: float) -> None:
+        apply, self.apply = self.apply, None
+        if apply.waiting:
+            for handler in sorted(apply.waiting):
+                self._record(f"handler:{handler}", f"did not answer the delta of version {apply.version} "
+                                                   f"within {self.settings.apply_timeout:g} s", now)
+        else:
+            for key in sorted(set(apply.delta) - apply.covered):
+                self._record(f"desired.{key}", "no handler applies this key", now)
+        self._clear_errors_not_desired()
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._dispatch(pending.version, pending.state, now)
+
+    # -- sending -------------------------------------------------------------------------------------------
+    def _progress(self, now: float) -> None:
+        if not self.link_ready:
+            return
+        if self.read_needed and self.read is None and now >= self.read_not_before:
+            self.read_needed, self.newest_since_read = False, None
+            self.read = _Request(self._token(), now + self.settings.read_timeout)
+            if self.settings.profile == "aws":
+                self._out.append(Publish(self.topics.get, {"clientToken": self.read.token}))
+            else:
+                self._out.append(ReadOverHttp(self.thing, self.read.token))
+        if self.read or self.read_needed or self.report or self.outbox is None or now < self.report_not_before:
+            return
+        report_id, patch = self.outbox
+        self.report = _Report(report_id, patch, self._token(), now + self.settings.report_timeout)
+        payload = {"state": {"reported": patch}, "clientToken": self.report.token}
+        if (self.settings.report_version and self.exists and self.held is not None
+                and self.conflicts <= self.settings.conflict_retries):
+            payload["version"] = self.held
+        self._out.append(Publish(self.topics.update, payload))
+
+    def _read_failed(self, reason: str, now: float) -> None:
+        self.read_failures += 1
+        self.read_needed = True
+        self.read_not_before = now + self._backoff(self.read_failures)
+        self._record("read", reason, now)
+
+    def _report_failed(self, reason: str, now: float) -> None:
+        self.report_failures += 1
+        self.report_not_before = now + self._backoff(self.report_failures)
+        if self.report_failures > 1:  # one lost answer is routine; a second in a row is worth a record
+            self._record("report", reason, now)
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(attempt, self.settings.retry_min, self.settings.retry_max)
+
+    def _token(self) -> str:
+        self._tokens += 1
+        return f"{self._token_prefix}{self._tokens}"
+
+    # -- what the other actors are told -------------------------------------------------------------------
+    def _remember(self) -> None:
+        if self.held is not None:
+            document = {"state": {"desired": self.desired, "reported": self.reported}, "version": self.held}
+            self._out.append(ShadowDocumentSeen(self.thing, self.name, document, self.held))
+
+    def _record(self, key: str, message: str, now: float, force: bool = False) -> None:
+        if force or self.errors.get(key) != message:
+            self.errors[key] = message
+            self._out.append(RecordError(self.channel, key, message, now))
+
+    def _clear(self, key: str) -> None:
+        if self.errors.pop(key, None) is not None:
+            self._out.append(ClearError(self.channel, key))
+
+    def _clear_errors_not_desired(self) -> None:
+        """A value that is no longer desired is no longer a problem."""
+        for key in [k for k in self.errors if k.startswith("desired.")]:
+            if not _has_path(self.desired, key[len("desired."):].split(".")):
+                self._clear(key)
+
+    def _flush(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+
+def _has_path(document: dict, path: list[str]) -> bool:
+    node = document
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,207 @@
+"""Benchmark: the shadow round trip "desired update accepted by the cloud -> device applied -> reported
+accepted -> delta empty", one update at a time, on a real Mosquitto and the reference cloud.
+
+Measured for the agent (persistence + shadow listener + app_config writing the file with fsync, store in
+FULL sync) and, in the same run against the same broker and cloud, for a baseline: a minimal plain MQTT
+client answering each delta with a report of the delta's state. The clock starts when the cloud's HTTP
+API answers the desired update (accepted) and stops when update/documents shows a version after it with
+an empty delta.
+Run: python3 bench/bench_shadow_roundtrip.py [--updates 1000] [--warmup 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import conf  # noqa: E402
+from actors.mqtt_link import LinkSettings, MqttLink  # noqa: E402
+from actors.system import AgentSystem, become_subreaper  # noqa: E402
+from bench.common import percentiles, write_result  # noqa: E402
+from cloud.client import CloudClient, CloudUnreachable  # noqa: E402
+from messages.shadow_doc import compute_delta  # noqa: E402
+
+ADMIN_TOKEN = "bench-admin-token"
+AGENT_THING, BASELINE_THING = "demo-device", "bench-baseline"
+ROUND_TRIP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Services:
+    """Mosquitto and the reference cloud as child processes of this run."""
+
+    def __init__(self, workdir: pathlib.Path):
+        self.workdir, self.broker_port, self.http_port = workdir, free_port(), free_port()
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> "Services":
+        broker_conf = self.workdir / "mosquitto.conf"
+        broker_conf.write_text(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.procs.append(subprocess.Popen([mosquitto, "-c", str(broker_conf)], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
+        cloud_conf = self.workdir / "cloud.toml"
+        cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
+                              f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
+                              f'[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
+        serve = ("import sys; from cloud.server import run; from cloud.settings import load_settings; "
+                 f"sys.exit(run(load_settings({str(cloud_conf)!r})))")
+        self.procs.append(subprocess.Popen([sys.executable, "-c", serve], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                           stderr=(self.workdir / "cloud.log").open("wb")))
+        wait_until(self._cloud_ready, 30, "the cloud")
+        return self
+
+    @property
+    def client(self) -> CloudClient:
+        return CloudClient(f"http://127.0.0.1:{self.http_port}", ADMIN_TOKEN)
+
+    def _cloud_ready(self) -> bool:
+        try:
+            reply = self.client.health()
+        except CloudUnreachable:
+            return False
+        return reply.status == 200 and json.loads(reply.body).get("mqtt") == "subscribed"
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Converged:
+    """Watches update/documents of one thing; ``wait(after)`` returns once a version above ``after`` has an
+    empty delta."""
+
+    def __init__(self, broker_port: int, thing: str):
+        self.events: queue.Queue = queue.Queue()
+        topic = f"$aws/things/{thing}/shadow/update/documents"
+        self.link = MqttLink(LinkSettings("127.0.0.1", broker_port, f"bench-watch-{thing}", clean=True), [topic],
+                             lambda _topic, payload: self.events.put((time.perf_counter(), payload)))
+
+    def __enter__(self) -> "Converged":
+        self.link.start()
+        wait_until(lambda: self.link.ready, 10, "the documents watcher")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.link.stop()
+
+    def wait(self, after_version: int) -> float:
+        deadline = time.monotonic() + ROUND_TRIP_TIMEOUT
+        while True:
+            at, payload = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            current = json.loads(payload)["current"]
+            state = current.get("state", {})
+            if current["version"] > after_version and not compute_delta(state.get("desired"), state.get("reported")):
+                return at
+
+
+def measure(client: CloudClient, thing: str, watcher: Converged, updates: int, warmup: int) -> list[float]:
+    samples = []
+    for index in range(warmup + updates):
+        reply = client.update_shadow(thing, {"state": {"desired": {"t": 16 + index % 14, "seq": index}}})
+        accepted_at = time.perf_counter()
+        if reply.status != 200:
+            raise RuntimeError(f"the cloud refused update {index}: {reply.status} {reply.body[:200]!r}")
+        done_at = watcher.wait(reply.json()["version"])
+        if index >= warmup:
+            samples.append((done_at - accepted_at) * 1000)
+    return samples
+
+
+def agent_round_trips(services: Services, workdir: pathlib.Path, updates: int, warmup: int) -> dict:
+    config = conf.load("agent", None, [f"store.path={workdir}/agent.db", f"agent.admin_port={free_port()}",
+                                       f"mqtt.port={services.broker_port}",
+                                       f"cloud.url=http://127.0.0.1:{services.http_port}", "agent.log_level=WARNING"])
+    actors = config["actors"]
+    config["actors"] = {"persistence": actors["persistence"], "shadow_listener": actors["shadow_listener"],
+                        "app_config": {**actors["app_config"], "enabled": True,
+                                       "settings": {"path": str(workdir / "app.json"), "keys": ["t", "seq"]}}}
+    system = AgentSystem(config)
+    system.start()
+    try:
+        with Converged(services.broker_port, AGENT_THING) as watcher:
+            wait_until(lambda: all(c.state == "running" for c in system.status().children), 10, "the agent")
+            samples = measure(services.client, AGENT_THING, watcher, updates, warmup)
+        restarts = sum(child.restarts for child in system.status().children)
+    finally:
+        system.stop()
+    return {**percentiles(samples), "actor_restarts": restarts,
+            "store_synchronous": config["store"]["synchronous"]}
+
+
+def baseline_round_trips(services: Services, updates: int, warmup: int) -> dict:
+    prefix = f"$aws/things/{BASELINE_THING}/shadow"
+
+    def answer(_topic: str, payload: bytes) -> None:
+        state = json.loads(payload)["state"]
+        device.publish(f"{prefix}/update", json.dumps({"state": {"reported": state}}).encode())
+
+    device = MqttLink(LinkSettings("127.0.0.1", services.broker_port, BASELINE_THING), [f"{prefix}/update/delta"],
+                      answer)
+    device.start()
+    try:
+        wait_until(lambda: device.ready, 10, "the baseline client")
+        with Converged(services.broker_port, BASELINE_THING) as watcher:
+            samples = measure(services.client, BASELINE_THING, watcher, updates, warmup)
+    finally:
+        device.stop()
+    return percentiles(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    become_subreaper()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(tmp)
+        services = Services(workdir).start()
+        try:
+            started = time.monotonic()
+            baseline = baseline_round_trips(services, args.updates, args.warmup)
+            agent = agent_round_trips(services, workdir, args.updates, args.warmup)
+            elapsed = time.monotonic() - started
+        finally:
+            services.stop()
+    result = {"updates": args.updates, "warmup": args.warmup, "seconds": round(elapsed, 1),
+              "baseline_plain_mqtt_client": baseline, "agent": agent,
+              "ratio_p50_agent_vs_baseline": round(agent["p50_ms"] / baseline["p50_ms"], 2),
+              "ratio_p99_agent_vs_baseline": round(agent["p99_ms"] / baseline["p99_ms"], 2)}
+    path = write_result("shadow_roundtrip", result)
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

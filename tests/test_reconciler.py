@@ -1,0 +1,111 @@
+"""The reconciler's pure core: what starts next, restarts, cancellations, the report; and the wire forms."""
+from __future__ import annotations
+
+import dataclasses
+
+import conf
+import messages
+from actors.actor_settings import load_settings
+from actors.engine_worker import state_from_wire, state_to_wire, step_from_wire, step_to_wire
+from actors.planner import Action, CurrentState, Resource, Step, explain, plan
+from actors.reconciler import (ReconcilerSettings, finished_restarts, next_steps, obsolete_pulls, report_state,
+                               restart_steps, retry_delay)
+from messages.containers import EngineJob, EngineJobDone
+from tests.test_planner import IMAGE_1, IMAGE_2, container_for, converged_state, service_of, target_of
+
+NO_IMAGES = CurrentState()
+ALL = 100  # slots
+
+
+def keys(steps: list[Step]) -> list[tuple[str, str | None]]:
+    return [(step.action.value, step.service_name) for step in steps]
+
+
+def test_a_network_or_pull_underway_for_one_service_is_not_started_again_for_another():
+    target = target_of({"a": {"image": IMAGE_2}, "b": {"image": IMAGE_2}})
+    current = CurrentState(images=frozenset({IMAGE_1}))
+    first = next_steps(target, current, [], frozenset(), {}, ALL)
+    assert keys(first) == [("create_network", "a"), ("pull", "a")]
+    # a's steps run: the plan now gives b the network and the pull, which are already underway
+    assert next_steps(target, current, first, frozenset(), {}, ALL) == []
+
+
+def test_services_backing_off_get_no_step_and_slots_bound_the_batch():
+    target = target_of({name: {} for name in "abcde"})
+    networks = frozenset({Resource("1", "default")})
+    current = CurrentState(images=frozenset({IMAGE_1}), networks=networks)
+    assert keys(next_steps(target, current, [], frozenset({("1", "a")}), {}, 2)) == [("create", "b"), ("create", "c")]
+    assert next_steps(target, current, [], frozenset(), {}, 0) == []
+
+
+def test_a_restart_stops_the_running_container_then_starts_it_again():
+    target = target_of({"web": {}, "db": {}})
+    current = converged_state(target)
+    web = next(c for c in current.containers if c.service_name == "web")
+    steps = next_steps(target, current, [], frozenset(), {("1", "web"): "stop"}, ALL)
+    assert [(s.action, s.container_id) for s in steps] == [(Action.STOP, web.id)]
+
+    stopped = dataclasses.replace(current, containers=tuple(
+        dataclasses.replace(c, status="exited") if c is web else c for c in current.containers))
+    for phase in ("start", "stop"):  # stopped by the restart, or found stopped already
+        steps = next_steps(target, stopped, [], frozenset(), {("1", "web"): phase}, ALL)
+        assert [(s.action, s.container_id) for s in steps] == [(Action.START, web.id)]
+        assert finished_restarts(stopped, {("1", "web"): phase}) == set()
+    assert finished_restarts(current, {("1", "web"): "start"}) == {("1", "web")}  # running again: done
+    assert finished_restarts(CurrentState(), {("1", "web"): "stop"}) == {("1", "web")}  # nothing to restart
+    assert restart_steps(current, {}) == []
+
+
+def test_a_new_target_cancels_only_pulls_it_no_longer_needs():
+    target = target_of({"a": {"image": IMAGE_2}})
+    assert obsolete_pulls(target, {1: IMAGE_2, 2: "other/image:3"}) == [2]
+
+
+def test_retries_double_up_to_the_cap():
+    options = ReconcilerSettings(retry_base=2.0, retry_max=10.0)
+    assert [retry_delay(options, count) for count in (1, 2, 3, 4, 50)] == [2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_the_report_shows_each_service_and_each_app_s_update_status():
+    target = target_of({"web": {}, "db": {"image": IMAGE_2}}, api={"worker": {}})
+    web, worker = service_of(target, "web"), service_of(target, "worker", "api")
+    gone = container_for(service_of(target_of({"old": {}}), "old"), status="exited")
+    current = CurrentState(containers=(container_for(web), container_for(worker, "api"), gone),
+                           images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default"),
+                                                                           Resource("api", "default")}))
+    pull = Step(Action.PULL, "1", "db", "image missing", image=IMAGE_2)
+    report = report_state(target, current, explain(target, current), {}, [pull])
+    assert report == {"apps": {
+        "1": {"update_status": "downloading", "services": {
+            "web": {"containerId": "1-web", "image": IMAGE_1, "status": "running"},
+            "db": {"image": IMAGE_2, "status": "downloading"},
+            "old": {"containerId": "1-old", "image": IMAGE_1, "status": "exited"}}},
+        "api": {"update_status": "done", "services": {
+            "worker": {"containerId": "api-worker", "image": IMAGE_1, "status": "running"}}}}}
+
+    failed = {("1", "db"): "pull fleetlet-test/busybox:2: not found"}
+    report = report_state(target, current, explain(target, current), failed, [])
+    assert report["apps"]["1"]["update_status"] == "failed"
+    assert report["apps"]["1"]["services"]["db"] == {"image": IMAGE_2, "status": "absent",
+                                                     "reason": "pull fleetlet-test/busybox:2: not found"}
+    without_old = dataclasses.replace(current, containers=current.containers[:2], images=frozenset({IMAGE_1, IMAGE_2}))
+    converging = report_state(target, without_old, explain(target, without_old), {}, [])
+    assert converging["apps"]["1"]["update_status"] == "applying"  # db still has no container
+
+
+def test_steps_and_states_cross_the_wire_unchanged():
+    target = target_of({"web": {"ports": ["8080:80/udp"], "environment": {"A": "1"}, "volumes": ["data:/data:ro"],
+                                "command": "sh -c 'sleep 1'"}})
+    for step in plan(target, CurrentState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}),
+                                          volumes=frozenset({Resource("1", "data")}))):
+        job = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step))))
+        assert step_from_wire(job.step) == step
+    state = converged_state(target)
+    done = messages.decode(messages.encode(EngineJobDone(1, None, False, state_to_wire(state))))
+    assert state_from_wire(done.state) == state
+
+
+def test_the_documented_defaults_are_the_code_defaults():
+    assert load_settings(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
+                         "reconciler") == ReconcilerSettings()
+    assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
