@@ -10,6 +10,7 @@ import sys
 import threading
 
 import conf
+from actors import plan_cli
 from cloud import cli as cloud_cli
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show each actor's pid, state, restarts and last error")
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
+    plan_cli.register(commands, _common)
     cloud_cli.register(commands, _common)
     return parser
 
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(config, run_agent)
     if command == "status":
         return run_status(config, args.json)
+    if command in ("plan", "poll-now"):
+        return plan_cli.dispatch(args, config)
     if command == "shadow":
         from actors import shadow_cli
         return shadow_cli.dispatch(args, config)
