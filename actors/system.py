@@ -137,10 +137,11 @@ class AgentSystem:
             raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
                                   "(set agent.admin_port to a free port)")
         harden_thespian()
+        others = set(children_of(os.getpid()))  # in a test or a demo, not every child is ours
         self.asys = ActorSystem("multiprocTCPBase", capabilities(self.port),
                                 logDefs=log_defs(self.config["agent"]["log_level"]),
                                 transientUnique=True)
-        self._record_run()
+        self._record_run(set(children_of(os.getpid())) - others)
         self.supervisor = self.asys.createActor("actors.supervisor.Supervisor", globalName=GLOBAL_NAME)
         reply = self._ask(Boot(self.config), boot_timeout)
         if not isinstance(reply, Booted):
@@ -156,9 +157,10 @@ class AgentSystem:
         except StoreError as exc:
             raise AgentStartError(f"the store cannot be used: {exc}") from None
 
-    def _record_run(self) -> None:
-        pgids = {int(_stat_fields(pid)[2]) for pid in children_of(os.getpid()) if _stat_fields(pid)}
-        self.pgids = pgids - {os.getpgrp()}
+    def _record_run(self, started: set[int]) -> None:
+        """Record the process groups of what starting the actor system forked (the admin's setsid group)."""
+        fields = [_stat_fields(pid) for pid in started]
+        self.pgids = {int(f[2]) for f in fields if f} - {os.getpgrp()}
         leaders = {pgid: process_start_time(pgid) for pgid in self.pgids}
         tmp = self.run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "groups": leaders}))

@@ -50,7 +50,19 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def with_demo_handler(agent_config: dict) -> dict:
+    """The shadow side meets the container side: desired keys land in a config file of the demo app,
+    and a desired ``requiresRestart: true`` restarts its service."""
+    config = {**agent_config, "actors": dict(agent_config["actors"])}
+    config["actors"]["app_config"] = {
+        **config["actors"]["app_config"], "enabled": True,
+        "settings": {"path": str(ROOT / "var" / "demo-app-config.json"), "keys": ["logLevel", "telemetry"],
+                     "app_id": "1", "services": ["hello"]}}
+    return config
+
+
 def run(agent_config: dict, run_agent) -> int:
+    agent_config = with_demo_handler(agent_config)
     mqtt = agent_config["mqtt"]
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
@@ -79,7 +91,7 @@ def run(agent_config: dict, run_agent) -> int:
             cloud.update_shadow(thing, DEMO_DESIRED)
         print(f"demo: cloud {agent_config['cloud']['url']}, broker {mqtt['host']}:{mqtt['port']}; try\n"
               f"  python3 run.py status\n  python3 run.py shadow update {thing} "
-              "'{\"state\": {\"desired\": {\"logLevel\": \"debug\"}}}'\n  docker ps", flush=True)
+              "'{\"state\": {\"desired\": {\"logLevel\": \"debug\"}}}'\n  docker ps\n  cat var/demo-app-config.json", flush=True)
         return run_agent(agent_config)
 
 

@@ -123,7 +123,7 @@ class TargetState:
 
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
-    document = _decode(raw) if isinstance(raw, (bytes, bytearray, str)) else _check_size(raw)
+    document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
     _require_object(document, "document", required=("apps",), optional=())
     apps = document["apps"]
     _require_mapping(apps, "apps")
@@ -182,7 +182,8 @@ def _decode(raw: bytes | bytearray | str) -> Any:
 
 def _check_size(document: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
-        size = len(json.dumps(document, allow_nan=False).encode())
+        # ensure_ascii=False: a lone surrogate (from a "\\ud800" escape) cannot be encoded and is refused
+        size = len(json.dumps(document, allow_nan=False, ensure_ascii=False).encode())
     except RecursionError:
         raise InvalidTargetState("document: nested too deeply") from None
     except (TypeError, ValueError) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -179,3 +180,15 @@ def test_restart_after_sigkill_of_the_whole_agent_ends_the_old_actors(tmp_path, 
         assert all(not group_members(pgid) for pgid in first.pgids)
     finally:
         second.stop()
+
+
+def test_stopping_the_agent_ends_only_its_own_processes(running_agent):
+    # A neighbour in its own session, as a broker or database started by the same parent would be.
+    neighbour = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        system = running_agent()
+        system.stop()
+        assert neighbour.poll() is None, "the agent's stop killed a process that is not its own"
+    finally:
+        neighbour.kill()
+        neighbour.wait()

@@ -310,7 +310,8 @@ def test_a_stopped_service_may_depend_on_a_stopped_one():
 
 # --- properties ----------------------------------------------------------------------------------------------
 
-TEXT = st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=5)
+# Valid text: any Unicode scalar value except NUL (lone surrogates cannot be encoded and are refused)
+TEXT = st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=5)
 NAMES = st.builds(lambda first, rest: first + rest, st.sampled_from("aZ09"), st.text(alphabet="a0_.-", max_size=4))
 PORT_SPECS = st.sampled_from(["80", "8080:80", "127.0.0.1:8081:80/udp", "[::1]:8082:443", "53/udp", 9000])
 
@@ -413,3 +414,12 @@ def test_any_mutation_is_either_valid_or_rejected_with_invalid_target_state(data
         assert error.reason.split(": ", 1)[1]
     else:
         assert parse_target_state(to_json(target)) == target
+
+
+@pytest.mark.parametrize("raw", [
+    {"apps": {"1": {"services": [{"serviceName": "a", "config": {"image": "busybox", "labels": {"a": "\ud800"}}}]}}},
+    b'{"apps": {"1": {"services": [{"serviceName": "a", "config": {"image": "busybox", "labels": {"\\ud800": "x"}}}]}}}',
+])
+def test_lone_surrogates_are_rejected_as_invalid(raw):
+    with pytest.raises(InvalidTargetState, match="not representable as JSON"):
+        parse_target_state(raw)
