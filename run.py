@@ -46,37 +46,12 @@ def run_agent(config: dict) -> int:
         signal.signal(signum, lambda *_: stop.set())
     # Heavy libraries are imported before the actor system forks, so every actor process shares them.
     import docker, gmqtt, msgpack, peewee  # noqa: F401,E401
-    from actors.system import AgentStartError, AgentSystem, become_subreaper, reap_children
+    from actors.system import become_subreaper, supervise
 
     logging.basicConfig(level=config["agent"]["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("fleetlet")
     become_subreaper()
-    system = AgentSystem(config)
-    try:
-        children = system.start()
-    except AgentStartError as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("agent running with actors %s (admin on 127.0.0.1:%d)", ", ".join(children), system.port)
-    exit_code, silent = 0, 0
-    try:
-        while not stop.wait(2.0):
-            reap_children()
-            status = system.status(timeout=5.0)
-            silent = silent + 1 if status is None else 0
-            if status is not None and status.state == "escalated":
-                log.critical("supervisor escalated: %s", status.reason)
-                exit_code = 1
-                break
-            if silent >= 3:
-                log.critical("the supervisor stopped answering; stopping the agent")
-                exit_code = 1
-                break
-    finally:
-        system.stop()
-        log.info("agent stopped")
-    return exit_code
+    return supervise(config, stop)
 
 
 def run_status(config: dict, as_json: bool) -> int:

@@ -9,15 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from thespian.actors import ActorSystem
-
-import messages
 from actors.engine import DockerEngine, EngineError, describe
-from actors.hardening import capabilities, harden_thespian
 from actors.planner import Step, explain, plan
-from actors.supervisor import GLOBAL_NAME
-from actors.system import port_in_use
-from messages.runtime import StatusReply, StatusRequest
+from actors.system import query_status
 from messages.sync import PollNow
 from messages.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
@@ -104,18 +98,8 @@ def show_plan(config: dict, as_json: bool) -> int:
 
 
 def poll_now(config: dict) -> int:
-    port = config["agent"]["admin_port"]
-    if not port_in_use(port):
-        print(f"no agent is answering on 127.0.0.1:{port}", file=sys.stderr)
-        return 1
-    harden_thespian()
-    asys = ActorSystem("multiprocTCPBase", capabilities(port), logDefs=None)
-    supervisor = asys.createActor("actors.supervisor.Supervisor", globalName=GLOBAL_NAME)
-    asys.tell(supervisor, messages.encode(PollNow("run.py poll-now")))
-    # Messages between two actors keep their order: once the status is answered, the notice was routed.
-    raw = asys.ask(supervisor, messages.encode(StatusRequest()), 5.0)
-    if raw is None or not isinstance(messages.decode(raw), StatusReply):
-        print("the agent did not answer", file=sys.stderr)
+    if query_status(config, tell=(PollNow("run.py poll-now"),)) is None:
+        print(f"no agent is answering on 127.0.0.1:{config['agent']['admin_port']}", file=sys.stderr)
         return 1
     print("the agent polls its target state now")
     return 0

@@ -67,7 +67,8 @@ class Inbox:
         try:
             incoming = parse_payload(operation, payload, self._limits)
         except PayloadError as exc:
-            self._file(lambda: self._count_malformed(name, f"{topic}: {exc}"))
+            problem = f"{topic}: {exc}"  # `exc` is unbound once the except block ends; the lambda runs later
+            self._file(lambda: self._count_malformed(name, problem))
             return
         if isinstance(incoming, Delta):
             self._file(lambda: self._keep_newest(name, incoming))

@@ -13,18 +13,21 @@ import os
 import pathlib
 import signal
 import socket
+import threading
 import time
 
 from thespian.actors import ActorSystem
 
 import messages
 from actors.hardening import LOOPBACK, capabilities, harden_thespian
+from actors.restart_policy import RestartPolicy, decide_restart
 from actors.supervisor import GLOBAL_NAME
 from store import Store, StoreError
 from messages.runtime import Boot, Booted, BootFailed, StatusReply, StatusRequest
 
 log = logging.getLogger("fleetlet.system")
 _PR_SET_CHILD_SUBREAPER = 36
+PORT_WAIT = 10.0  # seconds a start waits for the admin port to be free
 
 
 class AgentStartError(RuntimeError):
@@ -133,9 +136,14 @@ class AgentSystem:
         self.run_file.parent.mkdir(parents=True, exist_ok=True)
         self.end_previous_run()
         self._check_store()
-        if port_in_use(self.port):
-            raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
-                                  "(set agent.admin_port to a free port)")
+        # A `run.py status` racing this start may hold the port for a moment (thespian starts an admin
+        # when none answers, and the CLI shuts it down again): wait a little before calling it taken.
+        deadline = time.monotonic() + PORT_WAIT
+        while port_in_use(self.port):
+            if time.monotonic() > deadline:
+                raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
+                                      "(set agent.admin_port to a free port)")
+            time.sleep(0.2)
         harden_thespian()
         others = set(children_of(os.getpid()))  # in a test or a demo, not every child is ours
         self.asys = ActorSystem("multiprocTCPBase", capabilities(self.port),
@@ -216,14 +224,87 @@ class AgentSystem:
         self.asys = None
 
 
-def query_status(config: dict, timeout: float = 5.0) -> StatusReply | None:
-    """From another process (run.py status): ask a running agent's supervisor for its status."""
+def supervise(config: dict, stop: threading.Event, poll: float = 2.0) -> int:
+    """The top of the supervision tree, in run.py's process.
+
+    When the root supervisor escalates or stops answering (its process died), every actor is ended and
+    the tree starts again, with the supervisor section's backoff and intensity; past the limit this
+    returns 1 so the service manager sees the failure. Returns 0 once ``stop`` is set, 2 when the agent
+    cannot start at all.
+    """
+    policy, history = RestartPolicy.from_config(config["supervisor"]), ()
+    while True:
+        system = AgentSystem(config)
+        try:
+            children = system.start()
+        except AgentStartError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info("agent running with actors %s (admin on %s:%d)", ", ".join(children), LOOPBACK, system.port)
+        reason = _watch(system, stop, poll)
+        system.stop()
+        if reason is None:
+            log.info("agent stopped")
+            return 0
+        decision = decide_restart(policy, history, time.monotonic())
+        history = decision.history
+        if decision.delay is None:
+            log.critical("giving up after %d restarts of the whole agent: %s", len(history) - 1, reason)
+            return 1
+        log.error("restarting every actor in %.1f s: %s", decision.delay, reason)
+        if stop.wait(decision.delay):
+            return 0
+
+
+def _watch(system: AgentSystem, stop: threading.Event, poll: float) -> str | None:
+    """Wait until ``stop`` (None) or until the root supervisor fails (the reason)."""
+    silent = 0
+    while not stop.wait(poll):
+        reap_children()
+        status = system.status(timeout=3.0)
+        if status is not None and status.state == "escalated":
+            return f"the supervisor escalated: {status.reason}"
+        silent = silent + 1 if status is None else 0
+        if silent >= 2:
+            return "the root supervisor stopped answering"
+    return None
+
+
+def query_status(config: dict, tell: tuple = (), timeout: float = 5.0) -> StatusReply | None:
+    """From another process (run.py status, poll-now): hand the running agent's supervisor the messages in
+    ``tell`` (routed like any published message), then ask for its status; None when no agent answers.
+
+    Messages between two actors keep their order, so an answer means ``tell`` was routed. Bounded by
+    ``timeout`` as a whole (an admin dying mid-handshake must not hang the caller). thespian
+    starts an admin when none answers; one started here by accident is shut down again.
+    """
     port = config["agent"]["admin_port"]
     if not port_in_use(port):
         return None
     harden_thespian()
-    asys = ActorSystem("multiprocTCPBase", capabilities(port), logDefs=None)
-    supervisor = asys.createActor("actors.supervisor.Supervisor", globalName=GLOBAL_NAME)
-    raw = asys.ask(supervisor, messages.encode(StatusRequest()), timeout)
-    reply = None if raw is None else messages.decode(raw)
-    return reply if isinstance(reply, StatusReply) else None
+
+    def give_up(*_):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    asys = None
+    try:
+        others = set(children_of(os.getpid()))
+        asys = ActorSystem("multiprocTCPBase", capabilities(port), logDefs=None)
+        if set(children_of(os.getpid())) - others:  # no agent after all: this call started an admin
+            return None
+        supervisor = asys.createActor("actors.supervisor.Supervisor", globalName=GLOBAL_NAME)
+        for msg in tell:
+            asys.tell(supervisor, messages.encode(msg))
+        raw = asys.ask(supervisor, messages.encode(StatusRequest()), timeout)
+        reply = None if raw is None else messages.decode(raw)
+        asys = None
+        return reply if isinstance(reply, StatusReply) else None
+    except TimeoutError:
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if asys is not None and set(children_of(os.getpid())) - others:
+            asys.shutdown()

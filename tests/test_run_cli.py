@@ -117,7 +117,8 @@ def test_a_second_run_after_sigkill_ends_the_first_runs_actors(agent_conf):
                  timeout=20, interval=0.3, what="the second agent's actors")
         assert not any(alive(pid) for pid in old_pids)
     finally:
-        assert stop_agent(second) == 0
+        code = stop_agent(second)
+        assert code == 0, second.stderr.read()[-3000:]
 
 
 def test_bad_configuration_is_refused_with_the_key(tmp_path):
@@ -136,3 +137,25 @@ def test_bad_configuration_is_refused_with_the_key(tmp_path):
 def _free():
     from tests.conftest import free_port
     return free_port()
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_dead_root_supervisor_restarts_the_whole_tree(agent_conf):
+    agent = start_agent(agent_conf)
+    try:
+        actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="agent up")
+        supervisor = parent_of(actors["recorder"]["pid"])
+        assert parent_of(actors["bystander"]["pid"]) == supervisor
+        os.kill(supervisor, signal.SIGKILL)
+        old = {a["pid"] for a in actors.values()}
+        fresh = wait_for(lambda: (a := actors_up(agent_conf)) and old.isdisjoint(x["pid"] for x in a.values()) and a,
+                         timeout=30, interval=0.5, what="a new actor tree")
+        assert set(fresh) == {"recorder", "bystander"}
+        assert not any(alive(pid) for pid in old)
+        assert agent.poll() is None
+    finally:
+        assert stop_agent(agent) == 0
