@@ -15,8 +15,6 @@ import contextlib
 import json
 import os
 import pathlib
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ import gmqtt  # noqa: E402
 
 from actors.system import become_subreaper  # noqa: E402
 from bench.common import cpu_ticks, percentiles, write_result  # noqa: E402
-from tests.conftest import free_port, wait_for  # noqa: E402
+from cloud.loopback import Mosquitto  # noqa: E402
 from tests.support.cloud import CloudProcess  # noqa: E402
 from tests.support.postgres import PG_BIN, PostgresCluster  # noqa: E402
 
@@ -112,24 +110,11 @@ async def run_level(port: int, things: int, seconds: float, cloud_pid: int) -> d
 
 @contextlib.contextmanager
 def broker(workdir: str):
-    """A Mosquitto on a free loopback port, with Nagle's algorithm off as production brokers run it: its
-    default would hold each small answer up to 40 ms behind the client's delayed ACK, and we would measure that."""
-    port = free_port()
-    conf_path = pathlib.Path(workdir, "mosquitto.conf")
-    conf_path.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                         "max_queued_messages 10000\nmax_inflight_messages 20\nset_tcp_nodelay true\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Mosquitto(workdir).start()
     try:
-        wait_for(lambda: _listening(port), timeout=10, what="mosquitto to listen")
-        yield port
+        yield server.port
     finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        server.stop()
 
 
 def bench_store(label: str, store_url: str, workdir: str, seconds: float) -> dict:

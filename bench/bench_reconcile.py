@@ -15,7 +15,6 @@ import argparse
 import json
 import pathlib
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import messages  # noqa: E402
 from actors.engine import LABEL_OWNER  # noqa: E402
 from actors.system import AgentSystem, become_subreaper  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
+from cloud.loopback import free_port, wait_until  # noqa: E402
 from messages.containers import ReconcileNow  # noqa: E402
 from messages.sync import TargetStateFetched  # noqa: E402
 from messages.target_state import parse_target_state, to_json  # noqa: E402
@@ -46,22 +46,6 @@ def services(updated: bool) -> dict[str, dict]:
     """name -> environment; the update changes one service's environment."""
     return {f"s{index:02d}": {"INDEX": str(index), **({"MODE": "updated"} if updated and f"s{index:02d}" == UPDATED
                                                       else {})} for index in range(SERVICES)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.002):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- the agent ---------------------------------------------------------------------------------------------
@@ -99,7 +83,7 @@ class Agent:
                     self.seen = index + 1
                     return rows[index]
             return None
-        return wait(found, 120, "a reconcile pass")
+        return wait_until(found, 120, "a reconcile pass")
 
     def apply(self, environments: dict[str, dict], etag: str) -> tuple[float, dict]:
         document = {"apps": {"1": {"services": [{"serviceName": name, "config": {"image": IMAGE, "environment": env}}

@@ -24,14 +24,8 @@ import messages  # noqa: E402
 from actors.system import AgentSystem, become_subreaper, group_members  # noqa: E402
 from bench.bench_actors import BenchStart  # noqa: E402
 from bench.common import cpu_ticks, percentiles, pss_kib, write_result  # noqa: E402
+from cloud.loopback import free_port  # noqa: E402
 from messages.runtime import Ping  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def round_trips(workdir: str, rounds: int) -> dict:

@@ -14,8 +14,6 @@ import argparse
 import json
 import pathlib
 import queue
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from actors.mqtt_link import LinkSettings, MqttLink  # noqa: E402
 from actors.system import AgentSystem, become_subreaper  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from cloud.client import CloudClient, CloudUnreachable  # noqa: E402
+from cloud.loopback import Mosquitto, free_port, stop_process, wait_until  # noqa: E402
 from messages.shadow_doc import compute_delta  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -36,35 +35,17 @@ AGENT_THING, BASELINE_THING = "demo-device", "bench-baseline"
 ROUND_TRIP_TIMEOUT = 10.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 class Services:
     """Mosquitto and the reference cloud as child processes of this run."""
 
     def __init__(self, workdir: pathlib.Path):
-        self.workdir, self.broker_port, self.http_port = workdir, free_port(), free_port()
+        self.workdir, self.http_port = workdir, free_port()
+        self.broker = Mosquitto(workdir)
+        self.broker_port = self.broker.port
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> "Services":
-        broker_conf = self.workdir / "mosquitto.conf"
-        broker_conf.write_text(f"listener {self.broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.procs.append(subprocess.Popen([mosquitto, "-c", str(broker_conf)], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL))
+        self.broker.start()
         cloud_conf = self.workdir / "cloud.toml"
         cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
                               f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
@@ -89,12 +70,8 @@ class Services:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
+        self.broker.stop()
 
 
 class Converged:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 from cloud.client import CloudClient, CloudUnreachable
+from cloud.loopback import Mosquitto, listening, stop_process, wait_until
 from cloud.settings import load_settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -24,30 +22,6 @@ DEMO_TARGET = {"apps": {"1": {"appId": "1", "appName": "demo", "services": [{
     "config": {"image": DEMO_IMAGE, "environment": {"GREETING": "hello from fleetlet"},
                "command": ["sh", "-c", "while true; do echo \"$GREETING\"; sleep 30; done"]}}]}}}
 DEMO_DESIRED = {"state": {"desired": {"logLevel": "info", "telemetry": {"interval": 30}}}}
-
-
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.3)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _wait(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up within {seconds:.0f} s")
-        time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def with_demo_handler(agent_config: dict) -> dict:
@@ -69,21 +43,16 @@ def run(agent_config: dict, run_agent) -> int:
     cloud_settings = load_settings(None, [f"mqtt.host={mqtt['host']}", f"mqtt.port={mqtt['port']}"])
     cloud = CloudClient(agent_config["cloud"]["url"], cloud_settings.admin_token, 10.0)
     with contextlib.ExitStack() as owned:
-        if not _listening(mqtt["host"], mqtt["port"]):
-            conf_file = var / "demo-mosquitto.conf"
-            conf_file.write_text(f"listener {mqtt['port']} {mqtt['host']}\nallow_anonymous true\n")
-            broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf_file)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            owned.callback(_stop, broker)
-            _wait(lambda: _listening(mqtt["host"], mqtt["port"]), 10, "mosquitto")
+        if not listening(mqtt["port"], mqtt["host"]):
+            owned.callback(Mosquitto(var, mqtt["port"], mqtt["host"]).start().stop)
         if not _cloud_up(cloud):
             log = open(var / "demo-cloud.log", "ab")
             owned.callback(log.close)
             server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "cloud",
                                        "--set", f"mqtt.port={mqtt['port']}"],
                                       cwd=ROOT, stdout=log, stderr=log)
-            owned.callback(_stop, server)
-            _wait(lambda: _cloud_up(cloud), 30, "the reference cloud (log: var/demo-cloud.log)")
+            owned.callback(stop_process, server)
+            wait_until(lambda: _cloud_up(cloud), 30, "the reference cloud (log: var/demo-cloud.log)")
         uuid, thing = agent_config["device"]["uuid"], agent_config["device"]["thing"]
         if cloud.get_target(uuid).status == 404:
             cloud.set_target(uuid, DEMO_TARGET)

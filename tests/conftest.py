@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
 from actors.system import become_subreaper, children_of, reap_children
+from cloud.loopback import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -60,12 +59,6 @@ def no_leaked_processes(request):
         pytest.fail(f"test left processes running: {sorted(leaked)}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def port():
     return free_port()
@@ -82,46 +75,12 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 
 
 # -- real broker -------------------------------------------------------------------------------------
-class Mosquitto:
-    """A real Mosquitto on a loopback port, owned by the test session and ended by its pid."""
-
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc = None
-
-    def start(self) -> None:
-        conf_path = os.path.join(self.workdir, "mosquitto.conf")
-        with open(conf_path, "w") as fh:
-            fh.write(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                     "max_queued_messages 10000\nmax_inflight_messages 20\n")
-        self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf_path],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _accepts(self.port), timeout=10, what="mosquitto to listen")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture
 def broker(tmp_path):
     """A fresh, real Mosquitto for one test."""
     if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
         missing("the mosquitto broker")
-    server = Mosquitto(str(tmp_path))
-    server.start()
+    server = Mosquitto(tmp_path).start()
     yield server
     server.stop()
 
