@@ -1,7 +1,7 @@
 """An actor's `[actors.NAME] settings` table, checked against a frozen dataclass that holds the defaults.
 
-A configuration file that sets `settings` replaces the default table as a whole, so every key must have
-its default in code; `conf/agent.toml` documents the same values (a test keeps the two equal).
+The defaults live in code too, so an actor configured outside `conf/agent.toml` (a test, an extension's
+own entry) gets them; `conf/agent.toml` documents the same values (a test keeps the two equal).
 """
 from __future__ import annotations
 

@@ -77,7 +77,11 @@ def _merge(config: dict, user: dict, schema: dict, prefix: str) -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{name} must be a table")
             entry = config.setdefault(key, {})
-            entry.update(copy.deepcopy(value))
+            for field, setting in copy.deepcopy(value).items():
+                if field == "settings" and isinstance(setting, dict) and isinstance(entry.get(field), dict):
+                    entry[field] = {**entry[field], **setting}  # one setting changed keeps the others
+                else:
+                    entry[field] = setting
             continue
         if key not in schema:
             raise ConfigError(f"unknown configuration key {name!r}")

@@ -53,3 +53,13 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("[device\n")
     with pytest.raises(conf.ConfigError, match="not valid TOML"):
         conf.load("agent", str(bad))
+
+
+def test_one_actor_setting_overridden_keeps_the_others(tmp_path):
+    shipped = conf.defaults("agent")["actors"]["reconciler"]["settings"]
+    config = conf.load("agent", None, ["actors.reconciler.settings.max_parallel=8"])
+    assert config["actors"]["reconciler"]["settings"] == {**shipped, "max_parallel": 8}
+    path = tmp_path / "agent.toml"
+    path.write_text('[actors.app_config]\nenabled = true\nsettings = { keys = ["mode"] }\n')
+    settings = conf.load("agent", str(path))["actors"]["app_config"]["settings"]
+    assert settings["keys"] == ["mode"] and settings["path"] == "var/app-config.json"
