@@ -6,8 +6,10 @@ a test that leaves a process behind fails, and the process is ended.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -96,3 +98,11 @@ def docker_client():
         missing(f"a Docker engine ({exc})")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_client):
+    """fleetlet-test/busybox:1 and :2, built locally from the static busybox (no registry is reachable)."""
+    build = pathlib.Path(__file__).parent / "images" / "build.sh"
+    subprocess.run(["sh", str(build)], check=True, capture_output=True, timeout=120)
+    return ("fleetlet-test/busybox:1", "fleetlet-test/busybox:2")

@@ -1,8 +1,5 @@
-import os
 import pickle
-import subprocess
 import uuid
-from pathlib import Path
 
 import docker
 import pytest
@@ -19,20 +16,11 @@ from messages.target_state import TargetState, config_hash, parse_target_state
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"
-BUILD_SCRIPT = Path(__file__).parent / "images" / "build.sh"
 
 
 @pytest.fixture(scope="session")
-def client():
-    try:
-        client = docker.from_env(timeout=20)
-        client.ping()
-    except Exception as error:  # whatever the reason, there is no engine to test against
-        message = f"Docker engine not reachable: {error}"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-    subprocess.run(["sh", str(BUILD_SCRIPT)], check=True, capture_output=True, timeout=120)
-    yield client
-    client.close()
+def client(docker_client, test_images):
+    return docker_client
 
 
 def remove_everything_of(client, owner: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import pathlib
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -28,14 +27,6 @@ from tests.test_supervision import agent_config
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def local_images(docker_client):
-    """The local test images (no registry is reachable): built once if this machine lacks them."""
-    tags = {tag for image in docker_client.images.list("fleetlet-test/busybox") for tag in image.tags}
-    if not {IMAGE_1, IMAGE_2} <= tags:
-        subprocess.run(["sh", str(ROOT / "tests/images/build.sh")], check=True, timeout=120)
 
 
 def document(apps: dict[str, dict[str, dict]]) -> dict:
@@ -98,7 +89,7 @@ def recorder(device: Device) -> dict:
 
 
 @pytest.fixture
-def engine_agent(tmp_path, port, docker_client, local_images):
+def engine_agent(tmp_path, port, docker_client, test_images):
     device = Device(docker_client, tmp_path)
     systems = []
 

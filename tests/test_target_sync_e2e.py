@@ -19,9 +19,9 @@ from actors.system import AgentSystem, group_members, reap_children
 from cloud.db import open_store, parse_store_url
 from cloud.store import CloudStore
 from store import Store
-from tests.conftest import wait_for
+from tests.conftest import missing, wait_for
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
-from tests.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, local_images, recorder  # noqa: F401
+from tests.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder  # noqa: F401
 from tests.test_supervision import agent_config
 
 TEST_SETTINGS = {
@@ -71,7 +71,7 @@ class SyncedDevice(Device):
 
 
 @pytest.fixture
-def device(tmp_path, port, broker, docker_client, local_images):  # noqa: F811
+def device(tmp_path, port, broker, docker_client, test_images):  # noqa: F811
     cloud = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db", {"log": {"level": "INFO"}}).start()
     synced = SyncedDevice(docker_client, tmp_path, port, cloud)
     yield synced
@@ -197,7 +197,7 @@ def dockerd_stopped(docker_client):
     """Stop the machine's dockerd, and start it again the way the machine runs it, whatever happens."""
     pid = _dockerd_pid()
     if pid is None or os.geteuid() != 0:
-        pytest.skip("needs root and a running dockerd to stop")
+        missing("root and a running dockerd to stop and start again")
     os.kill(pid, signal.SIGTERM)
     try:
         wait_for(lambda: _dockerd_pid() is None, timeout=30, what="dockerd to stop")
