@@ -26,7 +26,6 @@ from tests.test_supervision import agent_config
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def document(apps: dict[str, dict[str, dict]]) -> dict:
