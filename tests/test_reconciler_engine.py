@@ -6,7 +6,6 @@ and everything the test created is removed at the end. Images are the local flee
 from __future__ import annotations
 
 import json
-import pathlib
 import socket
 import threading
 import time

@@ -13,7 +13,7 @@ import conf
 import messages
 from actors.system import AgentSystem, group_members
 from tests.conftest import wait_for
-from tests.support.probe_actors import Boom, Probe
+from tests.support.probe_actors import Boom, Probe, Quit
 
 
 def agent_config(tmp_path, port, actors, **supervisor) -> dict:
@@ -28,7 +28,7 @@ def probe_actors(tmp_path) -> dict:
     return {
         "recorder": {"class": "tests.support.probe_actors.Recorder", "subscribes": ["Probe"],
                      "settings": {"path": str(tmp_path / "recorded.jsonl")}},
-        "bystander": {"class": "tests.support.probe_actors.Idle"},
+        "bystander": {"class": "tests.support.probe_actors.Idle", "subscribes": ["Quit"]},
         "crasher": {"class": "tests.support.probe_actors.Crasher", "subscribes": ["Boom"]},
     }
 
@@ -94,6 +94,11 @@ def test_os_exit_and_segfault_in_an_actor_are_seen(running_agent):
     wait_for(lambda: children(system)["bystander"].pid not in (None, pid), timeout=5,
              what="restart after a segfault")
     assert children(system)["bystander"].restarts == 1
+    pid = children(system)["bystander"].pid
+    publish(system, Quit(3))
+    wait_for(lambda: children(system)["bystander"].pid not in (None, pid), timeout=5,
+             what="restart after os._exit")
+    assert children(system)["bystander"].restarts == 2
 
 
 def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent):

@@ -22,6 +22,12 @@ class Boom:
     reason: str
 
 
+@message
+@dataclass(frozen=True)
+class Quit:
+    code: int
+
+
 class Recorder(FleetletActor):
     """Appends every message it receives, with its own pid, to the JSON-lines file in settings['path']."""
 
@@ -40,4 +46,7 @@ class Crasher(FleetletActor):
 
 
 class Idle(FleetletActor):
-    """Does nothing; a bystander whose pid must not change while others die."""
+    """A bystander whose pid must not change while others die; Quit makes it leave through os._exit."""
+
+    def on_Quit(self, msg: Quit) -> None:
+        os._exit(msg.code)
