@@ -16,7 +16,7 @@ from messages.target_state import parse_target_state, to_json
 from store import Store
 from tests.conftest import wait_for
 from tests.support.stub_cloud import StubCloud
-from tests.test_reconciler_engine import Device, document, local_images  # noqa: F401  (fixture)
+from tests.test_reconciler_engine import Device, document
 from tests.test_supervision import agent_config
 
 
@@ -27,7 +27,7 @@ def run(config: dict, *argv: str) -> int:
 
 
 @pytest.fixture
-def planned(tmp_path, port, docker_client, local_images):  # noqa: F811
+def planned(tmp_path, port, docker_client, test_images):
     device = Device(docker_client, tmp_path)
     config = agent_config(tmp_path, port, {})
     config["device"]["uuid"] = device.owner
