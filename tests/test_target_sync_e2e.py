@@ -235,8 +235,9 @@ def test_docker_down_during_an_update_is_a_supervised_fault_and_the_device_conve
         # polling goes on: a newer target is stored while the engine is away
         etag = device.post({"1": {f"s{index}": {"environment": {"V": "3"}} for index in range(4)}})
         wait_for(lambda: device.stored_etag() == etag, what="the newer target stored")
-        reconciler = wait_for(lambda: next(c for c in system.status().children
-                                           if c.name == "reconciler" and c.restarts >= 2), what="reconciler restarts")
+        reconciler = wait_for(lambda: next((c for c in system.status().children
+                                            if c.name == "reconciler" and c.restarts >= 2), None),
+                              what="reconciler restarts")
         assert "Docker engine" in reconciler.last_error
         assert any(e["key"] == "engine" for e in device.errors())
     device.wait_converged(etag, timeout=40)
