@@ -26,7 +26,9 @@ from tests.test_supervision import agent_config
 
 TEST_SETTINGS = {
     "poller": {"interval": 0.3, "jitter": 0.0, "backoff_min": 0.2, "backoff_max": 1.0},
-    "reconciler": {"drift_interval": 0.5, "retry_base": 0.2, "retry_max": 1.0, "max_attempts": 2},
+    # engine_timeout: a call made while dockerd shuts down can hang until it; keep the outage test short
+    "reconciler": {"drift_interval": 0.5, "retry_base": 0.2, "retry_max": 1.0, "max_attempts": 2,
+                   "engine_timeout": 5.0},
     "reporter": {"throttle": 0.2, "retry_min": 0.2, "retry_max": 1.0},
 }
 
@@ -237,7 +239,7 @@ def test_docker_down_during_an_update_is_a_supervised_fault_and_the_device_conve
         wait_for(lambda: device.stored_etag() == etag, what="the newer target stored")
         reconciler = wait_for(lambda: next((c for c in system.status().children
                                             if c.name == "reconciler" and c.restarts >= 2), None),
-                              what="reconciler restarts")
+                              timeout=30, what="reconciler restarts")
         assert "Docker engine" in reconciler.last_error
         assert any(e["key"] == "engine" for e in device.errors())
     device.wait_converged(etag, timeout=40)
