@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from actors.system import become_subreaper, children_of, reap_children
+from actors.system import AgentSystem, become_subreaper, children_of, reap_children
 from cloud.loopback import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -59,6 +59,25 @@ def no_leaked_processes(request):
                 pass
         reap_children()
         pytest.fail(f"test left processes running: {sorted(leaked)}")
+
+
+@pytest.fixture
+def start_agent():
+    """Start an actor system from a configuration; every one started is stopped at teardown."""
+    started = []
+
+    def start(config: dict, wait_running: bool = False) -> AgentSystem:
+        system = AgentSystem(config)
+        started.append(system)
+        system.start()
+        if wait_running:
+            wait_for(lambda: all(c.state == "running" for c in system.status().children),
+                     what="every actor running")
+        return system
+
+    yield start
+    for system in started:
+        system.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import conf
 import messages
 from actors.app_config import (RESTART_MARKER_SUFFIX, AppConfigSettings, plan_config, read_config,
                                reported_state, wants_restart, write_atomically)
-from actors.system import AgentSystem
 from messages.sync import ShadowDelta
 from tests.conftest import wait_for
 from tests.test_supervision import agent_config
@@ -98,9 +97,7 @@ def recorded(tmp_path, kind):
 
 
 @pytest.fixture
-def handler_system(tmp_path, port):
-    systems = []
-
+def handler_system(tmp_path, port, start_agent):
     def start():
         actors = {
             "app_config": {"class": "actors.app_config.AppConfig", "subscribes": ["ShadowDelta"],
@@ -110,14 +107,9 @@ def handler_system(tmp_path, port):
                          "subscribes": ["ShadowApplied", "RestartServices"],
                          "settings": {"path": str(tmp_path / "recorded.jsonl")}},
         }
-        system = AgentSystem(agent_config(tmp_path, port, actors))
-        systems.append(system)
-        system.start()
-        return system
+        return start_agent(agent_config(tmp_path, port, actors))
 
-    yield start
-    for system in systems:
-        system.stop()
+    return start
 
 
 def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_path):

@@ -16,7 +16,7 @@ from tests.test_supervision import agent_config, children
 
 
 @pytest.fixture
-def system(tmp_path, port):
+def system(tmp_path, port, start_agent):
     actors = {
         "persistence": {"class": "actors.persistence.Persistence",
                         "subscribes": ["TargetStateFetched", "EnqueueReport", "AckReport", "RecordError"]},
@@ -24,10 +24,7 @@ def system(tmp_path, port):
                      "subscribes": ["TargetStateStored", "ReportPending"],
                      "settings": {"path": str(tmp_path / "recorded.jsonl")}},
     }
-    agent = AgentSystem(agent_config(tmp_path, port, actors))
-    agent.start()
-    yield agent
-    agent.stop()
+    return start_agent(agent_config(tmp_path, port, actors))
 
 
 def seen(tmp_path, kind):

@@ -13,7 +13,6 @@ import time
 import pytest
 
 import conf
-from actors.system import AgentSystem
 from cloud.client import CloudClient
 from store import Store
 from tests.conftest import free_port, wait_for
@@ -109,19 +108,8 @@ def cloud(broker, tmp_path):
 
 
 @pytest.fixture
-def agents():
-    started = []
-
-    def start(config) -> AgentSystem:
-        system = AgentSystem(config)
-        started.append(system)
-        system.start()
-        wait_for(lambda: all(c.state == "running" for c in system.status().children), what="actors up")
-        return system
-
-    yield start
-    for system in started:
-        system.stop()
+def agents(start_agent):
+    return lambda config: start_agent(config, wait_running=True)
 
 
 def desire(client: CloudClient, desired: dict) -> int:

@@ -34,19 +34,12 @@ def probe_actors(tmp_path) -> dict:
 
 
 @pytest.fixture
-def running_agent(tmp_path, port):
-    systems = []
-
+def running_agent(tmp_path, port, start_agent):
     def start(actors=None, **supervisor):
-        system = AgentSystem(agent_config(tmp_path, port, actors or probe_actors(tmp_path), **supervisor))
-        systems.append(system)
-        system.start()
-        wait_for(lambda: all(c.state == "running" for c in system.status().children), what="children up")
-        return system
+        config = agent_config(tmp_path, port, actors or probe_actors(tmp_path), **supervisor)
+        return start_agent(config, wait_running=True)
 
-    yield start
-    for system in systems:
-        system.stop()
+    return start
 
 
 def children(system) -> dict:
