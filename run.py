@@ -10,7 +10,8 @@ import sys
 import threading
 
 import conf
-from actors import plan_cli
+from actors.cli import plan as plan_cli
+from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
 
 
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     plan_cli.register(commands, _common)
-    cloud_cli.register(commands, _common)
+    shadow_actions = cloud_cli.register(commands, _common)
+    shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
     return parser
 
 
@@ -45,8 +47,13 @@ def run_agent(config: dict) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     # Heavy libraries are imported before the actor system forks, so every actor process shares them.
-    import docker, gmqtt, msgpack, peewee  # noqa: F401,E401
-    from actors.system import become_subreaper, supervise
+    import docker  # noqa: F401
+    import gmqtt  # noqa: F401
+    import msgpack  # noqa: F401
+    import peewee  # noqa: F401
+
+    from actors.runtime.processes import become_subreaper
+    from actors.runtime.root import supervise
 
     logging.basicConfig(level=config["agent"]["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -55,7 +62,7 @@ def run_agent(config: dict) -> int:
 
 
 def run_status(config: dict, as_json: bool) -> int:
-    from actors.system import query_status
+    from actors.runtime.admin import query_status
 
     reply = query_status(config)
     if reply is None:
@@ -109,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in ("plan", "poll-now"):
         return plan_cli.dispatch(args, config)
     if command == "shadow":
-        from actors import shadow_cli
-        return shadow_cli.dispatch(args, config)
+        return shadow_watch.dispatch(args, config)
     raise AssertionError(command)
 
 

@@ -7,10 +7,20 @@ from __future__ import annotations
 
 import time
 
-from actors.base import FleetletActor
-from messages.sync import (AckReport, ClearError, EnqueueReport, RecordError, ReportPending,
-                           ShadowDocumentSeen, TargetStateFetched, TargetStateRejected,
-                           TargetStateStored)
+from actors.runtime.base import FleetletActor
+from messages.bus.outbox import (
+    AckReport,
+    ClearError,
+    EnqueueReport,
+    RecordError,
+    ReportPending,
+)
+from messages.bus.shadow import ShadowDocumentSeen
+from messages.bus.target import (
+    TargetStateFetched,
+    TargetStateRejected,
+    TargetStateStored,
+)
 from store import Store
 
 

@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from actors.base import FleetletActor
+from actors.runtime.base import FleetletActor
 from messages.codec import message
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import gmqtt  # noqa: E402
 
-from actors.system import become_subreaper  # noqa: E402
+from actors.runtime.processes import become_subreaper  # noqa: E402
 from bench.common import cpu_ticks, percentiles, write_result  # noqa: E402
 from cloud.loopback import Mosquitto  # noqa: E402
 from tests.support.cloud import CloudProcess  # noqa: E402

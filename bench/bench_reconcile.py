@@ -29,13 +29,14 @@ import docker  # noqa: E402
 
 import conf  # noqa: E402
 import messages  # noqa: E402
-from actors.engine import LABEL_OWNER  # noqa: E402
-from actors.system import AgentSystem, become_subreaper  # noqa: E402
+from actors.runtime.processes import become_subreaper  # noqa: E402
+from actors.runtime.system import AgentSystem  # noqa: E402
+from actors.target.engine.adapter import LABEL_OWNER  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from cloud.loopback import free_port, wait_until  # noqa: E402
-from messages.containers import ReconcileNow  # noqa: E402
-from messages.sync import TargetStateFetched  # noqa: E402
-from messages.target_state import parse_target_state, to_json  # noqa: E402
+from messages.bus.engine import ReconcileNow  # noqa: E402
+from messages.bus.target import TargetStateFetched  # noqa: E402
+from messages.protocol.target_state import parse_target_state, to_json  # noqa: E402
 
 SERVICES = 20
 IMAGE = "fleetlet-test/busybox:1"

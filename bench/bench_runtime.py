@@ -21,11 +21,12 @@ sys.path.insert(0, str(ROOT))
 
 import conf  # noqa: E402
 import messages  # noqa: E402
-from actors.system import AgentSystem, become_subreaper, group_members  # noqa: E402
+from actors.runtime.processes import become_subreaper, group_members  # noqa: E402
+from actors.runtime.system import AgentSystem  # noqa: E402
 from bench.bench_actors import BenchStart  # noqa: E402
 from bench.common import cpu_ticks, percentiles, pss_kib, write_result  # noqa: E402
 from cloud.loopback import free_port  # noqa: E402
-from messages.runtime import Ping  # noqa: E402
+from messages.bus.runtime import Ping  # noqa: E402
 
 
 def round_trips(workdir: str, rounds: int) -> dict:

@@ -23,12 +23,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import conf  # noqa: E402
-from actors.mqtt_link import LinkSettings, MqttLink  # noqa: E402
-from actors.system import AgentSystem, become_subreaper  # noqa: E402
+from actors.runtime.processes import become_subreaper  # noqa: E402
+from actors.runtime.system import AgentSystem  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from cloud.client import CloudClient, CloudUnreachable  # noqa: E402
 from cloud.loopback import Mosquitto, free_port, stop_process, wait_until  # noqa: E402
-from messages.shadow_doc import compute_delta  # noqa: E402
+from messages.protocol.shadow_document import compute_delta  # noqa: E402
+from messages.transport.mqtt import LinkSettings, MqttLink  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 AGENT_THING, BASELINE_THING = "demo-device", "bench-baseline"

@@ -11,15 +11,16 @@ import json
 import sys
 
 import conf
-from actors import shadow_cli
 from cloud.client import CloudClient, CloudUnreachable, Reply
 from cloud.settings import CloudSettings, load_settings
 
 COMMANDS = ("cloud", "shadow", "target")
 
 
-def register(subparsers, common) -> None:
-    """Add the cloud's commands to run.py's ``subparsers``; ``common(parser)`` adds --config/--set."""
+def register(subparsers, common) -> argparse._SubParsersAction:
+    """Add the cloud's commands to run.py's ``subparsers``; ``common(parser)`` adds --config/--set.
+
+    Returns the ``shadow`` sub-commands, so that run.py can add the device-side ``watch`` beside them."""
     cloud = subparsers.add_parser("cloud", help="run the reference cloud (HTTP API + shadow service)")
     common(cloud)
 
@@ -33,7 +34,7 @@ def register(subparsers, common) -> None:
         parser.add_argument("--name", help="a named shadow (default: the classic shadow)")
         if action == "update":
             parser.add_argument("document", help='the request, e.g. \'{"state": {"desired": {...}}}\'; - reads stdin')
-    shadow_cli.add_watch_parser(actions, common)  # a device-side view: it reads the agent's configuration
+    shadow_actions = actions
 
     target = subparsers.add_parser("target", help="set or show a device's target state on a running cloud")
     common(target)
@@ -45,6 +46,7 @@ def register(subparsers, common) -> None:
     getter = actions.add_parser("get", help="print a device's target state")
     common(getter)
     getter.add_argument("uuid")
+    return shadow_actions
 
 
 def dispatch(args: argparse.Namespace) -> int:

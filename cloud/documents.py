@@ -6,7 +6,7 @@ import datetime
 import hashlib
 import json
 
-from messages.shadow_doc import compute_delta
+from messages.protocol.shadow_document import compute_delta
 
 
 def canonical_json(value) -> str:

@@ -23,11 +23,16 @@ from urllib.parse import unquote
 
 from cloud.documents import emqx_shadow_view, etag_matches
 from cloud.settings import CloudSettings
+from cloud.shadow_algebra import error_payload, shadow_not_found
 from cloud.shadow_service import ShadowAddress, ShadowService
 from cloud.store import CloudStore, DeviceRecord, StoreError
-from messages.shadow_doc import ShadowError, error_payload, shadow_not_found
-from messages.shadow_topics import validate_shadow_name, validate_thing_name
-from messages.target_state import InvalidTargetState, parse_target_state, to_json
+from messages.protocol.shadow_document import ShadowError
+from messages.protocol.shadow_topics import validate_shadow_name, validate_thing_name
+from messages.protocol.target_state import (
+    InvalidTargetState,
+    parse_target_state,
+    to_json,
+)
 
 SHADOW_TIMEOUT = 30.0  # seconds an HTTP shadow request may wait for the event loop
 MIN_DEVICE_TOKEN_LENGTH = 8

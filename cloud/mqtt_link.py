@@ -12,7 +12,7 @@ import logging
 from typing import Callable
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50, UNLIMITED_RECONNECTS
+from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50
 from gmqtt.storage import PersistentStorage
 
 from cloud.settings import MqttSettings

@@ -10,8 +10,9 @@ import ipaddress
 
 import conf
 from cloud.db import StoreLocation, StoreUrlError, parse_store_url
-from messages.shadow_doc import Limits, ShadowError
-from messages.shadow_topics import validate_thing_name
+from cloud.shadow_algebra import Limits
+from messages.protocol.shadow_document import ShadowError
+from messages.protocol.shadow_topics import validate_thing_name
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_LENGTH = 8

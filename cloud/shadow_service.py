@@ -18,10 +18,25 @@ import logging
 from concurrent.futures import Executor
 from typing import Callable
 
+from cloud.shadow_algebra import (
+    Limits,
+    apply_update,
+    delete_document,
+    error_payload,
+    get_accepted,
+    internal_failure,
+    parse_request,
+    shadow_not_found,
+    too_many_requests,
+)
 from cloud.store import CloudStore, StoreError
-from messages.shadow_doc import (Limits, ShadowError, apply_update, delete_document, error_payload, get_accepted,
-                                 internal_failure, parse_request, shadow_not_found, too_many_requests)
-from messages.shadow_topics import parse_shadow_topic, shadow_topics, validate_shadow_name, validate_thing_name
+from messages.protocol.shadow_document import ShadowError
+from messages.protocol.shadow_topics import (
+    parse_shadow_topic,
+    shadow_topics,
+    validate_shadow_name,
+    validate_thing_name,
+)
 
 REQUEST_OPERATIONS = ("get", "update", "delete")
 PROFILES = ("aws", "emqx")

@@ -1,10 +1,21 @@
-"""Typed messages exchanged by Fleetlet's actors, and the strict codec that carries them.
+"""What crosses a process boundary, and how.
 
-Importing this package registers every message type, so any process can decode any message.
+- :mod:`messages.codec`: the strict msgpack codec of typed messages;
+- :mod:`messages.bus`: the actor-to-actor messages, one module per conversation;
+- :mod:`messages.protocol`: the device<->cloud formats (HTTP paths, topics, JSON, patches, shadow
+  documents, target states), shared by the agent, the cloud and the store;
+- :mod:`messages.transport`: the MQTT link, the HTTP client and the backoff both sides use.
+
+Importing this package registers every bus message type, so any process can decode any message.
 """
-from messages.codec import MessageError, decode, encode, message, message_class, registered
-from messages import runtime, sync  # noqa: F401  (registers the runtime and sync messages)
-from messages import containers  # noqa: F401  (registers the reconciler's and its workers' messages)
-from messages import shadow  # noqa: F401  (registers the shadow listener's messages)
+from messages import bus  # noqa: F401  (registers every bus message)
+from messages.codec import (
+    MessageError,
+    decode,
+    encode,
+    message,
+    message_class,
+    registered,
+)
 
 __all__ = ["MessageError", "decode", "encode", "message", "message_class", "registered"]

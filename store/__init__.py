@@ -1,5 +1,11 @@
 """The agent's embedded store (SQLite via peewee). `Store` is the only entry point."""
-from store.errors import StoreCorrupt, StoreError, StoreMissing, StoreTooNew, StoreValueError
+from store.errors import (
+    StoreCorrupt,
+    StoreError,
+    StoreMissing,
+    StoreTooNew,
+    StoreValueError,
+)
 from store.facade import PendingReport, ShadowState, Store, TargetRejection, TargetState
 
 __all__ = [

@@ -13,7 +13,13 @@ from urllib.parse import quote
 import peewee
 from peewee import SqliteDatabase
 
-from store.errors import StoreCorrupt, StoreError, StoreMissing, StoreTooNew, StoreValueError
+from store.errors import (
+    StoreCorrupt,
+    StoreError,
+    StoreMissing,
+    StoreTooNew,
+    StoreValueError,
+)
 from store.migrations import SCHEMA_VERSION, upgrade
 
 SQLITE_HEADER = b"SQLite format 3\x00"

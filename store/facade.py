@@ -11,10 +11,10 @@ from typing import NamedTuple, TypeVar
 
 from peewee import EXCLUDED, SqliteDatabase
 
+from messages.protocol.patches import compose
 from store.db import open_database, translated_errors
 from store.errors import StoreError
 from store.models import bind_models
-from store.patches import compose
 from store.values import (
     decode_json,
     encode_json,

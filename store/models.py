@@ -5,7 +5,15 @@ read-only view, or two test databases) can be open in one process.
 """
 from types import SimpleNamespace
 
-from peewee import AutoField, CompositeKey, FloatField, IntegerField, Model, SqliteDatabase, TextField
+from peewee import (
+    AutoField,
+    CompositeKey,
+    FloatField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
 
 
 def bind_models(db: SqliteDatabase) -> SimpleNamespace:

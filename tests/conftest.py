@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from actors.system import AgentSystem, become_subreaper, children_of, reap_children
+from actors.runtime.processes import become_subreaper, children_of, reap_children
+from actors.runtime.system import AgentSystem
 from cloud.loopback import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -9,9 +9,16 @@ import pytest
 
 import conf
 import messages
-from actors.app_config import (RESTART_MARKER_SUFFIX, AppConfigSettings, plan_config, read_config,
-                               reported_state, wants_restart, write_atomically)
-from messages.sync import ShadowDelta
+from actors.shadow.app_config import (
+    RESTART_MARKER_SUFFIX,
+    AppConfigSettings,
+    plan_config,
+    read_config,
+    reported_state,
+    wants_restart,
+    write_atomically,
+)
+from messages.bus.shadow import ShadowDelta
 from tests.conftest import wait_for
 from tests.test_supervision import agent_config
 
@@ -100,7 +107,7 @@ def recorded(tmp_path, kind):
 def handler_system(tmp_path, port, start_agent):
     def start():
         actors = {
-            "app_config": {"class": "actors.app_config.AppConfig", "subscribes": ["ShadowDelta"],
+            "app_config": {"class": "actors.shadow.app_config.AppConfig", "subscribes": ["ShadowDelta"],
                            "settings": {"path": str(tmp_path / "app.json"), "keys": ["t", "mode"], "app_id": "1",
                                         "services": ["app"], "ranges": {"t": [16, 30]}}},
             "recorder": {"class": "tests.support.probe_actors.Recorder",

@@ -4,12 +4,25 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cloud.documents import canonical_json, emqx_shadow_view, etag_matches, merge_report, strong_etag
-from cloud.shadow_service import (ShadowAddress, _Accepted, accepted_publications, rejected_publications, route,
-                                  subscription_topics)
-from messages.shadow_doc import ShadowError
+from cloud.documents import (
+    canonical_json,
+    emqx_shadow_view,
+    etag_matches,
+    merge_report,
+    strong_etag,
+)
+from cloud.shadow_service import (
+    ShadowAddress,
+    _Accepted,
+    accepted_publications,
+    rejected_publications,
+    route,
+    subscription_topics,
+)
+from messages.protocol.shadow_document import ShadowError
 
 ETAG = strong_etag(canonical_json({"apps": {}}))
 

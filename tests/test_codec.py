@@ -6,11 +6,12 @@ import typing
 
 import msgpack
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import messages
-from messages.codec import MessageError, decode, encode, message
 import tests.support.probe_actors  # noqa: F401  (registers the test messages too)
+from messages.codec import MessageError, decode, encode, message
 
 json_leaf = st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) |

@@ -4,15 +4,15 @@ import uuid
 import docker
 import pytest
 
-from actors.engine import (
+from actors.target.engine.adapter import (
     LABEL_CONFIG_HASH,
     LABEL_OWNER,
     DockerEngine,
     EngineError,
     EngineUnavailable,
 )
-from actors.planner import Action, CurrentState, Resource, Step, plan
-from messages.target_state import TargetState, config_hash, parse_target_state
+from actors.target.planner import Action, CurrentState, Resource, Step, plan
+from messages.protocol.target_state import TargetState, config_hash, parse_target_state
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"

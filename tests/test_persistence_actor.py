@@ -8,8 +8,9 @@ import signal
 import pytest
 
 import messages
-from actors.system import AgentStartError, AgentSystem
-from messages.sync import EnqueueReport, RecordError, TargetStateFetched
+from actors.runtime.system import AgentStartError, AgentSystem
+from messages.bus.outbox import EnqueueReport, RecordError
+from messages.bus.target import TargetStateFetched
 from store import Store
 from tests.conftest import wait_for
 from tests.test_supervision import agent_config, children

@@ -2,9 +2,10 @@ import dataclasses
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from actors.planner import (
+from actors.target.planner import (
     ACTIVE_STATUSES,
     Action,
     ContainerInfo,
@@ -14,7 +15,13 @@ from actors.planner import (
     explain,
     plan,
 )
-from messages.target_state import Service, TargetState, config_field_hashes, config_hash, parse_target_state
+from messages.protocol.target_state import (
+    Service,
+    TargetState,
+    config_field_hashes,
+    config_hash,
+    parse_target_state,
+)
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"

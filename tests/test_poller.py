@@ -5,16 +5,17 @@ import json
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.actor_settings import SettingsError, load_settings
-from actors.cloud_http import Response
-from actors.poller import PollerSettings, interpret, known_etag, poll_delay
-from actors.system import AgentSystem
-from messages.sync import PollNow, TargetStateFetched, TargetStateRejected
-from messages.target_state import parse_target_state, to_json
+from actors.runtime.settings import SettingsError, load_settings
+from actors.runtime.system import AgentSystem
+from actors.target.poller import PollerSettings, interpret, known_etag, poll_delay
+from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
+from messages.protocol.target_state import parse_target_state, to_json
+from messages.transport.http import Response
 from store import Store, TargetRejection, TargetState
 from tests.conftest import wait_for
 from tests.support.stub_cloud import StubCloud
@@ -115,7 +116,7 @@ def poller_agent(tmp_path, port):
         config = agent_config(tmp_path, port, {
             "persistence": {"class": "actors.persistence.Persistence",
                             "subscribes": ["TargetStateFetched", "TargetStateRejected", "RecordError", "ClearError"]},
-            "poller": {"class": "actors.poller.Poller", "subscribes": ["PollNow"],
+            "poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
                        "settings": {"interval": 0.2, "jitter": 0.0, "backoff_min": 0.2, "backoff_max": 0.8,
                                     "min_gap": 0.05}},
         })
@@ -182,7 +183,7 @@ def test_no_target_yet_is_shown_but_polled_at_the_interval(poller_agent):
 
 def test_poll_now_polls_at_once(tmp_path, port):
     with StubCloud(lambda request: (304, {}, b"")) as cloud:
-        config = agent_config(tmp_path, port, {"poller": {"class": "actors.poller.Poller", "subscribes": ["PollNow"],
+        config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
                                                           "settings": {"interval": 60.0, "min_gap": 0.3}}})
         config["cloud"]["url"] = cloud.url
         system = AgentSystem(config)

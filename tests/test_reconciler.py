@@ -5,13 +5,32 @@ import dataclasses
 
 import conf
 import messages
-from actors.actor_settings import load_settings
-from actors.engine_worker import state_from_wire, state_to_wire, step_from_wire, step_to_wire
-from actors.planner import Action, CurrentState, Resource, Step, explain, plan
-from actors.reconciler import (ReconcilerSettings, finished_restarts, next_steps, obsolete_pulls, report_state,
-                               restart_steps, retry_delay)
-from messages.containers import EngineJob, EngineJobDone
-from tests.test_planner import IMAGE_1, IMAGE_2, container_for, converged_state, service_of, target_of
+from actors.runtime.settings import load_settings
+from actors.target.engine.worker import (
+    state_from_wire,
+    state_to_wire,
+    step_from_wire,
+    step_to_wire,
+)
+from actors.target.planner import Action, CurrentState, Resource, Step, explain, plan
+from actors.target.reconciler import (
+    ReconcilerSettings,
+    finished_restarts,
+    next_steps,
+    obsolete_pulls,
+    report_state,
+    restart_steps,
+    retry_delay,
+)
+from messages.bus.engine import EngineJob, EngineJobDone
+from tests.test_planner import (
+    IMAGE_1,
+    IMAGE_2,
+    container_for,
+    converged_state,
+    service_of,
+    target_of,
+)
 
 NO_IMAGES = CurrentState()
 ALL = 100  # slots

@@ -14,11 +14,11 @@ import uuid
 import pytest
 
 import messages
-from actors.engine import LABEL_OWNER, LABEL_SERVICE_NAME
-from actors.system import AgentSystem
-from messages.containers import ReconcileNow
-from messages.sync import RestartServices, TargetStateFetched
-from messages.target_state import parse_target_state, to_json
+from actors.runtime.system import AgentSystem
+from actors.target.engine.adapter import LABEL_OWNER, LABEL_SERVICE_NAME
+from messages.bus.engine import ReconcileNow
+from messages.bus.target import RestartServices, TargetStateFetched
+from messages.protocol.target_state import parse_target_state, to_json
 from store import Store
 from tests.conftest import wait_for
 from tests.test_supervision import agent_config
@@ -95,7 +95,7 @@ def engine_agent(tmp_path, port, docker_client, test_images):
         config = agent_config(tmp_path, port, {
             "persistence": {"class": "actors.persistence.Persistence",
                             "subscribes": ["TargetStateFetched", "RecordError", "ClearError"]},
-            "reconciler": {"class": "actors.reconciler.Reconciler",
+            "reconciler": {"class": "actors.target.reconciler.Reconciler",
                            "subscribes": ["TargetStateStored", "RestartServices", "ReconcileNow"],
                            "settings": {"drift_interval": 30.0, "retry_base": 0.2, "retry_max": 0.4,
                                         "max_attempts": 2, **settings}},

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 
-from actors import plan_cli
-from actors.engine import DockerEngine
-from actors.planner import plan
-from actors.system import AgentSystem
-from messages.target_state import parse_target_state, to_json
+from actors.cli import plan as plan_cli
+from actors.runtime.system import AgentSystem
+from actors.target.engine.adapter import DockerEngine
+from actors.target.planner import plan
+from messages.protocol.target_state import parse_target_state, to_json
 from store import Store
 from tests.conftest import wait_for
 from tests.support.stub_cloud import StubCloud
@@ -80,7 +80,7 @@ def test_plan_without_a_target_or_a_store_says_so(tmp_path, port, capsys):
 
 def test_poll_now_reaches_the_running_agent(tmp_path, port, capfd):
     # capfd, not capsys: the actor processes started here inherit the real standard streams.
-    config = agent_config(tmp_path, port, {"poller": {"class": "actors.poller.Poller", "subscribes": ["PollNow"],
+    config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
                                                       "settings": {"interval": 60.0, "min_gap": 0.1}}})
     assert run(config, "poll-now") == 1
     assert f"no agent is answering on 127.0.0.1:{port}" in capfd.readouterr().err

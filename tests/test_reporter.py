@@ -4,16 +4,17 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.actor_settings import load_settings
-from actors.reporter import ReporterSettings, report_patch, target_section
-from actors.system import AgentSystem
-from messages.sync import CurrentState, TargetStateRejected
+from actors.runtime.settings import load_settings
+from actors.runtime.system import AgentSystem
+from actors.target.reporter import ReporterSettings, report_patch, target_section
+from messages.bus.target import CurrentState, TargetStateRejected
+from messages.protocol.patches import apply_patch
 from store import Store, TargetRejection
-from store.patches import apply_patch
 from tests.conftest import wait_for
 from tests.support.stub_cloud import StubCloud
 from tests.test_supervision import agent_config
@@ -76,7 +77,7 @@ def reporter_agent(tmp_path, port):
                 "persistence": {"class": "actors.persistence.Persistence",
                                 "subscribes": ["TargetStateRejected", "EnqueueReport", "AckReport", "RecordError",
                                                "ClearError"]},
-                "reporter": {"class": "actors.reporter.Reporter",
+                "reporter": {"class": "actors.target.reporter.Reporter",
                              "subscribes": ["CurrentState", "ReportPending", "TargetStateRejected"],
                              "settings": {"throttle": 0.3, "retry_min": 0.1, "retry_max": 0.2}},
             })

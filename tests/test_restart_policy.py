@@ -1,6 +1,7 @@
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from actors.restart_policy import RestartPolicy, decide_restart
+from actors.runtime.restart import RestartPolicy, decide_restart
 
 POLICY = RestartPolicy(base_delay=0.5, max_delay=8.0, intensity=4, period=10.0)
 

@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import conf
-
 from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,15 +6,33 @@ import json
 from functools import reduce
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from messages.shadow_doc import (
-    DEFAULT_LIMITS, Limits, ShadowError, apply_update, changed_fields, compute_delta, delete_document,
-    error_payload, get_accepted, internal_failure, is_stale, parse_request, shadow_not_found,
+from cloud.shadow_algebra import (
+    DEFAULT_LIMITS,
+    Limits,
+    apply_update,
+    delete_document,
+    error_payload,
+    get_accepted,
+    internal_failure,
+    parse_request,
+    shadow_not_found,
     too_many_requests,
 )
-from messages.shadow_topics import (
-    OPERATIONS, parse_shadow_topic, shadow_topics, validate_shadow_name, validate_thing_name,
+from messages.protocol.shadow_document import (
+    ShadowError,
+    changed_fields,
+    compute_delta,
+    is_stale,
+)
+from messages.protocol.shadow_topics import (
+    OPERATIONS,
+    parse_shadow_topic,
+    shadow_topics,
+    validate_shadow_name,
+    validate_thing_name,
 )
 
 NOW = 1_700_000_000

@@ -354,7 +354,7 @@ def test_hostile_stale_and_duplicate_input_on_every_subscribed_topic_is_survived
 
 
 def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, cloud, agents, tmp_path, port):
-    from actors.shadow_cli import watch
+    from actors.cli.shadow_watch import watch
 
     client = cloud.client()
     config = agent_config(tmp_path, port, broker.port, cloud.url)
@@ -377,7 +377,7 @@ def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, clou
 
 
 def test_watch_lines_name_the_kind_version_token_and_state():
-    from actors.shadow_cli import describe
+    from actors.cli.shadow_watch import describe
 
     at = 1_700_000_000.0
     assert describe("update", b'{"state": {"reported": {"t": 1}}, "clientToken": "c1", "version": 4}', at) == \

@@ -5,17 +5,34 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import conf
-from actors.backoff import backoff_delay
-from actors.shadow_sync import (Accepted, Delta, Document, PayloadError, PayloadLimits, Publish, ReadOverHttp,
-                                Recovered, Rejected, ShadowSync, SyncSettings, parse_emqx_view, parse_payload,
-                                report_patch, subscriptions)
-from messages.shadow_topics import shadow_topics
-from messages.sync import (AckReport, ClearError, EnqueueReport, RecordError, ShadowApplied, ShadowDelta,
-                           ShadowDocumentSeen)
-from store.patches import apply_patch
+from actors.shadow.payloads import (
+    Accepted,
+    Delta,
+    Document,
+    PayloadError,
+    PayloadLimits,
+    Rejected,
+    parse_emqx_view,
+    parse_payload,
+    subscriptions,
+)
+from actors.shadow.sync import (
+    Publish,
+    ReadOverHttp,
+    Recovered,
+    ShadowSync,
+    SyncSettings,
+    report_patch,
+)
+from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
+from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
+from messages.protocol.patches import apply_patch
+from messages.protocol.shadow_topics import shadow_topics
+from messages.transport.backoff import backoff_delay
 
 SETTINGS = SyncSettings(profile="aws", names=("",), report_timeout=5.0, read_timeout=5.0, apply_timeout=10.0,
                         conflict_retries=2, report_version=True, retry_min=0.5, retry_max=8.0,

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
-from actors.mqtt_link import LinkSettings, MqttLink
-from actors.shadow_inbox import POLL_NOW_REASON, Inbox
-from actors.shadow_sync import Accepted, Delta, PayloadLimits
-from messages.shadow_topics import shadow_topics
+from actors.shadow.inbox import POLL_NOW_REASON, Inbox
+from actors.shadow.payloads import Accepted, Delta, PayloadLimits
+from messages.protocol.shadow_topics import shadow_topics
+from messages.transport.mqtt import LinkSettings, MqttLink
 from tests.conftest import wait_for
 
 TOPICS = shadow_topics("aws", "dev")

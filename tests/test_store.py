@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from messages.protocol.patches import apply_patch, compose
 from store import (
     PendingReport,
     ShadowState,
@@ -27,7 +28,6 @@ from store import (
 from store.db import APPLICATION_ID
 from store.migrations import SCHEMA_VERSION
 from store.models import bind_models
-from store.patches import apply_patch, compose
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

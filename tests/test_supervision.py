@@ -11,7 +11,8 @@ import pytest
 
 import conf
 import messages
-from actors.system import AgentSystem, group_members
+from actors.runtime.processes import group_members
+from actors.runtime.system import AgentSystem
 from tests.conftest import wait_for
 from tests.support.probe_actors import Boom, Probe, Quit
 

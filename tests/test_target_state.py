@@ -2,9 +2,10 @@ import copy
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from messages.target_state import (
+from messages.protocol.target_state import (
     MAX_DOCUMENT_BYTES,
     InvalidTargetState,
     PortMapping,

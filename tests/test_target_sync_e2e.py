@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 import conf
-from actors.system import AgentSystem, group_members, reap_children
+from actors.runtime.processes import group_members, reap_children
+from actors.runtime.system import AgentSystem
 from cloud.db import open_store, parse_store_url
 from cloud.store import CloudStore
 from store import Store

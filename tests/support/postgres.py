@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from actors.system import children_of, reap_children
+from actors.runtime.processes import children_of, reap_children
 from tests.conftest import free_port, missing, wait_for
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")

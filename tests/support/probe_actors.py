@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from actors.base import FleetletActor
+from actors.runtime.base import FleetletActor
 from messages.codec import message
 
 

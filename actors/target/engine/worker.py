@@ -12,10 +12,10 @@ import os
 from thespian.actors import ActorExitRequest
 
 import messages
-from actors.base import FleetletActor
-from actors.engine import DockerEngine, EngineError, EngineUnavailable
-from actors.planner import Action, ContainerInfo, CurrentState, Resource, Step
-from messages.containers import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
+from actors.runtime.base import FleetletActor
+from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
+from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from messages.bus.engine import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
 

@@ -25,15 +25,39 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import messages
-from actors.actor_settings import SettingsError, load_settings, require_positive
-from actors.base import FleetletActor
-from actors.engine import OWNER_PATTERN, EngineError, EngineUnavailable, describe
-from actors.engine_worker import state_from_wire, step_to_wire
-from actors.planner import ACTIVE_STATUSES, Action, ContainerInfo, CurrentState, Step, explain, plan
-from messages.containers import (EngineJob, EngineJobDone, EngineJobStarted, ReconcileNow, ReconcilePass)
-from messages.sync import ClearError, CurrentState as CurrentStateReport, RecordError, RestartServices, \
-    TargetStateStored
-from messages.target_state import InvalidTargetState, TargetState, parse_target_state
+from actors.runtime.base import FleetletActor
+from actors.runtime.settings import SettingsError, load_settings, require_positive
+from actors.target.engine.adapter import (
+    OWNER_PATTERN,
+    EngineError,
+    EngineUnavailable,
+    describe,
+)
+from actors.target.engine.worker import state_from_wire, step_to_wire
+from actors.target.planner import (
+    ACTIVE_STATUSES,
+    Action,
+    ContainerInfo,
+    CurrentState,
+    Step,
+    explain,
+    plan,
+)
+from messages.bus.engine import (
+    EngineJob,
+    EngineJobDone,
+    EngineJobStarted,
+    ReconcileNow,
+    ReconcilePass,
+)
+from messages.bus.outbox import ClearError, RecordError
+from messages.bus.target import CurrentState as CurrentStateReport
+from messages.bus.target import RestartServices, TargetStateStored
+from messages.protocol.target_state import (
+    InvalidTargetState,
+    TargetState,
+    parse_target_state,
+)
 from store import Store
 
 Key = tuple[str, "str | None"]  # (app id, service name); None: the app's housekeeping
@@ -283,7 +307,7 @@ class Reconciler(FleetletActor):
 
     def _launch(self, step: Step | None) -> None:
         self.next_job += 1
-        address = self.createActor("actors.engine_worker.EngineWorker")
+        address = self.createActor("actors.target.engine.worker.EngineWorker")
         job = Job(step, address)
         if step is None:
             self.reads_launched += 1

@@ -19,14 +19,22 @@ import time
 
 import conf
 import messages
-from actors.base import FleetletActor
-from actors.cloud_http import CloudClient, CloudError, quote
-from actors.mqtt_link import LinkSettings, MqttLink
-from actors.shadow_inbox import Inbox
-from actors.shadow_sync import (PayloadError, Publish, ReadOverHttp, Recovered, Rejected, ShadowSync,
-                                SyncSettings, channel_of, parse_emqx_view)
-from messages.shadow import ShadowInboxReady
-from messages.sync import PollNow, RecordError, ReportPending, ShadowApplied, ShadowDelta
+from actors.runtime.base import FleetletActor
+from actors.shadow.inbox import Inbox
+from actors.shadow.payloads import PayloadError, Rejected, parse_emqx_view
+from actors.shadow.sync import (
+    Publish,
+    ReadOverHttp,
+    Recovered,
+    ShadowSync,
+    SyncSettings,
+    channel_of,
+)
+from messages.bus.outbox import RecordError, ReportPending
+from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowInboxReady
+from messages.bus.target import PollNow
+from messages.transport.http import CloudClient, CloudError, quote
+from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
 POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if a doorbell went missing

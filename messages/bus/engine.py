@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.codec import message
-from messages.target_state import Service
+from messages.protocol.target_state import Service
 
 
 @dataclass(frozen=True)
 class EngineStep:
-    """A planner step on the wire: `actors.planner.Step` with its action as the enum's value."""
+    """A planner step on the wire: `actors.target.planner.Step` with its action as the enum's value."""
     action: str
     app_id: str
     service_name: str | None

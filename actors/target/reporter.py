@@ -11,13 +11,19 @@ import random
 import time
 from dataclasses import dataclass
 
-from actors.actor_settings import load_settings, require_positive
-from actors.base import FleetletActor
-from actors.cloud_http import CloudClient, CloudError
-from messages.sync import (AckReport, ClearError, CurrentState, EnqueueReport, RecordError, ReportPending,
-                           TargetStateRejected, TargetStateStored)
+from actors.runtime.base import FleetletActor
+from actors.runtime.settings import load_settings, require_positive
+from messages.bus.outbox import (
+    AckReport,
+    ClearError,
+    EnqueueReport,
+    RecordError,
+    ReportPending,
+)
+from messages.bus.target import CurrentState, TargetStateRejected, TargetStateStored
+from messages.protocol.patches import apply_patch
+from messages.transport.http import CloudClient, CloudError
 from store import PendingReport, Store, TargetRejection
-from store.patches import apply_patch
 
 CHANNEL = "device-state"
 REPORT_PATH = "/api/v1/device/state"

@@ -12,12 +12,18 @@ import logging
 import os
 import traceback
 
-from thespian.actors import (Actor, ActorExitRequest, ChildActorExited, DeadEnvelope,
-                             PoisonMessage, WakeupMessage)
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    ChildActorExited,
+    DeadEnvelope,
+    PoisonMessage,
+    WakeupMessage,
+)
 
 import messages
-from actors.hardening import harden_actor_process
-from messages.runtime import ActorCrashed, Configure, Hello, Ping, Pong
+from actors.runtime.hardening import harden_actor_process
+from messages.bus.runtime import ActorCrashed, Configure, Hello, Ping, Pong
 
 
 class FleetletActor(Actor):

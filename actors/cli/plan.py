@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import sys
 
-from actors.engine import DockerEngine, EngineError, describe
-from actors.planner import Step, explain, plan
-from actors.system import query_status
-from messages.sync import PollNow
-from messages.target_state import InvalidTargetState, parse_target_state
+from actors.runtime.admin import query_status
+from actors.target.engine.adapter import DockerEngine, EngineError, describe
+from actors.target.planner import Step, explain, plan
+from messages.bus.target import PollNow
+from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
 
 

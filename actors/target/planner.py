@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, Iterator, Mapping
 
-from messages.target_state import (
+from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
     App,
     Service,

@@ -16,8 +16,13 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 
-from actors.planner import Action, ContainerInfo, CurrentState, Resource, Step
-from messages.target_state import PortMapping, config_field_hashes, config_hash, normalise_image
+from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from messages.protocol.target_state import (
+    PortMapping,
+    config_field_hashes,
+    config_hash,
+    normalise_image,
+)
 
 LABEL_MANAGED = "io.fleetlet.managed"
 LABEL_OWNER = "io.fleetlet.owner"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from messages.shadow_doc import ShadowError
+from messages.protocol.shadow_document import ShadowError
 
 _THING_NAME = r"[a-zA-Z0-9:_-]{1,128}"
 _SHADOW_NAME = r"[$a-zA-Z0-9:_-]{1,64}"

@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from thespian.actors import ActorExitRequest, InvalidActorSpecification
 
 import messages
-from actors.base import FleetletActor
-from actors.restart_policy import RestartPolicy, decide_restart
-from messages.runtime import (ActorCrashed, Boot, Booted, BootFailed, ChildStatus, Configure, Hello,
-                              Ping,
-                              StatusReply, StatusRequest)
+from actors.runtime.base import FleetletActor
+from actors.runtime.restart import RestartPolicy, decide_restart
+from messages.bus.runtime import (
+    ActorCrashed,
+    Boot,
+    Booted,
+    BootFailed,
+    ChildStatus,
+    Configure,
+    Hello,
+    Ping,
+    StatusReply,
+    StatusRequest,
+)
 
 GLOBAL_NAME = "fleetlet-supervisor"
 

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv311, MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-from actors.backoff import backoff_delay
+from messages.transport.backoff import backoff_delay
 
 log = logging.getLogger("fleetlet.mqtt")
 

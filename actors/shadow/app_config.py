@@ -18,8 +18,9 @@ import os
 import tempfile
 
 import conf
-from actors.base import FleetletActor
-from messages.sync import RestartServices, ShadowApplied, ShadowDelta
+from actors.runtime.base import FleetletActor
+from messages.bus.shadow import ShadowApplied, ShadowDelta
+from messages.bus.target import RestartServices
 
 RESTART_MARKER_SUFFIX = ".restart-pending"
 

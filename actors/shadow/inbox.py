@@ -12,8 +12,15 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable
 
-from actors.shadow_sync import Delta, Incoming, PayloadError, PayloadLimits, parse_payload, subscriptions
-from messages.shadow_topics import parse_shadow_topic, shadow_topics
+from actors.shadow.payloads import (
+    Delta,
+    Incoming,
+    PayloadError,
+    PayloadLimits,
+    parse_payload,
+    subscriptions,
+)
+from messages.protocol.shadow_topics import parse_shadow_topic, shadow_topics
 
 MAX_RESPONSES = 256  # answers held between two drains; more means a flood, and the oldest go
 POLL_NOW_REASON = "poll-now notice over MQTT"

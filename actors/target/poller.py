@@ -13,12 +13,17 @@ import time
 from dataclasses import dataclass
 
 import messages
-from actors.actor_settings import SettingsError, load_settings, require_positive
-from actors.base import FleetletActor
-from actors.cloud_http import CloudClient, CloudError, Response, quote
+from actors.runtime.base import FleetletActor
+from actors.runtime.settings import SettingsError, load_settings, require_positive
+from messages.bus.outbox import ClearError, RecordError
+from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.codec import MAX_MESSAGE_BYTES
-from messages.sync import ClearError, PollNow, RecordError, TargetStateFetched, TargetStateRejected
-from messages.target_state import InvalidTargetState, parse_target_state, to_json
+from messages.protocol.target_state import (
+    InvalidTargetState,
+    parse_target_state,
+    to_json,
+)
+from messages.transport.http import CloudClient, CloudError, Response, quote
 from store import Store, TargetRejection, TargetState
 
 

@@ -17,10 +17,10 @@ import threading
 import time
 from typing import TextIO
 
-from actors.mqtt_link import LinkSettings, MqttLink
-from actors.shadow_sync import PayloadError, PayloadLimits, decode_payload
-from messages.shadow_doc import ShadowError
-from messages.shadow_topics import shadow_topics
+from actors.shadow.payloads import PayloadError, PayloadLimits, decode_payload
+from messages.protocol.shadow_document import ShadowError
+from messages.protocol.shadow_topics import shadow_topics
+from messages.transport.mqtt import LinkSettings, MqttLink
 
 _LIMITS = PayloadLimits(max_bytes=1024 * 1024, max_depth=64)
 

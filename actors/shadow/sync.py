@@ -18,168 +18,33 @@ import json
 from collections.abc import Iterable
 
 import conf
-from actors.backoff import backoff_delay
-from messages.shadow_doc import ShadowError, changed_fields, compute_delta, is_stale
-from messages.shadow_topics import ShadowTopics, shadow_topics, validate_shadow_name
-from messages.sync import (AckReport, ClearError, EnqueueReport, RecordError, ShadowApplied, ShadowDelta,
-                           ShadowDocumentSeen)
-from store.patches import apply_patch
+from actors.shadow.payloads import (
+    Accepted,
+    Delta,
+    Document,
+    Incoming,
+    PayloadLimits,
+    Rejected,
+)
+from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
+from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
+from messages.protocol.patches import apply_patch
+from messages.protocol.shadow_document import (
+    ShadowError,
+    changed_fields,
+    compute_delta,
+    is_stale,
+)
+from messages.protocol.shadow_topics import (
+    shadow_topics,
+    validate_shadow_name,
+)
+from messages.transport.backoff import backoff_delay
 
 PROFILES = ("aws", "emqx")
+
+
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
-
-
-# --- payloads ---------------------------------------------------------------------------------------------
-
-class PayloadError(ValueError):
-    """A message from the broker or the cloud that breaks the shadow protocol; the text says how."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PayloadLimits:
-    max_bytes: int = 128 * 1024
-    max_depth: int = 32  # a shadow's state is at most 6 levels below a section; metadata adds one
-
-
-@dataclasses.dataclass(frozen=True)
-class Delta:
-    """update/delta: desired values that differ from reported (full paths kept)."""
-    version: int
-    state: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class Document:
-    """get/accepted (or the EMQX HTTPS read): the whole shadow."""
-    version: int
-    desired: dict
-    reported: dict
-    token: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Accepted:
-    """update/accepted."""
-    version: int
-    token: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Rejected:
-    """get/rejected or update/rejected."""
-    code: int
-    message: str
-    token: str | None
-
-
-Incoming = Delta | Document | Accepted | Rejected
-
-
-def decode_payload(payload: bytes, limits: PayloadLimits) -> dict:
-    """A JSON object within the size and nesting limits, or PayloadError."""
-    if len(payload) > limits.max_bytes:
-        raise PayloadError(f"{len(payload)} bytes exceeds the limit of {limits.max_bytes}")
-    try:
-        body = json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise PayloadError("not UTF-8") from None
-    except RecursionError:
-        raise PayloadError(f"nested deeper than {limits.max_depth} levels") from None
-    except ValueError as exc:
-        raise PayloadError(f"not JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
-    if _depth(body) > limits.max_depth:
-        raise PayloadError(f"nested deeper than {limits.max_depth} levels")
-    return body
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _depth(value) -> int:
-    """Nesting depth, without recursion (hostile input may be as deep as the decoder allowed)."""
-    deepest, frontier = 0, [(value, 1)]
-    while frontier:
-        node, level = frontier.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, level)
-            frontier.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
-def parse_payload(operation: str, payload: bytes, limits: PayloadLimits) -> Incoming:
-    """Parse what arrived on ``.../shadow/<operation>``; PayloadError for anything off-protocol."""
-    parser = _PARSERS.get(operation)
-    if parser is None:
-        raise PayloadError(f"{operation!r} is not a topic the device listens to")
-    return parser(decode_payload(payload, limits))
-
-
-def _version(body: dict) -> int:
-    version = body.get("version")
-    if type(version) is not int or version < 0:
-        raise PayloadError(f"version must be a non-negative integer, got {version!r:.40}")
-    return version
-
-
-def _token(body: dict) -> str | None:
-    token = body.get("clientToken")
-    if token is not None and not isinstance(token, str):
-        raise PayloadError(f"clientToken must be a string, got {type(token).__name__}")
-    return token
-
-
-def _section(container: dict, name: str) -> dict:
-    value = container.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PayloadError(f"{name} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _parse_delta(body: dict) -> Delta:
-    state = body.get("state")
-    if not isinstance(state, dict):
-        raise PayloadError("a delta needs a state object")
-    return Delta(_version(body), state)
-
-
-def _parse_document(body: dict) -> Document:
-    state = _section(body, "state")
-    return Document(_version(body), _section(state, "desired"), _section(state, "reported"), _token(body))
-
-
-def _parse_accepted(body: dict) -> Accepted:
-    return Accepted(_version(body), _token(body))
-
-
-def _parse_rejected(body: dict) -> Rejected:
-    code, message = body.get("code"), body.get("message", "")
-    if type(code) is not int or not 400 <= code <= 599:
-        raise PayloadError(f"code must be an HTTP error status, got {code!r:.40}")
-    if not isinstance(message, str):
-        raise PayloadError(f"message must be a string, got {type(message).__name__}")
-    return Rejected(code, message[:500], _token(body))
-
-
-_PARSERS = {"update/delta": _parse_delta, "get/accepted": _parse_document, "get/rejected": _parse_rejected,
-            "update/accepted": _parse_accepted, "update/rejected": _parse_rejected}
-
-
-def parse_emqx_view(body, token: str) -> Document:
-    """The EMQX Fleets HTTPS read (flat ``desired``, ``reported``, ``version``) as a Document."""
-    if not isinstance(body, dict):
-        raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
-    return Document(_version(body), _section(body, "desired"), _section(body, "reported"), token)
-
-
-def subscriptions(profile: str, topics: ShadowTopics) -> tuple[str, ...]:
-    """The topics one shadow needs. EMQX Fleets has no MQTT get: its read is the HTTPS one."""
-    needed = (topics.update_delta, topics.update_accepted, topics.update_rejected)
-    return needed + ((topics.get_accepted, topics.get_rejected) if profile == "aws" else ())
 
 
 def report_patch(expected: dict, actual: dict) -> dict:
@@ -187,8 +52,6 @@ def report_patch(expected: dict, actual: dict) -> dict:
     for that key (None: the device does not have it); other keys are not the handler's to change."""
     return changed_fields({key: expected.get(key) for key in actual}, actual)
 
-
-# --- settings and recovered state -------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class SyncSettings:
@@ -244,8 +107,6 @@ class Recovered:
     errors: dict = dataclasses.field(default_factory=dict)  # error key -> message, as recorded
 
 
-# --- effects ------------------------------------------------------------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class Publish:
     """An MQTT publish, QoS 1, of ``payload`` as JSON."""
@@ -259,8 +120,6 @@ class ReadOverHttp:
     thing: str
     token: str
 
-
-# --- the state machine -------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class _Request:

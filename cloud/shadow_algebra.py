@@ -16,23 +16,12 @@ import dataclasses
 import json
 import math
 
-SECTIONS = ("desired", "reported")
+from messages.protocol.shadow_document import SECTIONS, ShadowError, compute_delta
+
 MAX_STATE_BYTES_CEILING = 30 * 1024  # the highest quota AWS grants for desired + reported
+
+
 _MAX_VERSION = 2**63 - 1  # versions are stored as 64-bit integers
-
-
-class ShadowError(Exception):
-    """A rejected shadow request: ``code`` is the HTTP-style status, ``message`` the AWS text.
-
-    ``client_token`` is the request's clientToken when it could be read, so that the rejection can
-    echo it even when the request was otherwise invalid.
-    """
-
-    def __init__(self, code: int, message: str, client_token: str | None = None):
-        super().__init__(f"{code} {message}")
-        self.code = code
-        self.message = message
-        self.client_token = client_token
 
 
 def _bad_request(message: str) -> ShadowError:
@@ -82,8 +71,6 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-
-# --- request parsing -----------------------------------------------------------------------------
 
 def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> dict:
     """Validate a request body; return ``{"state"?, "clientToken"?, "version"?}``.
@@ -188,8 +175,6 @@ def _check_nodes(value, level: int, max_depth: int) -> None:
         _check_nodes(child, level + 1, max_depth)
 
 
-# --- the document ----------------------------------------------------------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class UpdateOutcome:
     """What an accepted update produces: the new document and the payloads to publish."""
@@ -245,25 +230,6 @@ def get_accepted(document: dict, client_token: str | None, now: int) -> dict:
         state["delta"] = delta
     return _with_token({"state": state, "metadata": copy.deepcopy(document["metadata"]),
                         "version": document["version"], "timestamp": now}, client_token)
-
-
-def compute_delta(desired: dict | None, reported: dict | None) -> dict:
-    """Every desired leaf whose value differs from reported (or is missing there), full path kept.
-
-    Arrays are compared whole, numbers by value (1 == 1.0, but true != 1); reported-only fields
-    never appear.
-    """
-    delta = {}
-    reported = reported if isinstance(reported, dict) else {}
-    for key, wanted in (desired or {}).items():
-        actual = reported.get(key)
-        if isinstance(wanted, dict) and isinstance(actual, dict):
-            nested = compute_delta(wanted, actual)
-            if nested:
-                delta[key] = nested
-        elif not _json_equal(wanted, actual):  # missing reads as None, which a state never holds
-            delta[key] = copy.deepcopy(wanted)
-    return delta
 
 
 def _check_version(request: dict, current_version: int) -> None:
@@ -329,52 +295,3 @@ def _with_token(payload: dict, token: str | None) -> dict:
 
 def _json_size(value) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-
-
-def _json_equal(a, b) -> bool:
-    """Equality of JSON values: numbers by value, but a boolean only equals a boolean."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(_json_equal, a, b))
-    return type(a) is type(b) and a == b
-
-
-# --- device side -------------------------------------------------------------------------------------
-
-def is_stale(held_version: int | None, incoming_version: int) -> bool:
-    """True if a message must be dropped: only when older than what is held (equal is not stale)."""
-    return held_version is not None and incoming_version < held_version
-
-
-def changed_fields(previous_reported: dict | None, actual: dict | None) -> dict:
-    """The smallest reported patch turning ``previous_reported`` into ``actual``; null for removals.
-
-    Null values and empty objects count as absent on both sides, as they do in a shadow.
-    """
-    return _changes(_prune(previous_reported or {}), _prune(actual or {}))
-
-
-def _changes(previous: dict, actual: dict) -> dict:
-    changes = {key: None for key in previous if key not in actual}
-    for key, value in actual.items():
-        old = previous.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            nested = _changes(old, value)
-            if nested:
-                changes[key] = nested
-        elif not _json_equal(old, value):
-            changes[key] = value
-    return changes
-
-
-def _prune(value):
-    """``value`` without nulls and empty objects below objects (array elements are kept whole)."""
-    if not isinstance(value, dict):
-        return value
-    pruned = {key: _prune(child) for key, child in value.items()}
-    return {key: child for key, child in pruned.items() if child is not None and child != {}}

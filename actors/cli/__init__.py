@@ -1,0 +1,1 @@
+"""Command-line code of the agent side: plan, poll-now, status and shadow watch."""

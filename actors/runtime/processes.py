@@ -1,0 +1,89 @@
+"""The agent's process tree: a child subreaper, process groups read from /proc, and ending them.
+
+thespian's admin calls setsid(), so the admin, every actor and the logger share one process group;
+these helpers find and end such a group, and never a process this run did not fork.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+import signal
+import socket
+import time
+
+from actors.runtime.hardening import LOOPBACK
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Orphans of our actors (a child whose parent actor died) reparent to us, not to init."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_children() -> None:
+    """Collect exit statuses of orphans that reparented to us, so none is left a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)": state, ppid, pgrp, ...
+
+
+def process_start_time(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def kill_group(pgid: int, timeout: float = 5.0) -> int:
+    """SIGKILL a process group and wait until it is gone; returns how many processes it had."""
+    members = group_members(pgid)
+    if not members:
+        return 0
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return 0
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        reap_children()
+        time.sleep(0.02)
+    return len(members)
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((LOOPBACK, port)) == 0

@@ -1,0 +1,60 @@
+"""The top of the supervision tree, in run.py's process: restart the whole actor tree when its root fails.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from actors.runtime.hardening import LOOPBACK
+from actors.runtime.processes import reap_children
+from actors.runtime.restart import RestartPolicy, decide_restart
+from actors.runtime.system import AgentStartError, AgentSystem
+
+log = logging.getLogger("fleetlet.system")
+
+
+def supervise(config: dict, stop: threading.Event, poll: float = 2.0) -> int:
+    """The top of the supervision tree, in run.py's process.
+
+    When the root supervisor escalates or stops answering (its process died), every actor is ended and
+    the tree starts again, with the supervisor section's backoff and intensity; past the limit this
+    returns 1 so the service manager sees the failure. Returns 0 once ``stop`` is set, 2 when the agent
+    cannot start at all.
+    """
+    policy, history = RestartPolicy.from_config(config["supervisor"]), ()
+    while True:
+        system = AgentSystem(config)
+        try:
+            children = system.start()
+        except AgentStartError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info("agent running with actors %s (admin on %s:%d)", ", ".join(children), LOOPBACK, system.port)
+        reason = _watch(system, stop, poll)
+        system.stop()
+        if reason is None:
+            log.info("agent stopped")
+            return 0
+        decision = decide_restart(policy, history, time.monotonic())
+        history = decision.history
+        if decision.delay is None:
+            log.critical("giving up after %d restarts of the whole agent: %s", len(history) - 1, reason)
+            return 1
+        log.error("restarting every actor in %.1f s: %s", decision.delay, reason)
+        if stop.wait(decision.delay):
+            return 0
+
+
+def _watch(system: AgentSystem, stop: threading.Event, poll: float) -> str | None:
+    """Wait until ``stop`` (None) or until the root supervisor fails (the reason)."""
+    silent = 0
+    while not stop.wait(poll):
+        reap_children()
+        status = system.status(timeout=3.0)
+        if status is not None and status.state == "escalated":
+            return f"the supervisor escalated: {status.reason}"
+        silent = silent + 1 if status is None else 0
+        if silent >= 2:
+            return "the root supervisor stopped answering"
+    return None

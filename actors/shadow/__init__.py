@@ -1,0 +1,1 @@
+"""Device shadow (configuration): payload parsing, the sync state machine, inbox, listener and handlers."""

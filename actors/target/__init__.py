@@ -1,0 +1,1 @@
+"""Target state (containers): model, planner, poller, reconciler, reporter and the engine adapter."""

@@ -1,0 +1,1 @@
+"""The Docker engine: the adapter (current state from labels, steps as engine calls) and its worker actor."""

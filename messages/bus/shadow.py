@@ -1,0 +1,53 @@
+"""Messages of the shadow conversation: the listener, its handlers, and what persistence keeps of it.
+
+The handler contract is ShadowDelta (to every handler) answered by ShadowApplied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from messages.codec import message
+
+
+@message
+@dataclass(frozen=True)
+class ShadowDelta:
+    """Desired values that differ from reported, for the delta handlers to apply."""
+    thing: str
+    shadow: str  # "" for the classic shadow
+    version: int
+    delta: dict
+    desired: dict
+
+
+@message
+@dataclass(frozen=True)
+class ShadowApplied:
+    """A handler's answer: the device's actual state for the keys it handled, and what it could not apply."""
+    handler: str
+    thing: str
+    shadow: str
+    version: int
+    reported: dict
+    failures: dict  # dotted key path -> reason
+
+
+@message
+@dataclass(frozen=True)
+class ShadowDocumentSeen:
+    """The last full shadow document the device knows (from a get or an accepted update)."""
+    thing: str
+    shadow: str
+    document: dict
+    version: int
+
+
+
+@message
+@dataclass(frozen=True)
+class ShadowInboxReady:
+    """The listener's MQTT thread put something in its inbox: drain it now.
+
+    A doorbell, not a carrier: what arrived waits in the inbox, so a lost doorbell costs only the
+    delay until the listener's next poll.
+    """

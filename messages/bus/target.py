@@ -1,0 +1,57 @@
+"""Messages of the target-state (containers) conversation: poller, persistence, reconciler, reporter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from messages.codec import message
+
+
+@message
+@dataclass(frozen=True)
+class TargetStateFetched:
+    """The poller fetched a new, valid target state; persistence stores it, then announces it."""
+    document: dict
+    etag: str | None
+    fetched_at: float
+
+
+@message
+@dataclass(frozen=True)
+class TargetStateRejected:
+    """The cloud served a target state that failed validation: the last good one stays in force."""
+    etag: str | None
+    reason: str
+    at: float
+
+
+@message
+@dataclass(frozen=True)
+class TargetStateStored:
+    """A target state is durable in the store: reconcile toward it (read it from the store)."""
+    etag: str | None
+    stored_at: float
+
+
+@message
+@dataclass(frozen=True)
+class PollNow:
+    """Poll the cloud's target state at once (a notice over MQTT, or an operator)."""
+    reason: str
+
+
+@message
+@dataclass(frozen=True)
+class CurrentState:
+    """The device's current state as the reconciler read it from the engine, in report form."""
+    state: dict
+    at: float
+
+
+@message
+@dataclass(frozen=True)
+class RestartServices:
+    """Restart these services of an app (their configuration changed under them)."""
+    app_id: str
+    services: tuple[str, ...]
+    reason: str
