@@ -13,6 +13,7 @@ import conf
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
+from fleetlet_version import __version__
 
 
 def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -26,6 +27,7 @@ def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fleetlet {__version__}")
     _common(parser, top=True)
     commands = parser.add_subparsers(dest="command")
     agent = commands.add_parser("agent", help="run the device agent (the default)")
@@ -68,7 +70,7 @@ def run_status(config: dict, as_json: bool) -> int:
     if reply is None:
         print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
         return 1
-    doc = {"state": reply.state, "reason": reply.reason,
+    doc = {"state": reply.state, "reason": reply.reason, "version": reply.version,
            "actors": [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state,
                        "restarts": c.restarts, "last_error": c.last_error,
                        "held_messages": c.held_messages} for c in reply.children],
@@ -76,7 +78,7 @@ def run_status(config: dict, as_json: bool) -> int:
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"agent: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
+        print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
         for actor in doc["actors"]:
             print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
                   f"restarts={actor['restarts']} last_error={actor['last_error']}")

@@ -12,6 +12,7 @@ import messages
 from actors.runtime.settings import load_settings
 from actors.runtime.system import AgentSystem
 from actors.target.reporter import ReporterSettings, report_patch, target_section
+from fleetlet_version import __version__
 from messages.bus.target import CurrentState, TargetStateRejected
 from messages.protocol.patches import apply_patch
 from store import Store, TargetRejection
@@ -111,7 +112,8 @@ def test_reports_changes_only_throttled_and_nothing_when_nothing_changed(reporte
     wait_for(lambda: "apps" in held_by_cloud(cloud), what="the first report of the current state")
     first = cloud.seen("PATCH")[0]
     assert first.path == "/api/v1/device/state" and first.headers["authorization"] == "Bearer demo-token"
-    assert held_by_cloud(cloud) == {**apps("running"), "target_state": {"status": "none"}}
+    assert held_by_cloud(cloud) == {**apps("running"), "agent_version": __version__,
+                                    "target_state": {"status": "none"}}
 
     sent = len(cloud.seen("PATCH"))
     tell(system, CurrentState(apps("running"), time.time()))  # the same again: nothing to send

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import conf
+from fleetlet_version import __version__
 from tests.conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +90,8 @@ def test_status_json_reflects_restarts_and_sigterm_leaves_nothing(agent_conf):
         assert set(actors) == {"recorder", "bystander"}
         assert all(isinstance(a["pid"], int) and a["restarts"] == 0 for a in actors.values())
         assert status(agent_conf)["errors"] == []
+        assert status(agent_conf)["version"] == __version__
+        assert run_py("status", "--config", agent_conf).stdout.startswith(f"agent {__version__}: running\n")
         os.kill(actors["recorder"]["pid"], signal.SIGKILL)
         after = wait_for(lambda: (a := actors_up(agent_conf)) and a["recorder"]["restarts"] == 1 and a,
                          timeout=10, interval=0.3, what="restart visible in status")

@@ -16,6 +16,7 @@ from thespian.actors import ActorExitRequest, InvalidActorSpecification
 import messages
 from actors.runtime.base import FleetletActor
 from actors.runtime.restart import RestartPolicy, decide_restart
+from fleetlet_version import __version__
 from messages.bus.runtime import (
     ActorCrashed,
     Boot,
@@ -139,7 +140,7 @@ class Supervisor(FleetletActor):
 
     def on_StatusRequest(self, msg: StatusRequest, sender) -> None:
         state = "escalated" if self.escalated else "running"
-        reply = StatusReply(state, self.escalated, tuple(c.status() for c in self.children.values()))
+        reply = StatusReply(state, self.escalated, tuple(c.status() for c in self.children.values()), __version__)
         self.send(sender, messages.encode(reply))
 
     def route(self, type_name: str, raw: bytes) -> None:

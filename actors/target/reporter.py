@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from actors.runtime.base import FleetletActor
 from actors.runtime.settings import load_settings, require_positive
+from fleetlet_version import __version__
 from messages.bus.outbox import (
     AckReport,
     ClearError,
@@ -102,7 +103,8 @@ class Reporter(FleetletActor):
         self.target = (None, None) if target is None else (target.etag, target.received_at)
         # What the cloud will hold once the queued report is sent: new patches are computed against it.
         self.expected = apply_patch(self.accepted, self.outbox.patch) if self.outbox else self.accepted
-        self.latest = {"target_state": target_section(*self.target, self.rejection)}
+        # The version goes out once, and again only after an upgrade: patches carry only what changed.
+        self.latest = {"agent_version": __version__, "target_state": target_section(*self.target, self.rejection)}
         self.acked_up_to = 0
         self.failures = 0
         self.error_shown = True  # unknown after a restart: the first success clears any recorded error

@@ -74,6 +74,7 @@ class StatusReply:
     state: str  # running | escalated
     reason: str | None
     children: tuple[ChildStatus, ...]
+    version: str  # the running agent's, which may differ from the CLI's after an upgrade
 
 
 @message
