@@ -2,6 +2,13 @@
 
 The test session is a child subreaper, so an actor orphaned by a test reparents to it and is found:
 a test that leaves a process behind fails, and the process is ended.
+
+Fixtures kept in tests/support/ are declared in ``pytest_plugins`` below, so a test names them as
+parameters and never imports them (an import of a fixture looks unused and invites a "cleanup").
+Helpers (``wait_for``, ``missing``) are plain imports from tests/support/.
+
+Layout: tests/unit needs no service and runs in seconds; tests/integration uses a real engine, broker,
+PostgreSQL or actor system; tests/e2e runs the agent, the cloud and run.py as operators do.
 """
 from __future__ import annotations
 
@@ -16,16 +23,11 @@ import pytest
 
 from actors.runtime.processes import become_subreaper, children_of, reap_children
 from actors.runtime.system import AgentSystem
-from cloud.loopback import Mosquitto, free_port  # noqa: F401  (free_port: for the tests)
+from cloud.loopback import Mosquitto, free_port
+from tests.support.polling import wait_for
+from tests.support.services import missing
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def missing(what: str) -> None:
-    """A needed real component is absent: fail loudly in CI, skip on a developer's machine."""
-    if IN_CI:
-        pytest.fail(f"{what} is required under CI=true but is not available")
-    pytest.skip(f"{what} is not available")
+pytest_plugins = ["tests.support.postgres", "tests.support.cloud"]
 
 
 def pytest_sessionstart(session):
@@ -84,16 +86,6 @@ def start_agent():
 @pytest.fixture
 def port():
     return free_port()
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- real broker -------------------------------------------------------------------------------------

@@ -1,11 +1,7 @@
 """Running the reference cloud in tests: ``python run.py cloud`` as a subprocess, and an MQTT probe.
 
-Reusable by any end-to-end test: import the fixtures into the test module,
-
-    from tests.support.cloud import cloud, store_url  # noqa: F401  (fixtures)
-    from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
-
-and every test taking ``cloud`` runs once on SQLite and once on PostgreSQL, against the test's own
+Its fixtures (``cloud``, ``store_url``) are declared in tests/conftest.py's ``pytest_plugins``: every
+test taking ``cloud`` runs once on SQLite and once on PostgreSQL, against the test's own
 Mosquitto (``broker``). ``CloudProcess`` starts one on free ports, waits until its HTTP API answers and
 its MQTT subscriptions are acknowledged, and stops it by pid (SIGTERM, then SIGKILL).
 """
@@ -25,7 +21,8 @@ import gmqtt
 import pytest
 
 from cloud.client import CloudClient, CloudUnreachable
-from tests.conftest import free_port, wait_for
+from cloud.loopback import free_port
+from tests.support.polling import wait_for
 from tests.support.postgres import required as required_postgres
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

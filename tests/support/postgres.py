@@ -19,7 +19,9 @@ import uuid
 import pytest
 
 from actors.runtime.processes import children_of, reap_children
-from tests.conftest import free_port, missing, wait_for
+from cloud.loopback import free_port
+from tests.support.polling import wait_for
+from tests.support.services import missing
 
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
 SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c autovacuum=off -c max_worker_processes=0 -c max_connections=200"

@@ -20,8 +20,8 @@ from messages.bus.engine import ReconcileNow
 from messages.bus.target import RestartServices, TargetStateFetched
 from messages.protocol.target_state import parse_target_state, to_json
 from store import Store
-from tests.conftest import wait_for
-from tests.test_supervision import agent_config
+from tests.integration.test_supervision import agent_config
+from tests.support.polling import wait_for
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"

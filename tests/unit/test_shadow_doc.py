@@ -592,7 +592,7 @@ def mirrors(state, metadata) -> bool:
                 and all(mirrors(state[key], metadata[key]) for key in state))
     if isinstance(state, list):
         return isinstance(metadata, list) and len(state) == len(metadata) and all(
-            mirrors_value(item, meta) for item, meta in zip(state, metadata))
+            mirrors_value(item, meta) for item, meta in zip(state, metadata, strict=True))
     return (isinstance(metadata, dict) and metadata.keys() == {"timestamp"}
             and isinstance(metadata["timestamp"], int))
 

@@ -14,10 +14,10 @@ from actors.target.engine.adapter import DockerEngine
 from actors.target.planner import plan
 from messages.protocol.target_state import parse_target_state, to_json
 from store import Store
-from tests.conftest import wait_for
+from tests.integration.test_reconciler_engine import Device, document
+from tests.integration.test_supervision import agent_config
+from tests.support.polling import wait_for
 from tests.support.stub_cloud import StubCloud
-from tests.test_reconciler_engine import Device, document
-from tests.test_supervision import agent_config
 
 
 def run(config: dict, *argv: str) -> int:

@@ -23,7 +23,7 @@ from actors.target.reconciler import (
     retry_delay,
 )
 from messages.bus.engine import EngineJob, EngineJobDone
-from tests.test_planner import (
+from tests.unit.test_planner import (
     IMAGE_1,
     IMAGE_2,
     container_for,

@@ -29,7 +29,7 @@ from store.db import APPLICATION_ID
 from store.migrations import SCHEMA_VERSION
 from store.models import bind_models
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Writes in a loop and prints each iteration's number once its transactions have committed.
 WRITER_LOOP = r"""
@@ -538,7 +538,7 @@ def test_two_writer_processes_merging_into_one_report_lose_nothing(path):
     Store.open(path).close()
     writers = [start_writer(path, channel="shared", tag=tag, count=150) for tag in ("x", "y")]
     results = [writer.communicate(timeout=60) for writer in writers]
-    for writer, (_, stderr) in zip(writers, results):
+    for writer, (_, stderr) in zip(writers, results, strict=True):
         assert writer.returncode == 0, stderr
     with Store.open(path) as store:
         keys = set(store.pending_report("shared").patch)

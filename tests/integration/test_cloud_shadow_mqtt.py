@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.support.cloud import MqttProbe, cloud, store_url  # noqa: F401  (fixtures)
-from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
+from tests.support.cloud import MqttProbe
 
 pytestmark = pytest.mark.broker
 

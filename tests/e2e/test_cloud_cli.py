@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import free_port
+from cloud.loopback import free_port
 from tests.support.cloud import DEMO, ROOT, RUN_PY, CloudProcess
 
 pytestmark = pytest.mark.broker

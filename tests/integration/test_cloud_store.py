@@ -8,8 +8,6 @@ import pytest
 from cloud.db import StoreLocation, StoreUrlError, open_store, parse_store_url
 from cloud.store import CloudStore, StoredShadow
 from messages.protocol.shadow_document import ShadowError
-from tests.support.cloud import store_url  # noqa: F401  (fixture)
-from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
 
 
 @pytest.mark.parametrize("url, expected", [

@@ -13,7 +13,7 @@ import conf
 import messages
 from actors.runtime.processes import group_members
 from actors.runtime.system import AgentSystem
-from tests.conftest import wait_for
+from tests.support.polling import wait_for
 from tests.support.probe_actors import Boom, Probe, Quit
 
 
@@ -102,7 +102,7 @@ def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent):
         restarts = children(system)["crasher"].restarts
         publish(system, Boom(f"attempt {attempt}"))
         if attempt < 3:
-            wait_for(lambda: children(system)["crasher"].restarts == restarts + 1 and
+            wait_for(lambda restarts=restarts: children(system)["crasher"].restarts == restarts + 1 and
                      children(system)["crasher"].state == "running", timeout=5, what="restart")
             restart_seen_at.append(time.monotonic())
     status = wait_for(lambda: (s := system.status()) and s.state == "escalated" and s, timeout=5,
@@ -110,7 +110,7 @@ def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent):
     crasher = {c.name: c for c in status.children}["crasher"]
     assert "boom: attempt 3" in crasher.last_error
     assert "crasher exceeded 3 restarts" in status.reason
-    gaps = [b - a for a, b in zip(restart_seen_at, restart_seen_at[1:])]
+    gaps = [b - a for a, b in zip(restart_seen_at, restart_seen_at[1:], strict=False)]
     assert gaps[1] > gaps[0] * 1.3 or gaps[1] >= 0.35  # delays 0.1, 0.2, 0.4 s: backoff grows
 
 

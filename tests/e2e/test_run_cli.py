@@ -11,9 +11,9 @@ import pytest
 
 import conf
 from fleetlet_version import __version__
-from tests.conftest import wait_for
+from tests.support.polling import wait_for
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def without_default_actors() -> str:
@@ -136,7 +136,7 @@ def test_bad_configuration_is_refused_with_the_key(tmp_path):
 
 
 def _free():
-    from tests.conftest import free_port
+    from cloud.loopback import free_port
     return free_port()
 
 

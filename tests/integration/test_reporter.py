@@ -16,9 +16,9 @@ from fleetlet_version import __version__
 from messages.bus.target import CurrentState, TargetStateRejected
 from messages.protocol.patches import apply_patch
 from store import Store, TargetRejection
-from tests.conftest import wait_for
+from tests.integration.test_supervision import agent_config
+from tests.support.polling import wait_for
 from tests.support.stub_cloud import StubCloud
-from tests.test_supervision import agent_config
 
 # Report documents: JSON without nulls (in a patch, null means "delete").
 leaves = st.one_of(st.booleans(), st.integers(-5, 5), st.text(max_size=3), st.lists(st.integers(0, 3), max_size=2))

@@ -12,8 +12,8 @@ from actors.runtime.system import AgentStartError, AgentSystem
 from messages.bus.outbox import EnqueueReport, RecordError
 from messages.bus.target import TargetStateFetched
 from store import Store
-from tests.conftest import wait_for
-from tests.test_supervision import agent_config, children
+from tests.integration.test_supervision import agent_config, children
+from tests.support.polling import wait_for
 
 
 @pytest.fixture

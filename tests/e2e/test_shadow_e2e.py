@@ -14,9 +14,10 @@ import pytest
 
 import conf
 from cloud.client import CloudClient
+from cloud.loopback import free_port
 from store import Store
-from tests.conftest import free_port, wait_for
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
+from tests.support.polling import wait_for
 
 THING = DEMO["thing"]
 TOPICS = {profile: f"${profile}/things/{THING}/shadow" for profile in ("aws", "emqx")}
@@ -309,7 +310,7 @@ def test_a_version_conflict_is_answered_with_a_fresh_read_and_a_retry(broker, cl
         probe.subscribe(*(f"{TOPICS['aws']}/{topic}" for topic in ("update/rejected", "update/accepted",
                                                                    "get/rejected")))
         agents(agent_config(tmp_path, port, broker.port, cloud.url,
-                            handlers=("tests.test_shadow_e2e:report_behind_the_devices_back",)))
+                            handlers=("tests.e2e.test_shadow_e2e:report_behind_the_devices_back",)))
         probe.expect(f"{TOPICS['aws']}/get/rejected")  # the startup read is over (no shadow yet)
         desire(client, {"t": 21})
         converged(client, {"t": 21})

@@ -19,8 +19,8 @@ from actors.shadow.app_config import (
     write_atomically,
 )
 from messages.bus.shadow import ShadowDelta
-from tests.conftest import wait_for
-from tests.test_supervision import agent_config
+from tests.integration.test_supervision import agent_config
+from tests.support.polling import wait_for
 
 APP = AppConfigSettings(path="/unused", keys=("t", "mode", "features"), app_id="1", services=("app", "worker"),
                         ranges=(("t", 16.0, 30.0),))

@@ -20,10 +20,11 @@ from actors.runtime.system import AgentSystem
 from cloud.db import open_store, parse_store_url
 from cloud.store import CloudStore
 from store import Store
-from tests.conftest import missing, wait_for
+from tests.integration.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder
+from tests.integration.test_supervision import agent_config
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
-from tests.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder  # noqa: F401
-from tests.test_supervision import agent_config
+from tests.support.polling import wait_for
+from tests.support.services import missing
 
 TEST_SETTINGS = {
     "poller": {"interval": 0.3, "jitter": 0.0, "backoff_min": 0.2, "backoff_max": 1.0},

@@ -10,7 +10,7 @@ from actors.shadow.inbox import POLL_NOW_REASON, Inbox
 from actors.shadow.payloads import Accepted, Delta, PayloadLimits
 from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.mqtt import LinkSettings, MqttLink
-from tests.conftest import wait_for
+from tests.support.polling import wait_for
 
 TOPICS = shadow_topics("aws", "dev")
 

@@ -40,7 +40,7 @@ SETTINGS = SyncSettings(profile="aws", names=("",), report_timeout=5.0, read_tim
 TOPICS = shadow_topics("aws", "dev")
 
 
-def machine(handlers=("app",), recovered=Recovered(), **changes) -> ShadowSync:
+def machine(handlers=("app",), recovered=Recovered(), **changes) -> ShadowSync:  # noqa: B008 - frozen
     return ShadowSync("dev", "", dataclasses.replace(SETTINGS, **changes), handlers, "t-", recovered)
 
 
@@ -245,7 +245,7 @@ def test_out_of_order_and_duplicate_deltas_apply_in_version_order_and_end_on_the
     def note(effects):
         dispatched.extend(d.version for d in only(effects, ShadowDelta))
 
-    for version, answer in zip(versions, answer_after):
+    for version, answer in zip(versions, answer_after, strict=False):  # answer_after is the longer
         note(sync.receive(Delta(version, {"v": version}), 1.0))
         if answer and sync.apply is not None:
             note(sync.on_applied(applied({"v": sync.apply.version}, sync.apply.version), 1.0))

@@ -17,9 +17,9 @@ from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.protocol.target_state import parse_target_state, to_json
 from messages.transport.http import Response
 from store import Store, TargetRejection, TargetState
-from tests.conftest import wait_for
+from tests.integration.test_supervision import agent_config
+from tests.support.polling import wait_for
 from tests.support.stub_cloud import StubCloud
-from tests.test_supervision import agent_config
 
 TARGET = {"apps": {"1": {"appName": "web", "services": [
     {"serviceName": "nginx", "config": {"image": "fleetlet-test/busybox:1", "environment": {"A": "1"}}}]}}}
@@ -160,7 +160,7 @@ def test_errors_back_off_exponentially_are_recorded_and_cleared(poller_agent):
     failed_from = len(cloud.seen())
     wait_for(lambda: len(cloud.seen()) >= failed_from + 4, timeout=10, what="four failed polls")
     times = [r.at for r in cloud.seen()[failed_from:failed_from + 4]]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] == pytest.approx(0.2, abs=0.15) and gaps[1] == pytest.approx(0.4, abs=0.15)
     assert gaps[2] == pytest.approx(0.8, abs=0.2)
     errors = wait_for(lambda: [e for e in stored(db)[2] if e["source"] == "poller"], what="the error recorded")
@@ -176,14 +176,15 @@ def test_no_target_yet_is_shown_but_polled_at_the_interval(poller_agent):
     failed_from = len(cloud.seen())
     wait_for(lambda: len(cloud.seen()) >= failed_from + 4, timeout=5, what="four polls")
     times = [r.at for r in cloud.seen()[failed_from:failed_from + 4]]
-    assert all(b - a == pytest.approx(0.2, abs=0.1) for a, b in zip(times, times[1:]))
+    assert all(b - a == pytest.approx(0.2, abs=0.1) for a, b in zip(times, times[1:], strict=False))
     errors = wait_for(lambda: [e for e in stored(db)[2] if e["source"] == "poller"], what="the condition shown")
     assert errors[0]["message"].startswith("the cloud has no target state for this device yet")
 
 
 def test_poll_now_polls_at_once(tmp_path, port):
     with StubCloud(lambda request: (304, {}, b"")) as cloud:
-        config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
+        config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller",
+                                                          "subscribes": ["PollNow"],
                                                           "settings": {"interval": 60.0, "min_gap": 0.3}}})
         config["cloud"]["url"] = cloud.url
         system = AgentSystem(config)

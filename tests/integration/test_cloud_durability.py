@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from tests.conftest import wait_for
-from tests.support.cloud import DEMO, CloudProcess, MqttProbe, cloud, store_url  # noqa: F401  (fixtures)
-from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
+from tests.support.cloud import DEMO, CloudProcess, MqttProbe
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.broker
 

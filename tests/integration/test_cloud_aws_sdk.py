@@ -15,9 +15,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import missing
-from tests.support.cloud import cloud, store_url  # noqa: F401  (fixtures)
-from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
+from tests.support.services import missing
 
 try:
     from awscrt import mqtt, mqtt5, mqtt_request_response
