@@ -18,6 +18,7 @@ from cloud.loopback import free_port
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
 from tests.support.polling import wait_for
+from tests.support.probe_actors import recorded_rows
 
 THING = DEMO["thing"]
 TOPICS = {profile: f"${profile}/things/{THING}/shadow" for profile in ("aws", "emqx")}
@@ -148,8 +149,7 @@ def children(system) -> dict:
 
 
 def recorded(tmp_path, kind) -> list[dict]:
-    path = tmp_path / "recorded.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = recorded_rows(tmp_path / "recorded.jsonl")
     return [row for row in rows if row["type"] == kind]
 
 

@@ -21,6 +21,7 @@ from actors.shadow.app_config import (
 from messages.bus.shadow import ShadowDelta
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
+from tests.support.probe_actors import recorded_rows
 
 APP = AppConfigSettings(path="/unused", keys=("t", "mode", "features"), app_id="1", services=("app", "worker"),
                         ranges=(("t", 16.0, 30.0),))
@@ -98,8 +99,7 @@ def test_a_corrupt_or_missing_file_reads_as_empty(tmp_path):
 # -- the actor -------------------------------------------------------------------------------------------------
 
 def recorded(tmp_path, kind):
-    path = tmp_path / "recorded.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = recorded_rows(tmp_path / "recorded.jsonl")
     return [row for row in rows if row["type"] == kind]
 
 

@@ -1,7 +1,6 @@
 """The persistence actor in a running actor system: it stores, announces, and re-announces after a crash."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 
@@ -14,6 +13,7 @@ from messages.bus.target import TargetStateFetched
 from store import Store
 from tests.integration.test_supervision import agent_config, children
 from tests.support.polling import wait_for
+from tests.support.probe_actors import recorded_rows
 
 
 @pytest.fixture
@@ -29,8 +29,7 @@ def system(tmp_path, port, start_agent):
 
 
 def seen(tmp_path, kind):
-    path = tmp_path / "recorded.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = recorded_rows(tmp_path / "recorded.jsonl")
     return [row for row in rows if row["type"] == kind]
 
 

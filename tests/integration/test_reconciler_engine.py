@@ -5,7 +5,6 @@ and everything the test created is removed at the end. Images are the local flee
 """
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -22,6 +21,7 @@ from messages.protocol.target_state import parse_target_state, to_json
 from store import Store
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
+from tests.support.probe_actors import recorded_rows
 
 IMAGE_1 = "fleetlet-test/busybox:1"
 IMAGE_2 = "fleetlet-test/busybox:2"
@@ -44,7 +44,7 @@ class Device:
         self.db = str(tmp_path / "agent.db")
 
     def messages(self, kind: str) -> list[dict]:
-        rows = [json.loads(line) for line in self.recorded.read_text().splitlines()] if self.recorded.exists() else []
+        rows = recorded_rows(self.recorded)
         return [row for row in rows if row["type"] == kind]
 
     def wait_converged(self, etag: str, timeout: float = 20.0) -> dict:

@@ -1,7 +1,6 @@
 """Multi-actor tests of the root supervisor on the real multiprocTCPBase: one process per actor."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import messages
 from actors.runtime.processes import group_members
 from actors.runtime.system import AgentSystem
 from tests.support.polling import wait_for
-from tests.support.probe_actors import Boom, Probe, Quit
+from tests.support.probe_actors import Boom, Probe, Quit, recorded_rows
 
 
 def agent_config(tmp_path, port, actors, **supervisor) -> dict:
@@ -48,8 +47,7 @@ def children(system) -> dict:
 
 
 def recorded(tmp_path) -> list[dict]:
-    path = tmp_path / "recorded.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return recorded_rows(tmp_path / "recorded.jsonl")
 
 
 def publish(system, msg) -> None:

@@ -1,9 +1,10 @@
-"""Actors and messages used only by the runtime's multi-actor tests."""
+"""Actors and messages used only by the runtime's multi-actor tests, and the reader of what Recorder wrote."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import pathlib
 from dataclasses import dataclass
 
 from actors.runtime.base import FleetletActor
@@ -36,6 +37,24 @@ class Recorder(FleetletActor):
                **dataclasses.asdict(typed)}
         with open(self.settings["path"], "a") as fh:
             fh.write(json.dumps(row) + "\n")
+
+
+def complete_lines(data: bytes) -> list[str]:
+    """The lines of ``data`` that end in a newline (pure).
+
+    A test reads the file while the Recorder, another process, may be halfway through appending a row:
+    whatever follows the last newline is still being written, so it is left for the next read.
+    """
+    return data[:data.rfind(b"\n") + 1].decode().splitlines()
+
+
+def recorded_rows(path) -> list[dict]:
+    """The rows a Recorder has finished appending to ``path`` so far; none before the file exists."""
+    try:
+        data = pathlib.Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in complete_lines(data)]
 
 
 class Crasher(FleetletActor):
