@@ -1,4 +1,4 @@
-"""Actors for bench_runtime: a pinger and a ponger that talk only through the supervisor's routing."""
+"""Actors for bench.runtime: a pinger and a ponger that talk only through the supervisor's routing."""
 from __future__ import annotations
 
 import json

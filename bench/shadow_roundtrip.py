@@ -6,7 +6,7 @@ FULL sync) and, in the same run against the same broker and cloud, for a baselin
 client answering each delta with a report of the delta's state. The clock starts when the cloud's HTTP
 API answers the desired update (accepted) and stops when update/documents shows a version after it with
 an empty delta.
-Run: python3 bench/bench_shadow_roundtrip.py [--updates 1000] [--warmup 20]
+Run: python3 -m bench.shadow_roundtrip [--updates 1000] [--warmup 20]
 """
 from __future__ import annotations
 
@@ -19,17 +19,16 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import conf
+from actors.runtime.processes import become_subreaper
+from actors.runtime.system import AgentSystem
+from bench.common import percentiles, write_result
+from cloud.client import CloudClient, CloudUnreachable
+from cloud.loopback import Mosquitto, free_port, stop_process, wait_until
+from messages.protocol.shadow_document import compute_delta
+from messages.transport.mqtt import LinkSettings, MqttLink
 
-import conf  # noqa: E402
-from actors.runtime.processes import become_subreaper  # noqa: E402
-from actors.runtime.system import AgentSystem  # noqa: E402
-from bench.common import percentiles, write_result  # noqa: E402
-from cloud.client import CloudClient, CloudUnreachable  # noqa: E402
-from cloud.loopback import Mosquitto, free_port, stop_process, wait_until  # noqa: E402
-from messages.protocol.shadow_document import compute_delta  # noqa: E402
-from messages.transport.mqtt import LinkSettings, MqttLink  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the checkout: the processes it starts run there
 
 ADMIN_TOKEN = "bench-admin-token"
 AGENT_THING, BASELINE_THING = "demo-device", "bench-baseline"

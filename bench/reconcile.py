@@ -7,7 +7,7 @@ service among the 20 (its environment changes: one container is recreated).
 Agent times are wall times seen from outside: from handing the target to the agent (as the poller would)
 until the reconciler announces the pass converged (ReconcilePass); a no-op check is a ReconcileNow. Compose
 times are the wall times of `docker-compose up -d` (a new process each time, as an operator runs it).
-Run: python3 bench/bench_reconcile.py [--rounds 3] [--noops 5] [--max-parallel N (default: the shipped setting)]
+Run: python3 -m bench.reconcile [--rounds 3] [--noops 5] [--max-parallel N (default: the shipped setting)]
 """
 from __future__ import annotations
 
@@ -22,21 +22,18 @@ import tempfile
 import time
 import uuid
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import docker
 
-import docker  # noqa: E402
-
-import conf  # noqa: E402
-import messages  # noqa: E402
-from actors.runtime.processes import become_subreaper  # noqa: E402
-from actors.runtime.system import AgentSystem  # noqa: E402
-from actors.target.engine.adapter import LABEL_OWNER  # noqa: E402
-from bench.common import percentiles, write_result  # noqa: E402
-from cloud.loopback import free_port, wait_until  # noqa: E402
-from messages.bus.engine import ReconcileNow  # noqa: E402
-from messages.bus.target import TargetStateFetched  # noqa: E402
-from messages.protocol.target_state import parse_target_state, to_json  # noqa: E402
+import conf
+import messages
+from actors.runtime.processes import become_subreaper
+from actors.runtime.system import AgentSystem
+from actors.target.engine.adapter import LABEL_OWNER
+from bench.common import percentiles, write_result
+from cloud.loopback import free_port, wait_until
+from messages.bus.engine import ReconcileNow
+from messages.bus.target import TargetStateFetched
+from messages.protocol.target_state import parse_target_state, to_json
 
 SERVICES = 20
 IMAGE = "fleetlet-test/busybox:1"

@@ -5,7 +5,7 @@ with fsync on, when installed). Each thing is its own MQTT client with one updat
 ``{"state": {"reported": {...}}}`` (QoS 1) to its classic shadow and waits for ``update/accepted`` before
 the next one, as a device does. Each such update makes the cloud write once and publish four messages
 (accepted and documents, on the aws and the emqx topics). Bounded: ``--seconds`` per level, plus warm-up.
-Run: python3 bench/bench_cloud_shadow.py [--seconds 5] [--no-postgres]
+Run: python3 -m bench.cloud_shadow [--seconds 5] [--no-postgres]
 """
 from __future__ import annotations
 
@@ -14,22 +14,17 @@ import asyncio
 import contextlib
 import json
 import os
-import pathlib
-import sys
 import tempfile
 import time
 import uuid
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import gmqtt
 
-import gmqtt  # noqa: E402
-
-from actors.runtime.processes import become_subreaper  # noqa: E402
-from bench.common import cpu_ticks, percentiles, write_result  # noqa: E402
-from cloud.loopback import Mosquitto  # noqa: E402
-from tests.support.cloud import CloudProcess  # noqa: E402
-from tests.support.postgres import PG_BIN, PostgresCluster  # noqa: E402
+from actors.runtime.processes import become_subreaper
+from bench.common import cpu_ticks, percentiles, write_result
+from cloud.loopback import Mosquitto
+from tests.support.cloud import CloudProcess
+from tests.support.postgres import PG_BIN, PostgresCluster
 
 LEVELS = (1, 10, 100)
 WARMUP_SECONDS = 1.0

@@ -2,7 +2,7 @@
 
 Baseline in the same run: a bare thespian ask round trip (external client -> supervisor -> back), the
 transport's own cost, against which the routed actor-to-actor round trip (two routed hops) is quoted.
-Run: python3 bench/bench_runtime.py [--rounds 2000] [--idle-seconds 30]
+Run: python3 -m bench.runtime [--rounds 2000] [--idle-seconds 30]
 """
 from __future__ import annotations
 
@@ -16,24 +16,23 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import conf
+import messages
+from actors.runtime.processes import become_subreaper, group_members
+from actors.runtime.system import AgentSystem
+from bench.common import cpu_ticks, percentiles, pss_kib, write_result
+from bench.ping_actors import BenchStart
+from cloud.loopback import free_port
+from messages.bus.runtime import Ping
 
-import conf  # noqa: E402
-import messages  # noqa: E402
-from actors.runtime.processes import become_subreaper, group_members  # noqa: E402
-from actors.runtime.system import AgentSystem  # noqa: E402
-from bench.bench_actors import BenchStart  # noqa: E402
-from bench.common import cpu_ticks, percentiles, pss_kib, write_result  # noqa: E402
-from cloud.loopback import free_port  # noqa: E402
-from messages.bus.runtime import Ping  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the checkout: the processes it starts run there
 
 
 def round_trips(workdir: str, rounds: int) -> dict:
     config = conf.load("agent", None, [f"store.path={workdir}/rt.db", f"agent.admin_port={free_port()}"])
     config["actors"] = {
-        "pinger": {"class": "bench.bench_actors.Pinger", "subscribes": ["BenchStart", "BenchPong"]},
-        "ponger": {"class": "bench.bench_actors.Ponger", "subscribes": ["BenchPing"]},
+        "pinger": {"class": "bench.ping_actors.Pinger", "subscribes": ["BenchStart", "BenchPong"]},
+        "ponger": {"class": "bench.ping_actors.Ponger", "subscribes": ["BenchPing"]},
     }
     system = AgentSystem(config)
     system.start()
