@@ -17,7 +17,7 @@ from cloud.client import CloudClient
 from cloud.loopback import free_port
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
-from tests.support.polling import wait_for
+from tests.support.polling import wait_for, wait_quiet
 from tests.support.probe_actors import recorded_rows
 
 THING = DEMO["thing"]
@@ -242,7 +242,9 @@ def test_a_value_the_device_cannot_apply_is_reported_as_it_is_without_a_storm(br
         desire(client, {"t": 40, "mode": "cool"})
         wait_for(lambda: client.get_shadow(THING).json()["state"].get("reported", {}).get("t") == 30,
                  what="the clamped value reported")
-        time.sleep(1.0)  # a storm would show here: report, delta, report, ...
+        # a storm would show here: report, delta, report, ...
+        wait_quiet(lambda: len(probe.received(f"{prefix}/update")) + len(probe.received(f"{prefix}/update/delta")),
+                   quiet=1.0, what="shadow traffic")
         reports = [body for body in probe.received(f"{prefix}/update") if "reported" in body["state"]]
         assert [body["state"]["reported"] for body in reports] == [{"t": 30, "mode": "cool"}]
         assert len(probe.received(f"{prefix}/update/delta")) <= 2  # the desired update's, and the report's
@@ -266,7 +268,7 @@ def test_a_broker_restart_and_cut_connections_during_updates_lose_nothing(broker
                 broker.start()
                 wait_for(lambda: json.loads(cloud.client(None).health().body)["mqtt"] == "subscribed",
                          timeout=10, what="the cloud back on the broker")
-            time.sleep(0.05)
+            time.sleep(0.05)  # pacing: the updates straddle the cuts and the restart (not a wait)
         expected = {"mode": "m23", "t": 16 + 23 % 10}
         converged(client, expected, timeout=20)
         assert app_file(tmp_path) == expected
@@ -343,7 +345,8 @@ def test_hostile_stale_and_duplicate_input_on_every_subscribed_topic_is_survived
         # Out of order and duplicated: an old delta must not roll the file back, a repeat must cost nothing.
         probe.publish(f"{prefix}/update/delta", {"version": version - 1, "state": {"t": 17}})
         probe.publish(f"{prefix}/update/delta", {"version": version, "state": {"t": 24}})
-        time.sleep(1.0)
+        wait_for(lambda: app_file(tmp_path).get("t") == 24, what="the newest delta applied")
+        wait_quiet(lambda: len(probe.received(f"{prefix}/update")), quiet=1.0, what="reports")
         assert app_file(tmp_path)["t"] == 24
         assert not [body for body in probe.received(f"{prefix}/update") if "reported" in body.get("state", {})]
         desire(client, {"t": 26})
@@ -354,7 +357,7 @@ def test_hostile_stale_and_duplicate_input_on_every_subscribed_topic_is_survived
     assert recorded(tmp_path, "PollNow")  # a notice is a notice, whatever it carries
 
 
-def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, cloud, agents, tmp_path, port):
+def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, cloud, agents, tmp_path, port, capsys):
     from actors.cli.shadow_watch import watch
 
     client = cloud.client()
@@ -364,7 +367,8 @@ def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, clou
     watcher = threading.Thread(target=watch, args=(config, THING), kwargs={"out": out, "stop": stop, "count": 4})
     watcher.start()
     try:
-        time.sleep(0.5)  # the watcher's subscriptions
+        # the watcher says so on stderr once its subscriptions are acknowledged
+        wait_for(lambda: "watching " in capsys.readouterr().err, what="the watcher's subscriptions")
         desire(client, {"t": 23, "requiresRestart": True})
         watcher.join(10)
     finally:

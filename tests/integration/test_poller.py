@@ -18,7 +18,7 @@ from messages.protocol.target_state import parse_target_state, to_json
 from messages.transport.http import Response
 from store import Store, TargetRejection, TargetState
 from tests.integration.test_supervision import agent_config
-from tests.support.polling import wait_for
+from tests.support.polling import wait_for, wait_quiet
 from tests.support.stub_cloud import StubCloud
 
 TARGET = {"apps": {"1": {"appName": "web", "services": [
@@ -191,13 +191,13 @@ def test_poll_now_polls_at_once(tmp_path, port):
         system.start()
         try:
             wait_for(lambda: len(cloud.seen()) == 1, what="the poll at start")
-            time.sleep(0.4)  # past min_gap
+            wait_for(lambda: time.monotonic() - cloud.seen()[0].at >= 0.4, what="min_gap past since that poll")
             sent = time.monotonic()
             for _ in range(20):
                 system.asys.tell(system.supervisor, messages.encode(PollNow("test")))
             wait_for(lambda: len(cloud.seen()) >= 2, timeout=2, what="the poll now")
             assert cloud.seen()[1].at - sent < 0.5
-            time.sleep(0.8)
+            wait_quiet(lambda: len(cloud.seen()), quiet=0.8, what="polls after the burst of notices")
             # A burst of notices: one poll at once, and at most one more (for notices that came during
             # it) min_gap later, never twenty.
             polls = [r.at for r in cloud.seen()[1:]]

@@ -91,7 +91,7 @@ def test_poll_now_reaches_the_running_agent(tmp_path, port, capfd):
         system.start()
         try:
             wait_for(lambda: len(cloud.seen()) == 1, what="the poll at start")
-            time.sleep(0.2)
+            wait_for(lambda: time.monotonic() - cloud.seen()[0].at >= 0.2, what="min_gap past since that poll")
             assert run(config, "poll-now") == 0
             wait_for(lambda: len(cloud.seen()) == 2, timeout=2, what="the poll asked for")
         finally:

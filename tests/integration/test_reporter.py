@@ -17,7 +17,7 @@ from messages.bus.target import CurrentState, TargetStateRejected
 from messages.protocol.patches import apply_patch
 from store import Store, TargetRejection
 from tests.integration.test_supervision import agent_config
-from tests.support.polling import wait_for
+from tests.support.polling import wait_for, wait_quiet
 from tests.support.stub_cloud import StubCloud
 
 # Report documents: JSON without nulls (in a patch, null means "delete").
@@ -121,7 +121,7 @@ def test_reports_changes_only_throttled_and_nothing_when_nothing_changed(reporte
     tell(system, CurrentState(apps("running", container="c2"), time.time()))  # merged with the previous change
     tell(system, TargetStateRejected('"9"', "apps: must be an object", 50.0))
     wait_for(lambda: len(cloud.seen("PATCH")) > sent, what="the next report")
-    time.sleep(0.8)
+    wait_quiet(lambda: len(cloud.seen("PATCH")), quiet=0.8, what="reports after the merged one")
     reports = cloud.seen("PATCH")
     assert len(reports) == sent + 1
     assert reports[-1].at - reports[-2].at >= 0.25  # throttled

@@ -22,3 +22,23 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_quiet(count: Callable[[], int], quiet: float, timeout: float = 10.0, interval: float = 0.02,
+               what: str = "quiet") -> int:
+    """``count()`` once it has not changed for ``quiet`` s; AssertionError if it still changes at ``timeout``.
+
+    For what must *not* happen (a report storm, a twentieth poll): the watch lasts ``quiet`` seconds after
+    the last change however late it came, where a fixed sleep would stop watching at a fixed moment.
+    """
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while True:
+        time.sleep(interval)
+        now, value = time.monotonic(), count()
+        if value != last:
+            last, since = value, now
+        elif now - since >= quiet:
+            return value
+        if now >= deadline:
+            raise AssertionError(f"still changing after {timeout} s: {what} (last count {value})")

@@ -1,11 +1,15 @@
-"""The test support's own pure parts: reading a JSON-lines file another process is appending to."""
+"""The test support's own parts: reading a JSON-lines file another process is appending to, and waiting."""
 from __future__ import annotations
 
+import itertools
 import json
+import time
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.polling import wait_for, wait_quiet
 from tests.support.probe_actors import complete_lines, recorded_rows
 
 rows = st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=8)), max_size=3),
@@ -31,3 +35,32 @@ def test_recorded_rows_reads_nothing_before_the_file_exists(tmp_path):
     assert recorded_rows(path) == []
     path.write_bytes(b'{"type": "Probe", "seq": 1}\n{"type": "Pro')
     assert recorded_rows(path) == [{"type": "Probe", "seq": 1}]
+
+
+def test_quiet_means_no_change_for_the_whole_quiet_period():
+    changes = iter([1, 1, 2, 2, 3])  # then 3 for ever
+    started = time.monotonic()
+    changed_last_at = []
+
+    def count():
+        value = next(changes, None)
+        if value is not None:
+            changed_last_at.append(time.monotonic())
+            return value
+        return 3
+
+    assert wait_quiet(count, quiet=0.2, interval=0.01) == 3
+    assert time.monotonic() - changed_last_at[-1] >= 0.2 and time.monotonic() - started < 2
+
+
+def test_a_count_that_never_settles_fails_at_the_timeout():
+    counter = itertools.count()
+    with pytest.raises(AssertionError, match="still changing after 0.3 s: polls"):
+        wait_quiet(lambda: next(counter), quiet=0.1, timeout=0.3, interval=0.01, what="polls")
+
+
+def test_wait_for_returns_the_first_truthy_value_or_names_what_it_waited_for():
+    values = iter([None, 0, [], {"a": 1}])
+    assert wait_for(lambda: next(values), interval=0.001) == {"a": 1}
+    with pytest.raises(AssertionError, match="timed out after 0.05 s waiting for the moon"):
+        wait_for(lambda: False, timeout=0.05, what="the moon")
