@@ -23,8 +23,9 @@ import pytest
 
 from actors.runtime.processes import become_subreaper, children_of, reap_children
 from actors.runtime.system import AgentSystem
-from cloud.loopback import Mosquitto, free_port
+from cloud.loopback import Mosquitto
 from tests.support.polling import wait_for
+from tests.support.ports import free_admin_port
 from tests.support.services import missing
 
 pytest_plugins = ["tests.support.postgres", "tests.support.cloud"]
@@ -85,7 +86,8 @@ def start_agent():
 
 @pytest.fixture
 def port():
-    return free_port()
+    """The test agent's admin port (see tests/support/ports.py for why not any free port)."""
+    return free_admin_port()
 
 
 # -- real broker -------------------------------------------------------------------------------------

@@ -87,3 +87,18 @@ def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex((LOOPBACK, port)) == 0
+
+
+def port_bindable(port: int) -> bool:
+    """Whether a new admin can bind ``port``, judged as thespian judges it (a bind with SO_REUSEADDR).
+
+    Nothing listening is not enough: a dying admin, or any connection whose source port this is, also
+    holds it, and thespian then retries for 11 s and fails with "not a valid or useable ActorSystem Admin".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True

@@ -20,7 +20,7 @@ from actors.runtime.processes import (
     children_of,
     group_members,
     kill_group,
-    port_in_use,
+    port_bindable,
     process_start_time,
     reap_children,
     stat_fields,
@@ -69,10 +69,11 @@ class AgentSystem:
         self.run_file.parent.mkdir(parents=True, exist_ok=True)
         self.end_previous_run()
         self._check_store()
-        # A `run.py status` racing this start may hold the port for a moment (thespian starts an admin
-        # when none answers, and the CLI shuts it down again): wait a little before calling it taken.
+        # A `run.py status` racing this start, or the admin of a run just stopped, may hold the port for a
+        # moment (thespian starts an admin when none answers, and the CLI shuts it down again): wait a
+        # little before calling it taken.
         deadline = time.monotonic() + PORT_WAIT
-        while port_in_use(self.port):
+        while not port_bindable(self.port):
             if time.monotonic() > deadline:
                 raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
                                       "(set agent.admin_port to a free port)")

@@ -136,8 +136,8 @@ def test_bad_configuration_is_refused_with_the_key(tmp_path):
 
 
 def _free():
-    from cloud.loopback import free_port
-    return free_port()
+    from tests.support.ports import free_admin_port
+    return free_admin_port()
 
 
 def parent_of(pid: int) -> int:

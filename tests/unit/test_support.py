@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import time
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.polling import wait_for, wait_quiet
+from tests.support.ports import free_admin_port, outside
 from tests.support.probe_actors import complete_lines, recorded_rows
 
 rows = st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=8)), max_size=3),
@@ -28,6 +30,7 @@ def test_a_partial_last_line_is_left_for_the_next_read():
     assert complete_lines(b'{"a": 1}\n{"b": "unterminat') == ['{"a": 1}']
     assert complete_lines(b'{"a": 1}\n') == ['{"a": 1}']
     assert complete_lines(b"") == [] and complete_lines(b'{"a"') == []
+    assert complete_lines('{"a": "\u2028"}\n'.encode()) == ['{"a": "\u2028"}']  # a row ends at "\n" only
 
 
 def test_recorded_rows_reads_nothing_before_the_file_exists(tmp_path):
@@ -64,3 +67,20 @@ def test_wait_for_returns_the_first_truthy_value_or_names_what_it_waited_for():
     assert wait_for(lambda: next(values), interval=0.001) == {"a": 1}
     with pytest.raises(AssertionError, match="timed out after 0.05 s waiting for the moon"):
         wait_for(lambda: False, timeout=0.05, what="the moon")
+
+
+@given(low=st.integers(1024, 65535), span=st.integers(0, 40000))
+def test_admin_ports_are_never_ones_the_kernel_hands_out_as_source_ports(low, span):
+    high = min(65535, low + span)
+    ports = outside(low, high)
+    assert not ports or ports.stop <= low or ports.start > high  # wholly below or wholly above the range
+    assert not ports or (ports.start >= 10000 and ports.stop <= 65536)
+
+
+def test_a_held_port_is_skipped():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        choices = iter([taken, taken, 23456])
+        assert free_admin_port(choose=lambda candidates: next(choices)) == 23456
