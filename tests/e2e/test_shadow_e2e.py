@@ -357,7 +357,7 @@ def test_hostile_stale_and_duplicate_input_on_every_subscribed_topic_is_survived
     assert recorded(tmp_path, "PollNow")  # a notice is a notice, whatever it carries
 
 
-def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, cloud, agents, tmp_path, port, capsys):
+def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, cloud, agents, tmp_path, port, capfd):
     from actors.cli.shadow_watch import watch
 
     client = cloud.client()
@@ -367,8 +367,9 @@ def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, clou
     watcher = threading.Thread(target=watch, args=(config, THING), kwargs={"out": out, "stop": stop, "count": 4})
     watcher.start()
     try:
-        # the watcher says so on stderr once its subscriptions are acknowledged
-        wait_for(lambda: "watching " in capsys.readouterr().err, what="the watcher's subscriptions")
+        # the watcher says so on stderr once its subscriptions are acknowledged (capfd, not capsys: the
+        # actor processes inherit the real standard streams)
+        wait_for(lambda: "watching " in capfd.readouterr().err, what="the watcher's subscriptions")
         desire(client, {"t": 23, "requiresRestart": True})
         watcher.join(10)
     finally:
