@@ -34,6 +34,7 @@ from cloud.loopback import free_port, wait_until
 from messages.bus.engine import ReconcileNow
 from messages.bus.target import TargetStateFetched
 from messages.protocol.target_state import parse_target_state, to_json
+from tests.support.probe_actors import recorded_rows
 
 SERVICES = 20
 IMAGE = "fleetlet-test/busybox:1"
@@ -74,8 +75,7 @@ class Agent:
     def _next_pass(self, match) -> dict:
         """The first pass announced after the last one taken that satisfies `match`."""
         def found():
-            text = self.recorded.read_text() if self.recorded.exists() else ""
-            rows = [json.loads(line) for line in text.splitlines()]
+            rows = recorded_rows(self.recorded)  # the Recorder may be mid-append
             for index in range(self.seen, len(rows)):
                 if match(rows[index]):
                     self.seen = index + 1
