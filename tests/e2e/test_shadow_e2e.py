@@ -362,7 +362,10 @@ def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, clou
 
     client = cloud.client()
     config = agent_config(tmp_path, port, broker.port, cloud.url)
-    agents(config)
+    with MqttProbe(broker.port) as probe:  # a desire during the startup read would be seen twice
+        probe.subscribe(f"{TOPICS['aws']}/get/rejected")
+        agents(config)
+        probe.expect(f"{TOPICS['aws']}/get/rejected")  # the startup read is over (no shadow yet)
     out, stop = io.StringIO(), threading.Event()
     watcher = threading.Thread(target=watch, args=(config, THING), kwargs={"out": out, "stop": stop, "count": 4})
     watcher.start()
