@@ -10,8 +10,9 @@ import json
 import sys
 
 from actors.runtime.admin import query_status
-from actors.target.engine.adapter import DockerEngine, EngineError, describe
-from actors.target.planner import Step, explain, plan
+from actors.target.engine.adapter import DockerEngine, EngineError
+from actors.target.model import Step, describe_step
+from actors.target.planner import explain, plan
 from messages.bus.target import PollNow
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
@@ -68,7 +69,7 @@ def current_plan(config: dict) -> dict:
 def _step_json(step: Step) -> dict:
     return {"action": step.action.value, "app_id": step.app_id, "service_name": step.service_name,
             "container_id": step.container_id, "resource": step.resource, "image": step.image,
-            "summary": describe(step), "reason": step.reason}
+            "summary": describe_step(step), "reason": step.reason}
 
 
 def show_plan(config: dict, as_json: bool) -> int:

@@ -9,10 +9,9 @@ label), so foreign containers can never appear in a plan.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from enum import Enum
 from typing import Iterable, Iterator, Mapping
 
+from actors.target.model import ACTIVE_STATUSES, Action, ContainerInfo, EngineState, Key, Resource, Step, Verdict
 from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
     App,
@@ -22,81 +21,9 @@ from messages.protocol.target_state import (
     config_hash,
 )
 
-ACTIVE_STATUSES = frozenset({"running", "restarting", "paused"})  # a process exists: stop before removing
 
-
-class Action(str, Enum):
-    CREATE_NETWORK = "create_network"
-    CREATE_VOLUME = "create_volume"
-    PULL = "pull"
-    CREATE = "create"
-    START = "start"
-    STOP = "stop"
-    REMOVE = "remove"
-    REMOVE_NETWORK = "remove_network"
-    REMOVE_VOLUME = "remove_volume"
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    app_id: str
-    service_name: str
-    config_hash: str
-    image: str
-    status: str  # docker's: created, running, paused, restarting, removing, exited, dead
-    exit_code: int | None = None
-    networks: frozenset[str] = frozenset()  # logical names of the app's networks it is attached to
-    field_hashes: tuple[tuple[str, str], ...] = ()  # per-field hashes it was created with (explanations only)
-
-
-@dataclass(frozen=True, order=True)
-class Resource:
-    """A network or volume of an app, by its logical name."""
-
-    app_id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class CurrentState:
-    containers: tuple[ContainerInfo, ...] = ()
-    images: frozenset[str] = frozenset()  # normalised names (tags and digests) present in the engine
-    networks: frozenset[Resource] = frozenset()
-    volumes: frozenset[Resource] = frozenset()
-
-
-@dataclass(frozen=True)
-class Step:
-    action: Action
-    app_id: str
-    service_name: str | None  # the service the step is for; None for app housekeeping (orphan removal)
-    reason: str
-    service: Service | None = None  # the target service (create needs its config)
-    container_id: str | None = None  # start, stop, remove
-    resource: str | None = None  # network or volume name
-    image: str | None = None  # pull
-
-    @property
-    def key(self) -> tuple[str, str | None]:
-        """What a failed step marks as failed (see `plan`'s `failed_services`)."""
-        return self.app_id, self.service_name
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Where one service (or one app's housekeeping) stands: its steps for this batch, or why it has none."""
-
-    app_id: str
-    service_name: str | None
-    status: str  # converged | pending | waiting | failed | removing
-    reason: str
-    steps: tuple[Step, ...] = ()
-
-
-def plan(target: TargetState, current: CurrentState,
-         failed_services: frozenset[tuple[str, str | None]] = frozenset()) -> list[Step]:
+def plan(target: TargetState, current: EngineState,
+         failed_services: frozenset[Key] = frozenset()) -> list[Step]:
     """The next batch of independent steps; [] when converged (or nothing more can be done this round).
 
     `failed_services` holds the `Step.key` of steps that failed this round: their service (or, with None,
@@ -106,16 +33,16 @@ def plan(target: TargetState, current: CurrentState,
     return _without_duplicate_pulls(steps)
 
 
-def explain(target: TargetState, current: CurrentState,
-            failed_services: frozenset[tuple[str, str | None]] = frozenset()) -> list[dict]:
+def explain(target: TargetState, current: EngineState,
+            failed_services: frozenset[Key] = frozenset()) -> list[dict]:
     """Per service (and per app housekeeping): status and reason, for reporting why a device is not converged."""
     return [{"app_id": verdict.app_id, "service_name": verdict.service_name, "status": verdict.status,
              "reason": verdict.reason, "steps": [step.action.value for step in verdict.steps]}
             for verdict in _verdicts(target, current, failed_services)]
 
 
-def _verdicts(target: TargetState, current: CurrentState,
-              failed: frozenset[tuple[str, str | None]]) -> Iterator[Verdict]:
+def _verdicts(target: TargetState, current: EngineState,
+              failed: frozenset[Key]) -> Iterator[Verdict]:
     by_service: dict[tuple[str, str], list[ContainerInfo]] = defaultdict(list)
     for container in sorted(current.containers, key=lambda c: c.id):
         by_service[container.app_id, container.service_name].append(container)
@@ -144,7 +71,7 @@ def _verdicts(target: TargetState, current: CurrentState,
 
 
 def _service_verdict(app: App, service: Service, containers: list[ContainerInfo],
-                     keepers: Mapping[str, ContainerInfo | None], current: CurrentState,
+                     keepers: Mapping[str, ContainerInfo | None], current: EngineState,
                      resource_steps: tuple[Step, ...]) -> Verdict:
     keeper = keepers[service.service_name]
     extras = tuple(_stop_or_remove(container, f"duplicate of container {keeper.id[:12]}")
@@ -159,7 +86,7 @@ def _service_verdict(app: App, service: Service, containers: list[ContainerInfo]
 
 
 def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
-               keepers: Mapping[str, ContainerInfo | None], current: CurrentState) -> tuple[Step | None, str]:
+               keepers: Mapping[str, ContainerInfo | None], current: EngineState) -> tuple[Step | None, str]:
     """The one step that moves this service's kept container toward the target, or why there is none."""
     config = service.config
     image_present = config.image in current.images
@@ -243,7 +170,7 @@ def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
     return not _outdated_reason(container, service) and (container.status == "running" or completed)
 
 
-def _missing_resources(app: App, service: Service, current: CurrentState) -> str:
+def _missing_resources(app: App, service: Service, current: EngineState) -> str:
     networks = [f"network {name}" for name in service.config.networks
                 if Resource(app.app_id, name) not in current.networks]
     volumes = [f"volume {mount.volume}" for mount in service.config.volumes
@@ -251,8 +178,8 @@ def _missing_resources(app: App, service: Service, current: CurrentState) -> str
     return ", ".join(sorted(set(networks)) + sorted(set(volumes)))
 
 
-def _resource_steps(app: App, current: CurrentState,
-                    failed: frozenset[tuple[str, str | None]]) -> dict[str, tuple[Step, ...]]:
+def _resource_steps(app: App, current: EngineState,
+                    failed: frozenset[Key]) -> dict[str, tuple[Step, ...]]:
     """Missing networks and volumes, each attributed to the first service needing it that has not failed."""
     users: dict[tuple[Action, str], list[str]] = defaultdict(list)
     for service in app.services:
@@ -271,8 +198,8 @@ def _resource_steps(app: App, current: CurrentState,
     return {service: tuple(service_steps) for service, service_steps in steps.items()}
 
 
-def _housekeeping(target: TargetState, current: CurrentState,
-                  failed: frozenset[tuple[str, str | None]]) -> Iterator[Verdict]:
+def _housekeeping(target: TargetState, current: EngineState,
+                  failed: frozenset[Key]) -> Iterator[Verdict]:
     """Orphaned networks go once no container is attached; volumes hold data, so they go only with their
     app, once none of its containers is left."""
     needed_networks = {Resource(app.app_id, network) for app in target.apps

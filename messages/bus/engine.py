@@ -14,7 +14,7 @@ from messages.protocol.target_state import Service
 
 @dataclass(frozen=True)
 class EngineStep:
-    """A planner step on the wire: `actors.target.planner.Step` with its action as the enum's value."""
+    """A planner step on the wire: `actors.target.model.Step` with its action as the enum's value."""
     action: str
     app_id: str
     service_name: str | None

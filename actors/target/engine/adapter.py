@@ -16,7 +16,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 
-from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from actors.target.model import Action, ContainerInfo, EngineState, Resource, Step, describe_step
 from messages.protocol.target_state import (
     PortMapping,
     config_field_hashes,
@@ -43,19 +43,13 @@ class EngineError(Exception):
     """A step (or, with step None, reading the state) failed; `reason` says why."""
 
     def __init__(self, step: Step | None, reason: str) -> None:
-        super().__init__(f"{describe(step)}: {reason}" if step else reason)
+        super().__init__(f"{describe_step(step)}: {reason}" if step else reason)
         self.step = step
         self.reason = reason
 
 
 class EngineUnavailable(EngineError):
     """The Docker daemon cannot be reached."""
-
-
-def describe(step: Step) -> str:
-    subject = step.image if step.action is Action.PULL else "/".join(
-        part for part in (step.app_id, step.resource or step.service_name) if part)
-    return f"{step.action.value} {subject}"
 
 
 class DockerEngine:
@@ -86,7 +80,7 @@ class DockerEngine:
     def resource_name(self, app_id: str, name: str) -> str:
         return f"{self.owner}_{app_id}_{name}"
 
-    def read_current(self) -> CurrentState:
+    def read_current(self) -> EngineState:
         """This owner's containers, networks and volumes, and every image present, from the engine alone."""
         with self._session(None) as client:
             owned = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_OWNER}={self.owner}"]}
@@ -100,7 +94,7 @@ class DockerEngine:
             images = frozenset(normalise_image(name) for image in client.images.list()
                                for name in image.tags + (image.attrs.get("RepoDigests") or [])
                                if "<none>" not in name)
-        return CurrentState(containers=containers, images=images,
+        return EngineState(containers=containers, images=images,
                             networks=frozenset(networks.values()), volumes=volumes)
 
     def execute(self, step: Step) -> None:
@@ -130,7 +124,7 @@ class DockerEngine:
                                            labels=self._resource_labels(step))
         except APIError as error:
             if error.status_code == 409:
-                raise EngineError(step, f"network name {name} is taken by a network Fleetlet does not own")
+                raise EngineError(step, f"network name {name} is taken by a network Fleetlet does not own") from error
             raise
 
     def _create_volume(self, client: docker.DockerClient, step: Step) -> None:

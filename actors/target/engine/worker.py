@@ -14,7 +14,7 @@ from thespian.actors import ActorExitRequest
 import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
-from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from actors.target.model import Action, ContainerInfo, EngineState, Resource, Step
 from messages.bus.engine import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
@@ -30,7 +30,7 @@ def step_from_wire(step: EngineStep) -> Step:
                    "action": Action(step.action)})
 
 
-def state_to_wire(state: CurrentState) -> dict:
+def state_to_wire(state: EngineState) -> dict:
     return {
         "containers": [{**{field.name: getattr(container, field.name) for field in dataclasses.fields(ContainerInfo)},
                         "networks": sorted(container.networks),
@@ -42,8 +42,8 @@ def state_to_wire(state: CurrentState) -> dict:
     }
 
 
-def state_from_wire(wire: dict) -> CurrentState:
-    return CurrentState(
+def state_from_wire(wire: dict) -> EngineState:
+    return EngineState(
         containers=tuple(ContainerInfo(**{**container, "networks": frozenset(container["networks"]),
                                           "field_hashes": tuple(tuple(pair) for pair in container["field_hashes"])})
                          for container in wire["containers"]),
