@@ -11,7 +11,8 @@ from actors.target.engine.adapter import (
     EngineError,
     EngineUnavailable,
 )
-from actors.target.planner import Action, CurrentState, Resource, Step, plan
+from actors.target.model import Action, EngineState, Resource, Step
+from actors.target.planner import plan
 from messages.protocol.target_state import TargetState, config_hash, parse_target_state
 
 IMAGE_1 = "fleetlet-test/busybox:1"
@@ -52,7 +53,7 @@ def target_of(services: dict[str, dict]) -> TargetState:
         {"serviceName": name, "config": {"image": IMAGE_1, **config}} for name, config in services.items()]}}})
 
 
-def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -> tuple[CurrentState, list]:
+def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -> tuple[EngineState, list]:
     """The executor loop: plan, run the batch, re-read the engine; every step must succeed."""
     batches = []
     for _ in range(max_batches):
@@ -66,14 +67,14 @@ def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -
     raise AssertionError(f"not converged after {max_batches} batches: {batches[-3:]}")
 
 
-def containers_by_service(current: CurrentState) -> dict[str, list]:
+def containers_by_service(current: EngineState) -> dict[str, list]:
     grouped: dict[str, list] = {}
     for container in current.containers:
         grouped.setdefault(container.service_name, []).append(container)
     return grouped
 
 
-def the_container(current: CurrentState, service_name: str):
+def the_container(current: EngineState, service_name: str):
     (container,) = containers_by_service(current)[service_name]
     return container
 
@@ -143,7 +144,7 @@ def test_a_service_removed_from_the_target_loses_its_container_and_network(clien
 @pytest.mark.docker
 def test_an_emptied_target_removes_everything_including_volumes(engine):
     converge(engine, target_of({"db": {"volumes": ["data:/data"]}}))
-    assert converge(engine, TargetState())[0] == CurrentState(images=engine.read_current().images)
+    assert converge(engine, TargetState())[0] == EngineState(images=engine.read_current().images)
 
 
 @pytest.mark.docker
@@ -231,7 +232,7 @@ def test_steps_are_idempotent(engine):
     for step in [Step(Action.REMOVE_NETWORK, "1", None, "test", resource="default"),
                  Step(Action.REMOVE_VOLUME, "1", None, "test", resource="data")] * 2:
         engine.execute(step)
-    assert engine.read_current() == CurrentState(images=engine.read_current().images)
+    assert engine.read_current() == EngineState(images=engine.read_current().images)
     with pytest.raises(EngineError, match=r"^start 1/web: container .* no longer exists$"):
         engine.execute(start)
 

@@ -7,8 +7,10 @@ the planner be level-triggered. (The bus message announcing the device's state i
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
+from typing import Iterable
 
 from messages.protocol.target_state import Service
 
@@ -92,3 +94,11 @@ def describe_step(step: Step) -> str:
     subject = step.image if step.action is Action.PULL else "/".join(
         part for part in (step.app_id, step.resource or step.service_name) if part)
     return f"{step.action.value} {subject}"
+
+
+def containers_by_key(containers: Iterable[ContainerInfo]) -> dict[Key, list[ContainerInfo]]:
+    """The containers of each service, in the order given (a service may have several: duplicates, leftovers)."""
+    grouped: dict[Key, list[ContainerInfo]] = defaultdict(list)
+    for container in containers:
+        grouped[container.app_id, container.service_name].append(container)
+    return grouped

@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Iterator, Mapping
 
-from actors.target.model import ACTIVE_STATUSES, Action, ContainerInfo, EngineState, Key, Resource, Step, Verdict
+from actors.target.model import (
+    ACTIVE_STATUSES,
+    Action,
+    ContainerInfo,
+    EngineState,
+    Key,
+    Resource,
+    Step,
+    Verdict,
+    containers_by_key,
+)
 from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
     App,
@@ -43,9 +53,7 @@ def explain(target: TargetState, current: EngineState,
 
 def _verdicts(target: TargetState, current: EngineState,
               failed: frozenset[Key]) -> Iterator[Verdict]:
-    by_service: dict[tuple[str, str], list[ContainerInfo]] = defaultdict(list)
-    for container in sorted(current.containers, key=lambda c: c.id):
-        by_service[container.app_id, container.service_name].append(container)
+    by_service = containers_by_key(sorted(current.containers, key=lambda c: c.id))
     for app in target.apps:
         keepers = {service.service_name: _keeper(by_service.get((app.app_id, service.service_name), []), service)
                    for service in app.services}
