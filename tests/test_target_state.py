@@ -419,7 +419,8 @@ def test_any_mutation_is_either_valid_or_rejected_with_invalid_target_state(data
 
 @pytest.mark.parametrize("raw", [
     {"apps": {"1": {"services": [{"serviceName": "a", "config": {"image": "busybox", "labels": {"a": "\ud800"}}}]}}},
-    b'{"apps": {"1": {"services": [{"serviceName": "a", "config": {"image": "busybox", "labels": {"\\ud800": "x"}}}]}}}',
+    b'{"apps": {"1": {"services": [{"serviceName": "a", "config": {"image": "busybox", '
+    b'"labels": {"\\ud800": "x"}}}]}}}',
 ])
 def test_lone_surrogates_are_rejected_as_invalid(raw):
     with pytest.raises(InvalidTargetState, match="not representable as JSON"):
