@@ -67,7 +67,7 @@ def actions(steps: list[Step]) -> list[tuple[str, str | None]]:
 def apply_step(current: EngineState, step: Step) -> EngineState:
     """The engine's effect of one step; asserts the step makes sense in `current` (so the planner is checked too)."""
     containers = {container.id: container for container in current.containers}
-    resource = Resource(step.app_id, step.resource or "")
+    resource = Resource(step.app_id, getattr(step, "resource", ""))
     if step.action is Action.CREATE_NETWORK:
         assert resource not in current.networks
         return dataclasses.replace(current, networks=current.networks | {resource})
@@ -152,7 +152,7 @@ def check_batch(target: TargetState, current: EngineState, batch: list[Step], fa
     for step in batch:
         assert step.key not in failed
         assert step.reason
-        if step.container_id is not None:
+        if getattr(step, "container_id", None) is not None:
             assert step.container_id in known, "a step names a container that is not ours"
         starts = step.action is Action.START or (step.action is Action.CREATE and step.service.config.running)
         if starts:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import conf
 import messages
 from actors.runtime.settings import load_settings
@@ -12,7 +15,7 @@ from actors.target.engine.worker import (
     step_from_wire,
     step_to_wire,
 )
-from actors.target.model import Action, EngineState, Resource, Step
+from actors.target.model import STEP_TYPES, Action, Create, EngineState, Pull, Resource, Step
 from actors.target.planner import explain, plan
 from actors.target.reconciler import ReconcilerSettings, retry_delay
 from actors.target.report import report_state
@@ -87,7 +90,7 @@ def test_the_report_shows_each_service_and_each_app_s_update_status():
     current = EngineState(containers=(container_for(web), container_for(worker, "api"), gone),
                            images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default"),
                                                                            Resource("api", "default")}))
-    pull = Step(Action.PULL, "1", "db", "image missing", image=IMAGE_2)
+    pull = Pull("1", "db", "image missing", image=IMAGE_2)
     report = report_state(target, current, explain(target, current), {}, [pull])
     assert report == {"apps": {
         "1": {"update_status": "downloading", "services": {
@@ -123,3 +126,17 @@ def test_the_documented_defaults_are_the_code_defaults():
     assert load_settings(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
                          "reconciler") == ReconcilerSettings()
     assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_every_step_type_crosses_the_wire_as_itself(data):
+    service = service_of(target_of({"web": {"ports": ["8080:80"]}}), "web")
+    text, names = st.text(min_size=1, max_size=8), st.none() | st.text(min_size=1, max_size=8)
+    kind = data.draw(st.sampled_from(sorted(STEP_TYPES.values(), key=lambda kind: kind.action.value)))
+    arguments = {"app_id": text, "service_name": names, "reason": text, "resource": text, "image": text,
+                 "container_id": text, "service": st.just(service) if kind is Create else st.none() | st.just(service)}
+    step = data.draw(st.builds(kind, **{field.name: arguments[field.name] for field in dataclasses.fields(kind)}))
+    wire = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step)))).step
+    assert type(step_from_wire(wire)) is kind and step_from_wire(wire) == step
+    assert wire.action == kind.action.value

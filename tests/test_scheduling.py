@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.target.model import Action, ContainerInfo, Step, containers_by_key, describe_step
+from actors.target.model import (
+    ContainerInfo,
+    CreateNetwork,
+    Pull,
+    Remove,
+    Start,
+    Step,
+    containers_by_key,
+    describe_step,
+)
 from actors.target.planner import plan
 from actors.target.scheduling import JobPool, RetryTracker, key_text, next_steps, step_identity
 from tests.test_planner import IMAGE_1, messy_states, targets
@@ -65,8 +74,8 @@ def test_one_read_at_a_time_and_the_wanted_ones_collapse():
 
 def test_a_step_is_unseen_by_the_reads_launched_before_it_ended():
     pool = JobPool()
-    pull = Step(Action.PULL, "1", "a", "image missing", image=IMAGE_1)
-    start = Step(Action.START, "1", "b", "container exited", container_id="c1")
+    pull = Pull("1", "a", "image missing", image=IMAGE_1)
+    start = Start("1", "b", "container exited", container_id="c1")
     first = pool.jobs[pool.add(None, "r1")].read_number
     pool.add(pull, "w1")
     pool.add(start, "w2")
@@ -88,7 +97,7 @@ def test_unseen_steps_are_exactly_those_ended_after_the_read_was_launched(events
         if event == "read":
             pool.add(None, f"r{index}")
         elif event == "end":
-            step = Step(Action.START, "1", f"s{index}", "exited", container_id=str(index))
+            step = Start("1", f"s{index}", "exited", container_id=str(index))
             pool.step_ended(step)
             ended_at.append((pool.reads_launched, step))
     for read_number in range(1, pool.reads_launched + 1):  # reads end in launch order; each forgets older steps
@@ -96,13 +105,13 @@ def test_unseen_steps_are_exactly_those_ended_after_the_read_was_launched(events
 
 
 def test_steps_doing_the_same_to_the_engine_share_an_identity():
-    pull_a = Step(Action.PULL, "1", "a", "missing", image=IMAGE_1)
-    pull_b = Step(Action.PULL, "2", "b", "missing", image=IMAGE_1)
-    network_a = Step(Action.CREATE_NETWORK, "1", "a", "missing", resource="default")
-    network_b = Step(Action.CREATE_NETWORK, "1", "b", "missing", resource="default")
-    start_a = Step(Action.START, "1", "a", "exited", container_id="c")
+    pull_a = Pull("1", "a", "missing", image=IMAGE_1)
+    pull_b = Pull("2", "b", "missing", image=IMAGE_1)
+    network_a = CreateNetwork("1", "a", "missing", resource="default")
+    network_b = CreateNetwork("1", "b", "missing", resource="default")
+    start_a = Start("1", "a", "exited", container_id="c")
     assert step_identity(pull_a) == step_identity(pull_b) and step_identity(network_a) == step_identity(network_b)
-    assert step_identity(start_a) != step_identity(Step(Action.START, "1", "b", "exited", container_id="c"))
+    assert step_identity(start_a) != step_identity(Start("1", "b", "exited", container_id="c"))
 
 
 @settings(max_examples=100, deadline=None)
@@ -123,9 +132,9 @@ def test_next_steps_respect_slots_backoff_and_what_is_underway(data):
 
 def test_keys_describe_and_grouping_name_things_as_logs_show_them():
     assert key_text(("1", "web")) == "1/web" and key_text(("1", None)) == "1"
-    assert describe_step(Step(Action.PULL, "1", "web", "missing", image=IMAGE_1)) == f"pull {IMAGE_1}"
-    assert describe_step(Step(Action.CREATE_NETWORK, "1", "web", "missing", resource="front")) == \
+    assert describe_step(Pull("1", "web", "missing", image=IMAGE_1)) == f"pull {IMAGE_1}"
+    assert describe_step(CreateNetwork("1", "web", "missing", resource="front")) == \
         "create_network 1/front"
-    assert describe_step(Step(Action.REMOVE, "1", "web", "gone", container_id="c")) == "remove 1/web"
+    assert describe_step(Remove("1", "web", "gone", container_id="c")) == "remove 1/web"
     one, two = (ContainerInfo(f"c{n}", f"n{n}", "1", "web", "h", IMAGE_1, "exited") for n in (2, 1))
     assert containers_by_key([one, two]) == {("1", "web"): [one, two]}  # the order given is kept

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
+from typing import ClassVar, Iterable, assert_never
 
 from messages.protocol.target_state import Service
 
@@ -62,20 +62,88 @@ class EngineState:
 
 
 @dataclass(frozen=True)
-class Step:
-    action: Action
+class _Step:
+    """What every step has: whose it is and why. The action is the class (see `Step`), so each carries exactly
+    the arguments its action needs, and a `match` on the classes is checked for exhaustiveness."""
+
+    action: ClassVar[Action]
     app_id: str
     service_name: str | None  # the service the step is for; None for app housekeeping (orphan removal)
     reason: str
-    service: Service | None = None  # the target service (create needs its config)
-    container_id: str | None = None  # start, stop, remove
-    resource: str | None = None  # network or volume name
-    image: str | None = None  # pull
 
     @property
     def key(self) -> Key:
         """What a failed step marks as failed (see `plan`'s `failed_services`)."""
         return self.app_id, self.service_name
+
+
+@dataclass(frozen=True)
+class ResourceStep(_Step):
+    """A step on one of the app's networks or volumes, by its logical name."""
+
+    resource: str
+
+
+@dataclass(frozen=True)
+class ContainerStep(_Step):
+    """A step on an existing container; `service` is the target service when the container is its keeper
+    (None for duplicates, leftovers of removed services and restarts)."""
+
+    container_id: str
+    service: Service | None = None
+
+
+@dataclass(frozen=True)
+class CreateNetwork(ResourceStep):
+    action = Action.CREATE_NETWORK
+
+
+@dataclass(frozen=True)
+class CreateVolume(ResourceStep):
+    action = Action.CREATE_VOLUME
+
+
+@dataclass(frozen=True)
+class RemoveNetwork(ResourceStep):
+    action = Action.REMOVE_NETWORK
+
+
+@dataclass(frozen=True)
+class RemoveVolume(ResourceStep):
+    action = Action.REMOVE_VOLUME
+
+
+@dataclass(frozen=True)
+class Pull(_Step):
+    action = Action.PULL
+    image: str
+    service: Service | None = None  # the service needing it
+
+
+@dataclass(frozen=True)
+class Create(_Step):
+    action = Action.CREATE
+    service: Service  # the container is created from its config
+
+
+@dataclass(frozen=True)
+class Start(ContainerStep):
+    action = Action.START
+
+
+@dataclass(frozen=True)
+class Stop(ContainerStep):
+    action = Action.STOP
+
+
+@dataclass(frozen=True)
+class Remove(ContainerStep):
+    action = Action.REMOVE
+
+
+Step = CreateNetwork | CreateVolume | Pull | Create | Start | Stop | Remove | RemoveNetwork | RemoveVolume
+STEP_TYPES: dict[Action, type[Step]] = {kind.action: kind for kind in (
+    CreateNetwork, CreateVolume, Pull, Create, Start, Stop, Remove, RemoveNetwork, RemoveVolume)}
 
 
 @dataclass(frozen=True)
@@ -91,8 +159,15 @@ class Verdict:
 
 def describe_step(step: Step) -> str:
     """A step in a few words, for logs, errors and the plan CLI: "pull busybox:1", "create 1/web"."""
-    subject = step.image if step.action is Action.PULL else "/".join(
-        part for part in (step.app_id, step.resource or step.service_name) if part)
+    match step:
+        case Pull():
+            subject = step.image
+        case ResourceStep():
+            subject = f"{step.app_id}/{step.resource}"
+        case Create() | ContainerStep():
+            subject = "/".join(part for part in (step.app_id, step.service_name) if part)
+        case _:
+            assert_never(step)
     return f"{step.action.value} {subject}"
 
 

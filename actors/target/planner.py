@@ -15,10 +15,19 @@ from actors.target.model import (
     ACTIVE_STATUSES,
     Action,
     ContainerInfo,
+    Create,
+    CreateNetwork,
+    CreateVolume,
     EngineState,
     Key,
+    Pull,
+    Remove,
+    RemoveNetwork,
+    RemoveVolume,
     Resource,
+    Start,
     Step,
+    Stop,
     Verdict,
     containers_by_key,
 )
@@ -99,41 +108,42 @@ def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
     config = service.config
     image_present = config.image in current.images
 
-    def step(action: Action, reason: str, container: ContainerInfo | None = None) -> Step:
-        return Step(action, app.app_id, service.service_name, reason, service=service,
-                    container_id=container.id if container else None,
-                    image=config.image if action is Action.PULL else None)
+    def on(kind: type[Start | Stop | Remove], reason: str, container: ContainerInfo) -> Step:
+        return kind(app.app_id, service.service_name, reason, container.id, service)
+
+    def pull(reason: str) -> Step:
+        return Pull(app.app_id, service.service_name, reason, config.image, service)
 
     def missing_dependencies() -> str:
         return ", ".join(name for name in config.depends_on if not _serves_dependents(keepers[name], app))
 
     if keeper is not None and (outdated := _outdated_reason(keeper, service)):
         if keeper.status not in ACTIVE_STATUSES:
-            return step(Action.REMOVE, outdated, keeper), ""
+            return on(Remove, outdated, keeper), ""
         if config.update_strategy == DOWNLOAD_THEN_KILL and not image_present:
-            return step(Action.PULL, f"{outdated}: image {config.image} missing, pulled before stopping"), ""
-        return step(Action.STOP, outdated, keeper), ""
+            return pull(f"{outdated}: image {config.image} missing, pulled before stopping"), ""
+        return on(Stop, outdated, keeper), ""
     if keeper is None:
         if not image_present:
-            return step(Action.PULL, f"image {config.image} missing"), ""
+            return pull(f"image {config.image} missing"), ""
         absent = _missing_resources(app, service, current)
         if absent:
             return None, f"waiting for {absent}"
         if config.running and (waiting := missing_dependencies()):
             return None, f"waiting for dependencies: {waiting}"
-        return step(Action.CREATE, "no container"), ""
+        return Create(app.app_id, service.service_name, "no container", service), ""
     if keeper.status == "dead":
-        return step(Action.REMOVE, "container is dead", keeper), ""
+        return on(Remove, "container is dead", keeper), ""
     if not config.running:
         if keeper.status in ACTIVE_STATUSES:
-            return step(Action.STOP, "service is set to running: false", keeper), ""
+            return on(Stop, "service is set to running: false", keeper), ""
         return None, ""
     if keeper.status in ("created", "exited") and not _finished(keeper, service):
         if waiting := missing_dependencies():
             return None, f"waiting for dependencies: {waiting}"
         reason = "container not started" if keeper.status == "created" else "container exited" + (
             "" if keeper.exit_code is None else f" (code {keeper.exit_code})")
-        return step(Action.START, reason, keeper), ""
+        return on(Start, reason, keeper), ""
     if keeper.status in ("restarting", "paused", "removing"):
         return None, f"container is {keeper.status}; left to the engine"
     return None, ""
@@ -200,9 +210,9 @@ def _resource_steps(app: App, current: EngineState,
         existing = current.networks if action is Action.CREATE_NETWORK else current.volumes
         owner = next((s for s in services if (app.app_id, s) not in failed), None)
         if Resource(app.app_id, name) not in existing and owner is not None:
-            kind = "network" if action is Action.CREATE_NETWORK else "volume"
-            steps[owner].append(Step(action, app.app_id, owner, f"{kind} {name} missing (needed by "
-                                     f"{', '.join(services)})", resource=name))
+            kind, make = ("network", CreateNetwork) if action is Action.CREATE_NETWORK else ("volume", CreateVolume)
+            steps[owner].append(make(app.app_id, owner, f"{kind} {name} missing (needed by {', '.join(services)})",
+                                     name))
     return {service: tuple(service_steps) for service, service_steps in steps.items()}
 
 
@@ -216,13 +226,12 @@ def _housekeeping(target: TargetState, current: EngineState,
     apps_with_containers = {container.app_id for container in current.containers}
     steps: dict[str, list[Step]] = defaultdict(list)
     for network in sorted(current.networks - needed_networks - attached):
-        steps[network.app_id].append(Step(Action.REMOVE_NETWORK, network.app_id, None,
-                                          f"network {network.name} no longer used", resource=network.name))
+        steps[network.app_id].append(RemoveNetwork(network.app_id, None, f"network {network.name} no longer used",
+                                                   network.name))
     for volume in sorted(current.volumes):
         if target.app(volume.app_id) is None and volume.app_id not in apps_with_containers:
-            steps[volume.app_id].append(Step(Action.REMOVE_VOLUME, volume.app_id, None,
-                                             f"volume {volume.name}: app removed from target",
-                                             resource=volume.name))
+            steps[volume.app_id].append(RemoveVolume(volume.app_id, None,
+                                                     f"volume {volume.name}: app removed from target", volume.name))
     for app_id, app_steps in sorted(steps.items()):
         if (app_id, None) in failed:
             yield Verdict(app_id, None, "failed", "a housekeeping step failed this round")
@@ -231,8 +240,8 @@ def _housekeeping(target: TargetState, current: EngineState,
 
 
 def _stop_or_remove(container: ContainerInfo, reason: str) -> Step:
-    action = Action.STOP if container.status in ACTIVE_STATUSES else Action.REMOVE
-    return Step(action, container.app_id, container.service_name, reason, container_id=container.id)
+    kind = Stop if container.status in ACTIVE_STATUSES else Remove
+    return kind(container.app_id, container.service_name, reason, container.id)
 
 
 def _without_duplicate_pulls(steps: Iterable[Step]) -> list[Step]:
@@ -240,7 +249,7 @@ def _without_duplicate_pulls(steps: Iterable[Step]) -> list[Step]:
     pulled: set[str] = set()
     kept = []
     for step in steps:
-        if step.action is Action.PULL:
+        if isinstance(step, Pull):
             if step.image in pulled:
                 continue
             pulled.add(step.image)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from actors.target.model import ACTIVE_STATUSES, Action, EngineState, Key, Step, containers_by_key
+from actors.target.model import ACTIVE_STATUSES, EngineState, Key, Pull, Step, containers_by_key
 from messages.protocol.target_state import TargetState
 
 
@@ -17,7 +17,7 @@ def report_state(target: TargetState, current: EngineState, verdicts: list[dict]
     id, image, status and (when marked failed) the reason. No nulls: in a report patch null deletes."""
     in_flight = list(in_flight)
     by_key = containers_by_key(current.containers)
-    pulling = {step.key for step in in_flight if step.action is Action.PULL}
+    pulling = {step.key for step in in_flight if isinstance(step, Pull)}
     keys = {(app.app_id, service.service_name) for app in target.apps for service in app.services} | set(by_key)
     apps: dict[str, dict] = {}
     for app_id, service_name in sorted(keys):
@@ -36,7 +36,7 @@ def report_state(target: TargetState, current: EngineState, verdicts: list[dict]
     for app_id, app in apps.items():
         if any(key[0] == app_id for key in failed):
             app["update_status"] = "failed"
-        elif any(step.app_id == app_id and step.action is Action.PULL for step in in_flight):
+        elif any(step.app_id == app_id and isinstance(step, Pull) for step in in_flight):
             app["update_status"] = "downloading"
         elif app_id in unsettled or any(step.app_id == app_id for step in in_flight):
             app["update_status"] = "applying"

@@ -8,9 +8,21 @@ jobs in flight. The reconciler actor only wires them to workers, timers and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, assert_never
 
-from actors.target.model import ACTIVE_STATUSES, Action, EngineState, Key, Step, containers_by_key
+from actors.target.model import (
+    ACTIVE_STATUSES,
+    ContainerStep,
+    Create,
+    EngineState,
+    Key,
+    Pull,
+    ResourceStep,
+    Start,
+    Step,
+    Stop,
+    containers_by_key,
+)
 from actors.target.planner import plan
 from messages.protocol.target_state import TargetState
 
@@ -32,11 +44,17 @@ def next_steps(target: TargetState, current: EngineState, underway: Iterable[Ste
 
 def step_identity(step: Step) -> tuple:
     """Equal for steps that do the same to the engine, whichever service they were planned for."""
-    if step.action is Action.PULL:
-        return step.action, step.image
-    if step.resource is not None:
-        return step.action, step.app_id, step.resource
-    return step.action, step.app_id, step.service_name, step.container_id
+    match step:
+        case Pull():
+            return step.action, step.image
+        case ResourceStep():
+            return step.action, step.app_id, step.resource
+        case Create():
+            return step.action, step.app_id, step.service_name, None
+        case ContainerStep():
+            return step.action, step.app_id, step.service_name, step.container_id
+        case _:
+            assert_never(step)
 
 
 def restart_steps(current: EngineState, restarts: Mapping[Key, str]) -> list[Step]:
@@ -46,10 +64,9 @@ def restart_steps(current: EngineState, restarts: Mapping[Key, str]) -> list[Ste
     for (app_id, service_name), phase in sorted(restarts.items()):
         containers = by_key.get((app_id, service_name), [])
         active = [container for container in containers if container.status in ACTIVE_STATUSES]
-        wanted, action = (active, Action.STOP) if phase == "stop" and active else (
-            [c for c in containers if c.status in ("created", "exited")][:1], Action.START)
-        steps += [Step(action, app_id, service_name, RESTART_REASON, container_id=container.id)
-                  for container in wanted]
+        wanted, kind = (active, Stop) if phase == "stop" and active else (
+            [c for c in containers if c.status in ("created", "exited")][:1], Start)
+        steps += [kind(app_id, service_name, RESTART_REASON, container.id) for container in wanted]
     return steps
 
 
@@ -187,8 +204,7 @@ class JobPool:
 
     def pulls(self) -> dict[int, str]:
         """Job id -> image of the pulls in flight."""
-        return {job_id: job.step.image for job_id, job in self.jobs.items()
-                if job.step is not None and job.step.action is Action.PULL}
+        return {job_id: job.step.image for job_id, job in self.jobs.items() if isinstance(job.step, Pull)}
 
     def pids(self) -> list[int]:
         return [job.pid for job in self.jobs.values() if job.pid is not None]

@@ -14,20 +14,22 @@ from thespian.actors import ActorExitRequest
 import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
-from actors.target.model import Action, ContainerInfo, EngineState, Resource, Step
+from actors.target.model import STEP_TYPES, Action, ContainerInfo, EngineState, Resource, Step
 from messages.bus.engine import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
 
 
 def step_to_wire(step: Step) -> EngineStep:
-    return EngineStep(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(Step)},
+    """The step's own fields, the action as its value, every other argument None."""
+    return EngineStep(**{**{field.name: None for field in dataclasses.fields(EngineStep)},
+                         **{field.name: getattr(step, field.name) for field in dataclasses.fields(step)},
                          "action": step.action.value})
 
 
 def step_from_wire(step: EngineStep) -> Step:
-    return Step(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(EngineStep)},
-                   "action": Action(step.action)})
+    kind = STEP_TYPES[Action(step.action)]
+    return kind(**{field.name: getattr(step, field.name) for field in dataclasses.fields(kind)})
 
 
 def state_to_wire(state: EngineState) -> dict:
