@@ -1,8 +1,8 @@
 """The target side's data model: what the engine holds (`EngineState`), and what the planner decides (`Step`,
 `Verdict`).
 
-`EngineState` is rebuilt from the engine's labels alone and never remembered across reads, which is what lets
-the planner be level-triggered. (The bus message announcing the device's state in report form is
+`EngineState` is rebuilt from the engine's labels alone and replaced by every read, never patched from memory,
+which is what lets the planner be level-triggered. (The bus message announcing the device's state in report form is
 `messages.bus.target.CurrentState`; this is the engine's raw view, planned from.)
 """
 from __future__ import annotations
