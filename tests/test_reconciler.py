@@ -5,7 +5,6 @@ import dataclasses
 
 import conf
 import messages
-from actors.runtime.settings import load_settings
 from actors.target.engine.worker import (
     state_from_wire,
     state_to_wire,
@@ -22,6 +21,7 @@ from actors.target.reconciler import (
     restart_steps,
     retry_delay,
 )
+from conf.schema import parse
 from messages.bus.engine import EngineJob, EngineJobDone
 from tests.test_planner import (
     IMAGE_1,
@@ -125,6 +125,6 @@ def test_steps_and_states_cross_the_wire_unchanged():
 
 
 def test_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
-                         "reconciler") == ReconcilerSettings()
+    assert parse(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
+                 "actors.reconciler.settings") == ReconcilerSettings()
     assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
