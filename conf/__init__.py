@@ -39,7 +39,7 @@ def load(kind: str, path: str | None = None, overrides: tuple[str, ...] | list[s
         config[name] = as_table(parse(cls, config[name], name))
     if "actors" in config:
         from conf.actors import check_actors  # imports the actor classes: only where there are actors
-        check_actors(config["actors"])
+        check_actors(config)
     return config
 
 

@@ -38,13 +38,14 @@ def resolve(name: str, path: str) -> type:
     return found
 
 
-def check_actors(actors: dict) -> dict[str, type]:
-    """Every entry's shape; for the enabled ones, the class, the message types and the settings table.
+def check_actors(config: dict) -> dict[str, type]:
+    """Every entry's shape; for the enabled ones, the class, the message types, the settings table and the
+    class's own rules on the keys it uses (``check_config``).
 
     Returns the enabled entries' classes. Called by ``conf.load`` before anything starts, and by the
     supervisor at boot (which also registers the message types in its process, so that they route).
     """
-    entries = {name: parse(ActorEntry, table, f"actors.{name}") for name, table in actors.items()}
+    entries = {name: parse(ActorEntry, table, f"actors.{name}") for name, table in config["actors"].items()}
     enabled = {name: entry for name, entry in entries.items() if entry.enabled}
     classes = {name: resolve(name, entry.cls) for name, entry in enabled.items()}
     known = set(messages.registered())
@@ -53,6 +54,7 @@ def check_actors(actors: dict) -> dict[str, type]:
         if unknown:
             raise ConfigError(f"actors.{name}.subscribes names unknown message types {sorted(unknown)}")
         parse(classes[name].Settings, entry.settings, f"actors.{name}.settings")
+        classes[name].check_config(config_slice(config, classes[name].uses))
     return classes
 
 

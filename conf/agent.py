@@ -19,6 +19,12 @@ def _url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else f"must start with http:// or https://, got {value!r}"
 
 
+def _functions(paths: tuple[str, ...]) -> str | None:
+    """``package.module:function`` each (the listener imports them when it starts)."""
+    wrong = [path for path in paths if not all(path.partition(":")[::2]) or path.count(":") != 1]
+    return f"must be 'package.module:function' paths, got {wrong[0]!r}" if wrong else None
+
+
 @dataclass(frozen=True)
 class DeviceSection:
     uuid: str = setting("demo-device", rule=non_empty)
@@ -51,7 +57,7 @@ class CloudSection:
 class ShadowSection:
     profile: str = setting("aws", rule=one_of(*SHADOW_PROFILES))
     names: tuple[str, ...] = ("",)
-    handlers: tuple[str, ...] = ()
+    handlers: tuple[str, ...] = setting((), rule=_functions)
     report_timeout: float = setting(5.0, rule=positive)
     read_timeout: float = setting(5.0, rule=positive)
     apply_timeout: float = setting(10.0, rule=positive)

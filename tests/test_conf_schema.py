@@ -131,6 +131,8 @@ def test_each_actor_gets_only_what_it_uses_and_the_token_only_if_it_sends_it():
     ("supervisor.hold_limit=0", "supervisor.hold_limit must be at least 1"),
     ('store.synchronous="OFF"', "store.synchronous must be one of FULL, NORMAL"),
     ('agent.log_level="LOUD"', "agent.log_level must be one of"),
+    ("device.uuid=a_b", "device.uuid 'a_b' cannot label containers"),
+    ('shadow.handlers=["mypkg.handler"]', "shadow.handlers must be 'package.module:function' paths"),
 ])
 def test_load_checks_the_global_sections_and_every_enabled_actor(override, message):
     with pytest.raises(ConfigError) as caught:

@@ -93,6 +93,10 @@ class FleetletActor(Actor):
         else:
             handler(typed)
 
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """This class's rules on the configuration it uses, checked before boot; raises conf's ConfigError."""
+
     def _guard(self, fn, *args) -> None:
         try:
             fn(*args)

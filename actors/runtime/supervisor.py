@@ -73,7 +73,7 @@ class Supervisor(FleetletActor):
             self.send(sender, messages.encode(Booted(tuple(self.children))))
             return
         try:  # conf.load checked this already; a configuration built in code is checked here
-            classes = check_actors(msg.config.get("actors", {}))
+            classes = check_actors(msg.config)
         except ConfigError as exc:
             self.send(sender, messages.encode(BootFailed(str(exc))))
             return

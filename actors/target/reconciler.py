@@ -208,11 +208,14 @@ class Reconciler(FleetletActor):
     store: Store | None = None
     jobs: dict = {}
 
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        owner = config["device"]["uuid"]
+        if not OWNER_PATTERN.fullmatch(owner):
+            raise ConfigError(f"device.uuid {owner!r} cannot label containers: it must match {OWNER_PATTERN.pattern}")
+
     def started(self) -> None:
         self.owner = self.config["device"]["uuid"]
-        if not OWNER_PATTERN.fullmatch(self.owner):
-            raise ConfigError(f"device.uuid {self.owner!r} cannot label containers: it must match "
-                                f"{OWNER_PATTERN.pattern}")
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.target: TargetState | None = None
         self.etag: str | None = None
