@@ -33,9 +33,12 @@ def defaults(kind: str) -> dict:
 
 def load(kind: str, path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> dict:
     """Defaults of ``kind``, then the file at ``path``, then ``section.key=value`` overrides, all checked:
-    the agent's sections by :data:`conf.agent.SECTIONS`, each enabled actor by its class."""
+    the sections by their declared dataclasses, each enabled actor by its class. Only the agent's sections
+    are declared here; the cloud declares its own and reads them with :func:`load_sections`."""
+    if kind != "agent":
+        raise ConfigError(f"the sections of {kind!r} are not declared in conf: use conf.load_sections")
     config = _layered(kind, path, overrides)
-    for name, cls in (AGENT_SECTIONS if kind == "agent" else {}).items():
+    for name, cls in AGENT_SECTIONS.items():
         config[name] = as_table(parse(cls, config[name], name))
     if "actors" in config:
         from conf.actors import check_actors  # imports the actor classes: only where there are actors

@@ -207,7 +207,7 @@ def test_a_bad_agent_setting_stops_every_command_before_anything_starts(tmp_path
     code, stderr, elapsed = refused(tmp_path, [*command, "--set", override])
     assert code == 2 and stderr.startswith("configuration error: ") and len(stderr.strip().splitlines()) == 1
     assert key in stderr
-    assert elapsed < 10  # the interpreter and the actor modules' imports; nothing waits
+    assert elapsed < 5  # the interpreter and the actor modules' imports (about 0.5 s); nothing waits
 
 
 @pytest.mark.parametrize("command", AGENT_COMMANDS[:3], ids=" ".join)
