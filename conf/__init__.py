@@ -14,7 +14,7 @@ import copy
 import pathlib
 import tomllib
 
-from conf.actors import ActorEntry
+from conf.actors import ActorEntry, check_actors
 from conf.agent import SECTIONS as AGENT_SECTIONS
 from conf.schema import ConfigError, as_table, keys, parse
 
@@ -40,9 +40,7 @@ def load(kind: str, path: str | None = None, overrides: tuple[str, ...] | list[s
     config = _layered(kind, path, overrides)
     for name, cls in AGENT_SECTIONS.items():
         config[name] = as_table(parse(cls, config[name], name))
-    if "actors" in config:
-        from conf.actors import check_actors  # imports the actor classes: only where there are actors
-        check_actors(config)
+    check_actors(config)  # imports the enabled actors' classes
     return config
 
 
