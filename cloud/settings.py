@@ -11,11 +11,10 @@ import ipaddress
 import conf
 from cloud.db import StoreLocation, StoreUrlError, parse_store_url
 from cloud.shadow_algebra import MAX_STATE_BYTES_CEILING, Limits
-from conf.schema import PORT, ConfigError, at_least, between, non_empty, one_of, positive, setting
+from conf.schema import LOG_LEVELS, PORT, ConfigError, at_least, between, non_empty, one_of, positive, setting
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_thing_name
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_LENGTH = 8
 
 
@@ -47,7 +46,8 @@ class StoreSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class MqttSection:
+class MqttSettings:
+    """[mqtt]: the shadow service's broker connection, as the cloud's MQTT link takes it."""
     host: str = setting("127.0.0.1", rule=non_empty)
     port: int = setting(1883, rule=PORT)
     client_id: str = setting("fleetlet-cloud", rule=non_empty)
@@ -72,7 +72,8 @@ class ShadowSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class SeedSection:
+class Seed:
+    """[seed]: a device registered at every start."""
     uuid: str = "demo-device"  # "" registers no device
     thing: str = "demo-device"
     token: str = "demo-token"
@@ -94,31 +95,11 @@ class LogSection:
     level: str = setting("INFO", rule=one_of(*LOG_LEVELS))
 
 
-SECTIONS = {"http": HttpSection, "store": StoreSection, "mqtt": MqttSection, "auth": AuthSection,
-            "shadow": ShadowSection, "seed": SeedSection, "log": LogSection}
+SECTIONS = {"http": HttpSection, "store": StoreSection, "mqtt": MqttSettings, "auth": AuthSection,
+            "shadow": ShadowSection, "seed": Seed, "log": LogSection}
 
 
 # -- what the cloud runs with -----------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Seed:
-    uuid: str
-    thing: str
-    token: str
-
-
-@dataclasses.dataclass(frozen=True)
-class MqttSettings:
-    host: str
-    port: int
-    client_id: str
-    keepalive: int
-    session_expiry: int
-    publish_window: int
-    outbox_limit: int
-    reconnect_delay: float
-    poll_now: bool
-
 
 @dataclasses.dataclass(frozen=True)
 class CloudSettings:
@@ -158,12 +139,11 @@ def settings_from_config(sections: dict) -> CloudSettings:
         max_body_bytes=http.max_body_bytes,
         client_timeout=http.client_timeout,
         store=parse_store_url(sections["store"].url),
-        mqtt=MqttSettings(mqtt.host, mqtt.port, mqtt.client_id, mqtt.keepalive, mqtt.session_expiry,
-                          mqtt.publish_window, mqtt.outbox_limit, mqtt.reconnect_delay, mqtt.poll_now),
+        mqtt=mqtt,
         admin_token=auth.admin_token,
         limits=Limits(max_state_bytes=shadow.max_state_bytes, max_depth=shadow.max_depth),
         max_queued_per_thing=shadow.max_queued_per_thing,
-        seed=None if seed.uuid == "" else Seed(seed.uuid, seed.thing, seed.token),
+        seed=None if seed.uuid == "" else seed,
         log_level=sections["log"].level,
     )
 

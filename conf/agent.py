@@ -7,11 +7,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conf.schema import PORT, ConfigError, at_least, between, non_empty, non_negative, one_of, positive, setting
+from conf.schema import (
+    LOG_LEVELS,
+    PORT,
+    ConfigError,
+    at_least,
+    between,
+    non_empty,
+    non_negative,
+    one_of,
+    positive,
+    setting,
+)
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_shadow_name
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SHADOW_PROFILES = ("aws", "emqx")
 
 

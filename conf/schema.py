@@ -66,6 +66,7 @@ def non_empty(value: str) -> str | None:
 
 
 PORT = between(1, 65535)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # the agent's and the cloud's log.level / agent.log_level
 
 
 # -- checking ----------------------------------------------------------------------------------------------------
