@@ -5,7 +5,7 @@ import dataclasses
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import conf
@@ -145,3 +145,26 @@ def test_a_disabled_actor_is_checked_for_shape_only():
     conf.load("agent")
     with pytest.raises(ConfigError, match="actors.app_config.settings.keys must list"):
         conf.load("agent", None, ["actors.app_config.enabled=true"])
+
+
+@given(st.lists(st.sampled_from(["device", "mqtt", "cloud", "store", "shadow", "agent", "supervisor",
+                                 "device.uuid", "device.thing", "device.token", "mqtt.port"]), max_size=6))
+def test_a_slice_holds_what_it_names_and_a_secret_only_when_named(uses):
+    config = conf.defaults("agent")
+    sliced = config_slice(config, tuple(uses))
+    assert set(sliced) == {item.partition(".")[0] for item in uses}
+    assert ("token" in sliced.get("device", {})) == ("device.token" in uses)
+    for section, table in sliced.items():
+        assert all(config[section][key] == value for key, value in table.items())
+        if section in uses:
+            assert set(table) | {"token"} >= set(config[section]) - {"token"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-2**40, 2**40))
+def test_an_override_of_a_port_is_accepted_exactly_in_range(port):
+    if 1 <= port <= 65535:
+        assert conf.load("agent", None, [f"agent.admin_port={port}"])["agent"]["admin_port"] == port
+    else:
+        with pytest.raises(ConfigError, match=rf"^agent\.admin_port must be in 1\.\.65535, got {port}$"):
+            conf.load("agent", None, [f"agent.admin_port={port}"])
