@@ -125,10 +125,10 @@ class CloudSettings:
 
 def load_cloud_settings(path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> CloudSettings:
     """Read the cloud configuration (defaults, file, overrides) and check it; raises ``conf.ConfigError``."""
-    return settings_from_config(conf.load_sections("cloud", path, overrides, SECTIONS))
+    return _from_sections(conf.load_sections("cloud", path, overrides, SECTIONS))
 
 
-def settings_from_config(sections: dict) -> CloudSettings:
+def _from_sections(sections: dict) -> CloudSettings:
     """The checked sections as the cloud's settings, and the one rule across them (a public API needs a secret)."""
     http, mqtt, auth, shadow, seed = (sections[name] for name in ("http", "mqtt", "auth", "shadow", "seed"))
     if not _is_loopback(http.host) and auth.admin_token == AuthSection().admin_token:
