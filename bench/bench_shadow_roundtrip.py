@@ -51,8 +51,8 @@ class Services:
         cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
                               f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
                               f'[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
-        serve = ("import sys; from cloud.server import run; from cloud.settings import load_settings; "
-                 f"sys.exit(run(load_settings({str(cloud_conf)!r})))")
+        serve = ("import sys; from cloud.server import run; from cloud.settings import load_cloud_settings; "
+                 f"sys.exit(run(load_cloud_settings({str(cloud_conf)!r})))")
         self.procs.append(subprocess.Popen([sys.executable, "-c", serve], cwd=ROOT, stdout=subprocess.DEVNULL,
                                            stderr=(self.workdir / "cloud.log").open("wb")))
         wait_until(self._cloud_ready, 30, "the cloud")

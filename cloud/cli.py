@@ -12,7 +12,7 @@ import sys
 
 import conf
 from cloud.client import CloudClient, CloudUnreachable, Reply
-from cloud.settings import CloudSettings, load_settings
+from cloud.settings import CloudSettings, load_cloud_settings
 
 COMMANDS = ("cloud", "shadow", "target")
 
@@ -51,7 +51,7 @@ def register(subparsers, common) -> argparse._SubParsersAction:
 
 def dispatch(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, args.overrides)
+        settings = load_cloud_settings(args.config, args.overrides)
     except conf.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.runtime.settings import SettingsError, load_settings
 from actors.runtime.system import AgentSystem
 from actors.target.poller import PollerSettings, interpret, known_etag, poll_delay
+from conf.schema import ConfigError, parse
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.protocol.target_state import parse_target_state, to_json
 from messages.transport.http import Response
@@ -81,15 +81,15 @@ def test_an_invalid_document_is_rejected_whole_with_its_reason(body, reason):
 
 
 def test_settings_are_checked_and_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(PollerSettings, conf.defaults("agent")["actors"]["poller"]["settings"],
-                         "poller") == PollerSettings()
-    assert load_settings(PollerSettings, {"interval": 5}, "poller").interval == 5.0
-    with pytest.raises(SettingsError, match=r"actors.poller.settings.intervall: unknown setting"):
-        load_settings(PollerSettings, {"intervall": 5}, "poller")
-    with pytest.raises(SettingsError, match="interval must be float, got str"):
-        load_settings(PollerSettings, {"interval": "5"}, "poller")
-    with pytest.raises(SettingsError, match="jitter must be in"):
-        load_settings(PollerSettings, {"jitter": 1.5}, "poller")
+    assert parse(PollerSettings, conf.defaults("agent")["actors"]["poller"]["settings"],
+                 "actors.poller.settings") == PollerSettings()
+    assert parse(PollerSettings, {"interval": 5}, "actors.poller.settings").interval == 5.0
+    with pytest.raises(ConfigError, match=r"actors.poller.settings.intervall: unknown setting"):
+        parse(PollerSettings, {"intervall": 5}, "actors.poller.settings")
+    with pytest.raises(ConfigError, match="interval must be float, got str"):
+        parse(PollerSettings, {"interval": "5"}, "actors.poller.settings")
+    with pytest.raises(ConfigError, match="jitter must be in"):
+        parse(PollerSettings, {"jitter": 1.5}, "actors.poller.settings")
 
 
 # -- the actor against a stub cloud ----------------------------------------------------------------------

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.runtime.settings import load_settings
 from actors.target.engine.worker import (
     state_from_wire,
     state_to_wire,
@@ -20,6 +19,7 @@ from actors.target.planner import explain, plan
 from actors.target.reconciler import ReconcilerSettings, retry_delay
 from actors.target.report import report_state
 from actors.target.scheduling import finished_restarts, next_steps, obsolete_pulls, restart_steps
+from conf.schema import parse
 from messages.bus.engine import EngineJob, EngineJobDone
 from tests.test_planner import (
     IMAGE_1,
@@ -123,8 +123,8 @@ def test_steps_and_states_cross_the_wire_unchanged():
 
 
 def test_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
-                         "reconciler") == ReconcilerSettings()
+    assert parse(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
+                 "actors.reconciler.settings") == ReconcilerSettings()
     assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
 
 

@@ -82,6 +82,7 @@ def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Re
 
 
 class ShadowListener(FleetletActor):
+    uses = ("device", "device.token", "mqtt", "shadow", "store", "cloud", "actors")
     link: MqttLink | None = None
 
     def started(self) -> None:

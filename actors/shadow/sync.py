@@ -17,7 +17,6 @@ import dataclasses
 import json
 from collections.abc import Iterable
 
-import conf
 from actors.shadow.payloads import (
     Accepted,
     Delta,
@@ -26,23 +25,18 @@ from actors.shadow.payloads import (
     PayloadLimits,
     Rejected,
 )
+from conf.agent import MqttSection, ShadowSection
+from conf.schema import parse
 from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
 from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
-    ShadowError,
     changed_fields,
     compute_delta,
     is_stale,
 )
-from messages.protocol.shadow_topics import (
-    shadow_topics,
-    validate_shadow_name,
-)
+from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.backoff import backoff_delay
-
-PROFILES = ("aws", "emqx")
-
 
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
 
@@ -68,33 +62,12 @@ class SyncSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> "SyncSettings":
-        """The [shadow] section checked; conf.ConfigError names the wrong key."""
-        section, mqtt = config["shadow"], config["mqtt"]
-        profile = section["profile"]
-        if profile not in PROFILES:
-            raise conf.ConfigError(f"shadow.profile must be one of {PROFILES}, got {profile!r}")
-        names = tuple(section["names"])
-        if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
-            raise conf.ConfigError(f"shadow.names must be distinct strings, got {list(names)!r}")
-        for name in filter(None, names):
-            if profile == "emqx":
-                raise conf.ConfigError(f"shadow.names: profile 'emqx' has only the classic shadow, got {name!r}")
-            try:
-                validate_shadow_name(name)
-            except ShadowError as exc:
-                raise conf.ConfigError(f"shadow.names: {name!r}: {exc.message}") from None
-        for key in ("report_timeout", "read_timeout", "apply_timeout"):
-            if not section[key] > 0:
-                raise conf.ConfigError(f"shadow.{key} must be positive, got {section[key]}")
-        if section["conflict_retries"] < 0:
-            raise conf.ConfigError(f"shadow.conflict_retries must be >= 0, got {section['conflict_retries']}")
-        if section["max_payload"] < 1024:
-            raise conf.ConfigError(f"shadow.max_payload must be at least 1024 bytes, got {section['max_payload']}")
-        if not 0 < mqtt["reconnect_min"] <= mqtt["reconnect_max"]:
-            raise conf.ConfigError("mqtt.reconnect_min must be positive and at most mqtt.reconnect_max")
-        return cls(profile, names, section["report_timeout"], section["read_timeout"], section["apply_timeout"],
-                   section["conflict_retries"], section["report_version"], mqtt["reconnect_min"],
-                   mqtt["reconnect_max"], PayloadLimits(max_bytes=section["max_payload"]))
+        """The [shadow] and [mqtt] sections, checked by their declared schema; ConfigError names the key."""
+        shadow = parse(ShadowSection, config["shadow"], "shadow")
+        mqtt = parse(MqttSection, config["mqtt"], "mqtt")
+        return cls(shadow.profile, shadow.names, shadow.report_timeout, shadow.read_timeout, shadow.apply_timeout,
+                   shadow.conflict_retries, shadow.report_version, mqtt.reconnect_min, mqtt.reconnect_max,
+                   PayloadLimits(max_bytes=shadow.max_payload))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.runtime.settings import SettingsError, load_settings, require_positive
+from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.codec import MAX_MESSAGE_BYTES
@@ -29,16 +29,11 @@ from store import Store, TargetRejection, TargetState
 
 @dataclass(frozen=True)
 class PollerSettings:
-    interval: float = 60.0  # seconds between polls
-    jitter: float = 0.1  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
-    backoff_min: float = 2.0  # delay after the first failure; doubles with each further one
-    backoff_max: float = 300.0
-    min_gap: float = 1.0  # PollNow never polls more often than this (a flood of notices is one poll)
-
-    def __post_init__(self):
-        require_positive(self, "interval", "backoff_min", "backoff_max", "min_gap")
-        if not 0 <= self.jitter < 1:
-            raise SettingsError(f"jitter must be in [0, 1), got {self.jitter!r}")
+    interval: float = setting(60.0, rule=positive)  # seconds between polls
+    jitter: float = setting(0.1, rule=fraction)  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    backoff_min: float = setting(2.0, rule=positive)  # delay after the first failure; doubles with each further one
+    backoff_max: float = setting(300.0, rule=positive)
+    min_gap: float = setting(1.0, rule=positive)  # least time between PollNow polls: a flood of notices is one poll
 
 
 # -- pure core -------------------------------------------------------------------------------------------
@@ -86,10 +81,12 @@ def interpret(response: Response, stored: TargetState | None,
 
 
 class Poller(FleetletActor):
+    Settings = PollerSettings
+    uses = ("device.uuid", "device.token", "cloud", "store")
+    options: PollerSettings
     store: Store | None = None
 
     def started(self) -> None:
-        self.options = load_settings(PollerSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
         self.path = f"/api/v1/device/{quote(self.config['device']['uuid'])}/target-state"
         self.store = Store.open(self.config["store"]["path"], readonly=True)

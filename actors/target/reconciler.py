@@ -29,7 +29,6 @@ from functools import partial
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.runtime.settings import SettingsError, load_settings, require_positive
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError, EngineUnavailable
 from actors.target.engine.worker import state_from_wire, step_to_wire
 from actors.target.model import EngineState, Key, Step, describe_step
@@ -45,6 +44,7 @@ from actors.target.scheduling import (
     next_steps,
     obsolete_pulls,
 )
+from conf.schema import ConfigError, non_negative, positive, setting
 from messages.bus.engine import (
     EngineJob,
     EngineJobDone,
@@ -65,19 +65,13 @@ from store import Store
 
 @dataclass(frozen=True)
 class ReconcilerSettings:
-    max_parallel: int = 4  # engine steps running at once
-    drift_interval: float = 30.0  # seconds between drift checks (re-read and converge)
-    retry_base: float = 2.0  # a failed service is retried after this, doubling up to retry_max
-    retry_max: float = 300.0
-    max_attempts: int = 3  # failures after which a service is marked failed (it is still retried)
-    engine_timeout: float = 30.0  # seconds for one engine API call
-    stop_timeout: int = 10  # seconds a container gets to stop before the engine kills it
-
-    def __post_init__(self):
-        require_positive(self, "max_parallel", "drift_interval", "retry_base", "retry_max", "max_attempts",
-                         "engine_timeout")
-        if self.stop_timeout < 0:
-            raise SettingsError(f"stop_timeout must be >= 0, got {self.stop_timeout!r}")
+    max_parallel: int = setting(4, rule=positive)  # engine steps running at once
+    drift_interval: float = setting(30.0, rule=positive)  # seconds between drift checks (re-read and converge)
+    retry_base: float = setting(2.0, rule=positive)  # a failed service is retried after this, doubling up to retry_max
+    retry_max: float = setting(300.0, rule=positive)
+    max_attempts: int = setting(3, rule=positive)  # failures after which a service is marked failed (still retried)
+    engine_timeout: float = setting(30.0, rule=positive)  # seconds for one engine API call
+    stop_timeout: int = setting(10, rule=non_negative)  # seconds a container gets to stop before it is killed
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
@@ -104,15 +98,20 @@ class Pass:
 
 
 class Reconciler(FleetletActor):
+    Settings = ReconcilerSettings
+    uses = ("device.uuid", "store")
+    options: ReconcilerSettings
     store: Store | None = None
     pool: JobPool | None = None  # set in started(); stopping() and crash() may come before it
 
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        owner = config["device"]["uuid"]
+        if not OWNER_PATTERN.fullmatch(owner):
+            raise ConfigError(f"device.uuid {owner!r} cannot label containers: it must match {OWNER_PATTERN.pattern}")
+
     def started(self) -> None:
-        self.options = load_settings(ReconcilerSettings, self.settings, self.name)
         self.owner = self.config["device"]["uuid"]
-        if not OWNER_PATTERN.fullmatch(self.owner):
-            raise SettingsError(f"device.uuid {self.owner!r} cannot label containers: it must match "
-                                f"{OWNER_PATTERN.pattern}")
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.target: TargetState | None = None
         self.etag: str | None = None

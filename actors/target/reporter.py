@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from actors.runtime.base import FleetletActor
-from actors.runtime.settings import load_settings, require_positive
+from conf.schema import positive, setting
 from messages.bus.outbox import (
     AckReport,
     ClearError,
@@ -32,12 +32,9 @@ _ABSENT = object()
 
 @dataclass(frozen=True)
 class ReporterSettings:
-    throttle: float = 5.0  # seconds between two reports at least: changes in between are merged
-    retry_min: float = 2.0  # a failed send is retried after this, doubling up to retry_max
-    retry_max: float = 300.0
-
-    def __post_init__(self):
-        require_positive(self, "throttle", "retry_min", "retry_max")
+    throttle: float = setting(5.0, rule=positive)  # seconds between two reports at least: changes in between merge
+    retry_min: float = setting(2.0, rule=positive)  # a failed send is retried after this, doubling up to retry_max
+    retry_max: float = setting(300.0, rule=positive)
 
 
 # -- pure core -------------------------------------------------------------------------------------------
@@ -90,8 +87,11 @@ def retry_delay(settings: ReporterSettings, failures: int, spread: float) -> flo
 
 
 class Reporter(FleetletActor):
+    Settings = ReporterSettings
+    uses = ("device.uuid", "device.token", "cloud", "store")
+    options: ReporterSettings
+
     def started(self) -> None:
-        self.options = load_settings(ReporterSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
         self.uuid = self.config["device"]["uuid"]
         with Store.open(self.config["store"]["path"], readonly=True) as store:
