@@ -23,6 +23,7 @@ from messages.protocol.target_state import (
     parse_target_state,
     to_json,
 )
+from messages.transport.backoff import backoff_ceiling, jittered
 from messages.transport.http import CloudClient, CloudError, Response, quote
 from store import Store, TargetRejection, TargetState
 
@@ -30,7 +31,7 @@ from store import Store, TargetRejection, TargetState
 @dataclass(frozen=True)
 class PollerSettings:
     interval: float = 60.0  # seconds between polls
-    jitter: float = 0.1  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
+    jitter: float = 0.1  # each delay is cut by a random share of at most this (never lengthened)
     backoff_min: float = 2.0  # delay after the first failure; doubles with each further one
     backoff_max: float = 300.0
     min_gap: float = 1.0  # PollNow never polls more often than this (a flood of notices is one poll)
@@ -44,13 +45,14 @@ class PollerSettings:
 # -- pure core -------------------------------------------------------------------------------------------
 
 
-def poll_delay(settings: PollerSettings, failures: int, spread: float) -> float:
-    """Seconds until the next poll; `spread` in [-1, 1] picks the point in the jitter band."""
+def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> float:
+    """Seconds until the next poll: the interval, or the backoff after `failures`, less a `jitter` share picked
+    by `fraction` in [0, 1] (messages.transport.backoff), so a fleet's polls spread and none waits longer."""
     if failures == 0:
-        base = settings.interval
+        ceiling = settings.interval
     else:
-        base = min(settings.backoff_max, settings.backoff_min * 2 ** min(failures - 1, 32))
-    return base * (1 + settings.jitter * spread)
+        ceiling = backoff_ceiling(failures, settings.backoff_min, settings.backoff_max)
+    return jittered(ceiling, fraction, settings.jitter)
 
 
 def known_etag(target: TargetState | None, rejection: TargetRejection | None) -> str | None:
@@ -140,7 +142,7 @@ class Poller(FleetletActor):
                 self.failures += 1  # garbage is backed off like an error; persistence records the reason
             else:
                 self._succeeded(outcome)
-        self._schedule(poll_delay(self.options, self.failures, random.uniform(-1.0, 1.0)))
+        self._schedule(poll_delay(self.options, self.failures, random.random()))
 
     def _record(self, reason: str) -> None:
         self.log.warning("%s", reason)

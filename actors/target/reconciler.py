@@ -58,6 +58,7 @@ from messages.protocol.target_state import (
     TargetState,
     parse_target_state,
 )
+from messages.transport.backoff import backoff_delay
 from store import Store
 
 Key = tuple[str, "str | None"]  # (app id, service name); None: the app's housekeeping
@@ -92,7 +93,9 @@ class Failure:
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
-    return min(settings.retry_max, settings.retry_base * 2 ** min(count - 1, 32))
+    """Seconds before retrying a service after `count` failures: the backoff's ceiling, no jitter, since the
+    engine is local and there is no herd to spread."""
+    return backoff_delay(count, settings.retry_base, settings.retry_max)
 
 
 def next_steps(target: TargetState, current: CurrentState, underway: Iterable[Step], backing_off: frozenset[Key],
