@@ -1,5 +1,5 @@
-"""The shadow listener actor: a thin shell around the protocol (actors.shadow_sync, pure), the MQTT link
-(actors.mqtt_link, its own thread) and the inbox between them (actors.shadow_inbox).
+"""The shadow listener actor: a thin shell around the protocol (actors.shadow.sync, pure), the MQTT link
+(messages.transport.mqtt, its own thread) and the inbox between them (actors.shadow.inbox).
 
 It recovers every shadow's last known document, pending report and recorded errors from the store when
 it (re)starts, so the device works from its last desired state even with the broker unreachable, and a
