@@ -24,7 +24,7 @@ from messages.protocol.target_state import (
     to_json,
 )
 from messages.transport.backoff import backoff_ceiling, jittered
-from messages.transport.http import CloudClient, CloudError, Response, quote
+from messages.transport.http import CloudClient, CloudError, Response
 from store import Store, TargetRejection, TargetState
 
 
@@ -93,7 +93,7 @@ class Poller(FleetletActor):
     def started(self) -> None:
         self.options = load_settings(PollerSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
-        self.path = f"/api/v1/device/{quote(self.config['device']['uuid'])}/target-state"
+        self.uuid = self.config["device"]["uuid"]
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.failures = 0
         self.generation = 0  # wakeups cannot be cancelled: only the newest scheduled poll runs
@@ -124,8 +124,7 @@ class Poller(FleetletActor):
         stored = self.store.load_target()
         etag = known_etag(stored, self.store.last_target_rejection())
         try:
-            response = self.client.request("GET", self.path, headers={"If-None-Match": etag} if etag else None,
-                                           ok=(200, 304))
+            response = self.client.get_target(self.uuid, etag, ok=(200, 304))
         except CloudError as exc:
             if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
                 self.failures = 0

@@ -27,7 +27,6 @@ from messages.transport.http import CloudClient, CloudError
 from store import PendingReport, Store, TargetRejection
 
 CHANNEL = "device-state"
-REPORT_PATH = "/api/v1/device/state"
 _ABSENT = object()
 
 
@@ -167,7 +166,7 @@ class Reporter(FleetletActor):
     def _send(self) -> None:
         report = self.outbox
         try:
-            self.client.request("PATCH", REPORT_PATH, {self.uuid: report.patch}, ok=(200, 204))
+            self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
         except CloudError as exc:
             self.failures += 1
             reason = f"cannot send the state report: {exc}"
