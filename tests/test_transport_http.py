@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from urllib.parse import unquote
 
 import pytest
@@ -88,3 +90,34 @@ def test_json_round_trips_through_the_client():
             assert json.loads(client.request("POST", "/echo", document).body) == document
 
         echoed()
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b""])
+def test_a_server_trickling_bytes_cannot_hold_a_request_past_its_timeout(head):
+    """A byte every 0.1 s keeps each socket read under the timeout; the whole request must still end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in head or b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(CloudError, match="no complete answer within 1.0 s"):
+            CloudClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0).health()
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()

@@ -5,14 +5,18 @@ Bearer token, a timeout, JSON bodies, and one error type, :class:`CloudError`: r
 (refused, timed out, dropped, oversized), and for an answer whose status the caller did not list in ``ok``.
 Without ``ok`` every status is an answer, for callers (operators, tests) that look at it themselves.
 Redirects are not followed: a 3xx is an answer like any other, so the token never travels to another host
-(urllib would forward ``Authorization`` to wherever a redirect points). The timeout bounds each socket
-operation, not the whole request. The API's paths are written here once, in the methods below.
+(urllib would forward ``Authorization`` to wherever a redirect points). The timeout bounds the whole request:
+a socket timeout alone bounds each operation, so a server trickling bytes could hold a request far past it;
+a watchdog shuts the socket down at the deadline. The API's paths are written here once, in the methods below.
 """
 from __future__ import annotations
 
 import dataclasses
 import http.client
 import json
+import socket
+import threading
+import time
 from urllib.parse import quote, urlsplit
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
@@ -84,15 +88,24 @@ class CloudClient:
             sent["Content-Length"] = str(len(body))
         kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
         connection = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+        started, watchdog = time.monotonic(), None
         try:
+            connection.connect()  # bounded by the socket timeout; the watchdog takes the rest of the time
+            watchdog = _Watchdog(connection, max(0.0, self._timeout - (time.monotonic() - started)))
             connection.request(method, self._prefix + path, body=body, headers=sent)
             reply = connection.getresponse()
             response = Response(reply.status, {name.lower(): value for name, value in reply.getheaders()},
                                 reply.read(self._max_response_bytes + 1))
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise CloudError(f"{method} {self.base_url}{path}: {exc or type(exc).__name__}") from exc
+            timed_out = watchdog is not None and watchdog.fired
+            reason = f"no complete answer within {self._timeout} s" if timed_out else exc or type(exc).__name__
+            raise CloudError(f"{method} {self.base_url}{path}: {reason}") from exc
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             connection.close()
+        if watchdog.fired:  # the shutdown may also end a body read early without an error: never trust it
+            raise CloudError(f"{method} {self.base_url}{path}: no complete answer within {self._timeout} s")
         if len(response.body) > self._max_response_bytes:
             raise CloudError(f"{method} {path}: response larger than {self._max_response_bytes} bytes",
                              response.status)
@@ -134,6 +147,29 @@ class CloudClient:
 
     def emqx_shadow(self, thing: str, ok: tuple[int, ...] | None = None) -> Response:
         return self.request("GET", f"/api/v1/thing-datas/{_segment(thing)}/shadow", ok=ok)
+
+
+class _Watchdog:
+    """Shuts a connection's socket down once ``seconds`` have passed, which wakes a blocked read at once."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float):
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed: the request ended as the deadline came
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _segment(value: str) -> str:
