@@ -26,9 +26,9 @@ import conf  # noqa: E402
 from actors.runtime.processes import become_subreaper  # noqa: E402
 from actors.runtime.system import AgentSystem  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
-from cloud.client import CloudClient, CloudUnreachable  # noqa: E402
 from cloud.loopback import Mosquitto, free_port, stop_process, wait_until  # noqa: E402
 from messages.protocol.shadow_document import compute_delta  # noqa: E402
+from messages.transport.http import CloudClient, CloudError  # noqa: E402
 from messages.transport.mqtt import LinkSettings, MqttLink  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -65,7 +65,7 @@ class Services:
     def _cloud_ready(self) -> bool:
         try:
             reply = self.client.health()
-        except CloudUnreachable:
+        except CloudError:
             return False
         return reply.status == 200 and json.loads(reply.body).get("mqtt") == "subscribed"
 

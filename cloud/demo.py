@@ -11,9 +11,9 @@ import pathlib
 import subprocess
 import sys
 
-from cloud.client import CloudClient, CloudUnreachable
 from cloud.loopback import Mosquitto, listening, stop_process, wait_until
 from cloud.settings import load_cloud_settings
+from messages.transport.http import CloudClient, CloudError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO_IMAGE = "fleetlet-test/busybox:1"  # built locally by tests/images/build.sh (.ci/setup runs it)
@@ -67,5 +67,5 @@ def run(agent_config: dict, run_agent) -> int:
 def _cloud_up(cloud: CloudClient) -> bool:
     try:
         return cloud.health().status == 200
-    except CloudUnreachable:
+    except CloudError:
         return False

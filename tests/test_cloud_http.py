@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from cloud.client import CloudClient
+from messages.transport.http import CloudClient
 from tests.support.cloud import DEMO, MqttProbe, cloud, store_url  # noqa: F401  (fixtures)
 from tests.support.postgres import postgres_cluster  # noqa: F401  (fixture)
 

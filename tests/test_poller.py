@@ -33,14 +33,14 @@ def ok(document, etag: str | None = '"a"') -> Response:
 
 
 @settings(max_examples=200)
-@given(failures=st.integers(0, 100), spread=st.floats(-1, 1), jitter=st.floats(0, 0.9))
-def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_band(failures, spread, jitter):
+@given(failures=st.integers(0, 100), fraction=st.floats(0, 1), jitter=st.floats(0, 0.9))
+def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_band(failures, fraction, jitter):
     options = PollerSettings(interval=60.0, jitter=jitter, backoff_min=2.0, backoff_max=300.0)
-    delay = poll_delay(options, failures, spread)
+    delay = poll_delay(options, failures, fraction)
     base = 60.0 if failures == 0 else min(300.0, 2.0 * 2 ** (failures - 1))
     assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
     if failures:
-        assert poll_delay(options, failures + 1, spread) >= delay
+        assert poll_delay(options, failures + 1, fraction) >= delay
 
 
 def test_the_etag_sent_is_the_newest_document_seen():
@@ -160,7 +160,7 @@ def test_errors_back_off_exponentially_are_recorded_and_cleared(poller_agent):
     failed_from = len(cloud.seen())
     wait_for(lambda: len(cloud.seen()) >= failed_from + 4, timeout=10, what="four failed polls")
     times = [r.at for r in cloud.seen()[failed_from:failed_from + 4]]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps[0] == pytest.approx(0.2, abs=0.15) and gaps[1] == pytest.approx(0.4, abs=0.15)
     assert gaps[2] == pytest.approx(0.8, abs=0.2)
     errors = wait_for(lambda: [e for e in stored(db)[2] if e["source"] == "poller"], what="the error recorded")
@@ -176,14 +176,15 @@ def test_no_target_yet_is_shown_but_polled_at_the_interval(poller_agent):
     failed_from = len(cloud.seen())
     wait_for(lambda: len(cloud.seen()) >= failed_from + 4, timeout=5, what="four polls")
     times = [r.at for r in cloud.seen()[failed_from:failed_from + 4]]
-    assert all(b - a == pytest.approx(0.2, abs=0.1) for a, b in zip(times, times[1:]))
+    assert all(b - a == pytest.approx(0.2, abs=0.1) for a, b in zip(times, times[1:], strict=False))
     errors = wait_for(lambda: [e for e in stored(db)[2] if e["source"] == "poller"], what="the condition shown")
     assert errors[0]["message"].startswith("the cloud has no target state for this device yet")
 
 
 def test_poll_now_polls_at_once(tmp_path, port):
     with StubCloud(lambda request: (304, {}, b"")) as cloud:
-        config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
+        config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller",
+                                                          "subscribes": ["PollNow"],
                                                           "settings": {"interval": 60.0, "min_gap": 0.3}}})
         config["cloud"]["url"] = cloud.url
         system = AgentSystem(config)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import conf
-from cloud.client import CloudClient
+from messages.transport.http import CloudClient
 from store import Store
 from tests.conftest import free_port, wait_for
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe

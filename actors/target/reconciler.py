@@ -60,6 +60,7 @@ from messages.protocol.target_state import (
     TargetState,
     parse_target_state,
 )
+from messages.transport.backoff import backoff_delay
 from store import Store
 
 
@@ -75,7 +76,9 @@ class ReconcilerSettings:
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
-    return min(settings.retry_max, settings.retry_base * 2 ** min(count - 1, 32))
+    """Seconds before retrying a service after `count` failures: the backoff's ceiling, no jitter, since the
+    engine is local and there is no herd to spread."""
+    return backoff_delay(count, settings.retry_base, settings.retry_max)
 
 
 @dataclass(frozen=True)

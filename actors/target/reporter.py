@@ -22,11 +22,11 @@ from messages.bus.outbox import (
 )
 from messages.bus.target import CurrentState, TargetStateRejected, TargetStateStored
 from messages.protocol.patches import apply_patch
+from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
 from store import PendingReport, Store, TargetRejection
 
 CHANNEL = "device-state"
-REPORT_PATH = "/api/v1/device/state"
 _ABSENT = object()
 
 
@@ -78,9 +78,9 @@ def target_section(etag: str | None, stored_at: float | None, rejection: TargetR
     return section
 
 
-def retry_delay(settings: ReporterSettings, failures: int, spread: float) -> float:
-    base = min(settings.retry_max, settings.retry_min * 2 ** min(failures - 1, 32))
-    return base * (1 + 0.1 * spread)
+def retry_delay(settings: ReporterSettings, failures: int, fraction: float) -> float:
+    """Seconds before resending after `failures`: a fleet's reports hit one cloud, so they are jittered."""
+    return backoff_delay(failures, settings.retry_min, settings.retry_max, fraction)
 
 
 # -- actor -----------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class Reporter(FleetletActor):
     def _send(self) -> None:
         report = self.outbox
         try:
-            self.client.request("PATCH", REPORT_PATH, {self.uuid: report.patch}, ok=(200, 204))
+            self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
         except CloudError as exc:
             self.failures += 1
             reason = f"cannot send the state report: {exc}"
@@ -174,7 +174,7 @@ class Reporter(FleetletActor):
             self.publish(RecordError("reporter", "send", reason, time.time()))
             self.error_shown = True
             self.retry_scheduled = True
-            self.after(retry_delay(self.options, self.failures, random.uniform(-1.0, 1.0)), ("retry",))
+            self.after(retry_delay(self.options, self.failures, random.random()), ("retry",))
             return
         self.accepted = apply_patch(self.accepted, report.patch)
         self.acked_up_to = report.report_id

@@ -24,7 +24,7 @@ import uuid
 import gmqtt
 import pytest
 
-from cloud.client import CloudClient, CloudUnreachable
+from messages.transport.http import CloudClient, CloudError
 from tests.conftest import free_port, wait_for
 from tests.support.postgres import required as required_postgres
 
@@ -73,7 +73,7 @@ class CloudProcess:
             raise RuntimeError(f"the cloud exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
         try:
             return self.client(None).health().status == 200
-        except CloudUnreachable:
+        except CloudError:
             return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
