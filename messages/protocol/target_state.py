@@ -15,6 +15,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from messages.protocol import json as strict_json
+
 MAX_DOCUMENT_BYTES = 1024 * 1024
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 MAX_IMAGE_LENGTH = 255
@@ -138,13 +140,13 @@ def to_json(target: TargetState) -> dict:
 
 def config_hash(service: Service) -> str:
     """sha256 of the canonical container-defining config: stored as a label, compared to detect changes."""
-    return hashlib.sha256(_canonical_bytes(_hashed_config(service.config))).hexdigest()
+    return hashlib.sha256(strict_json.canonical_bytes(_hashed_config(service.config))).hexdigest()
 
 
 def config_field_hashes(service: Service) -> dict[str, str]:
     """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
     hashed = _hashed_config(service.config)
-    return {name: hashlib.sha256(_canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
+    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
 
 
 def normalise_image(name: str) -> str:
@@ -166,17 +168,17 @@ def normalise_image(name: str) -> str:
 
 
 def _decode(raw: bytes | bytearray | str) -> Any:
-    data = raw.encode() if isinstance(raw, str) else bytes(raw)
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise InvalidTargetState(f"document: {len(data)} bytes exceeds the limit of {MAX_DOCUMENT_BYTES}")
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_object_without_duplicates,
-                          parse_constant=_reject_constant)
-    except UnicodeDecodeError as error:
-        raise InvalidTargetState(f"document: not UTF-8 ({error.reason})") from None
-    except RecursionError:
+        return strict_json.decode(raw, max_bytes=MAX_DOCUMENT_BYTES)
+    except strict_json.JSONTooLarge as error:
+        raise InvalidTargetState(f"document: {error}") from None
+    except strict_json.JSONNotUTF8 as error:
+        raise InvalidTargetState(f"document: not UTF-8 ({error})") from None
+    except strict_json.JSONTooDeep:
         raise InvalidTargetState("document: nested too deeply") from None
-    except ValueError as error:  # json.JSONDecodeError and the hooks' errors
+    except strict_json.JSONUnencodable as error:
+        raise InvalidTargetState(f"document: not representable as JSON ({error})") from None
+    except strict_json.JSONRefused as error:
         raise InvalidTargetState(f"document: not valid JSON ({error})") from None
 
 
@@ -191,19 +193,6 @@ def _check_size(document: Mapping[str, Any]) -> Mapping[str, Any]:
     if size > MAX_DOCUMENT_BYTES:
         raise InvalidTargetState(f"document: {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES}")
     return document
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    result: dict = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(constant: str) -> None:
-    raise ValueError(f"{constant} is not allowed")
 
 
 # --- structure ---------------------------------------------------------------------------------------------
@@ -525,7 +514,3 @@ def _app_to_json(app: App) -> dict:
          "imageName": service.config.image,
          "config": _config_to_json(service.config)}
         for service in app.services]}
-
-
-def _canonical_bytes(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
