@@ -33,7 +33,8 @@ from actors.shadow.sync import (
 from messages.bus.outbox import RecordError, ReportPending
 from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowInboxReady
 from messages.bus.target import PollNow
-from messages.transport.http import CloudClient, CloudError, quote
+from messages.protocol.api import emqx_shadow_path
+from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
@@ -185,7 +186,7 @@ class ShadowListener(FleetletActor):
 
     def _read_over_http(self, name: str, effect: ReadOverHttp) -> None:
         """The EMQX-profile read, in a thread of its own: a slow cloud must not block the actor."""
-        client, inbox, path = self.cloud, self.inbox, f"/api/v1/thing-datas/{quote(effect.thing)}/shadow"
+        client, inbox, path = self.cloud, self.inbox, emqx_shadow_path(effect.thing)
 
         def read() -> None:
             try:

@@ -18,12 +18,13 @@ from actors.runtime.settings import SettingsError, load_settings, require_positi
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.codec import MAX_MESSAGE_BYTES
+from messages.protocol.api import IF_NONE_MATCH, target_state_path
 from messages.protocol.target_state import (
     InvalidTargetState,
     parse_target_state,
     to_json,
 )
-from messages.transport.http import CloudClient, CloudError, Response, quote
+from messages.transport.http import CloudClient, CloudError, Response
 from store import Store, TargetRejection, TargetState
 
 
@@ -91,7 +92,7 @@ class Poller(FleetletActor):
     def started(self) -> None:
         self.options = load_settings(PollerSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
-        self.path = f"/api/v1/device/{quote(self.config['device']['uuid'])}/target-state"
+        self.path = target_state_path(self.config["device"]["uuid"])
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.failures = 0
         self.generation = 0  # wakeups cannot be cancelled: only the newest scheduled poll runs
@@ -122,7 +123,7 @@ class Poller(FleetletActor):
         stored = self.store.load_target()
         etag = known_etag(stored, self.store.last_target_rejection())
         try:
-            response = self.client.request("GET", self.path, headers={"If-None-Match": etag} if etag else None,
+            response = self.client.request("GET", self.path, headers={IF_NONE_MATCH: etag} if etag else None,
                                            ok=(200, 304))
         except CloudError as exc:
             if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
