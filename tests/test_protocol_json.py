@@ -13,6 +13,7 @@ from messages.protocol.json import (
     MAX_DEPTH,
     JSONInvalid,
     JSONNotUTF8,
+    JSONOutOfRange,
     JSONRefused,
     JSONTooDeep,
     JSONTooLarge,
@@ -38,9 +39,9 @@ values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
     (b'[-Infinity]', JSONInvalid),
     (b'[1e999]', JSONInvalid),  # a float that overflows to inf: parse_constant never sees it
     (b'[-1e999]', JSONInvalid),
-    (b'[9223372036854775808]', JSONInvalid),
-    (b'[-9223372036854775809]', JSONInvalid),
-    (b'[' + b'9' * 5000 + b']', JSONInvalid),  # int() would refuse it with a plain ValueError
+    (b'[9223372036854775808]', JSONOutOfRange),
+    (b'[-9223372036854775809]', JSONOutOfRange),
+    (b'[' + b'9' * 5000 + b']', JSONOutOfRange),  # int() would refuse it with a plain ValueError
     (b'["\\ud800"]', JSONUnencodable),
     (b'{"\\udc00": 1}', JSONUnencodable),
     (b'\xff\xfe', JSONNotUTF8),

@@ -50,6 +50,10 @@ class JSONInvalid(JSONRefused):
     """Not JSON, or JSON we refuse: duplicate keys, NaN/Infinity, a number beyond float or 64-bit range."""
 
 
+class JSONOutOfRange(JSONInvalid):
+    """An integer beyond 64 bits, which msgpack and SQLite cannot carry."""
+
+
 class JSONUnencodable(JSONInvalid):
     """Valid JSON text whose strings no UTF-8 encoder takes back: a lone surrogate escape ("\\ud800")."""
 
@@ -156,5 +160,5 @@ def _finite_float(text: str) -> float:
 
 def _bounded_int(digits: str, int_max: int) -> int:
     if len(digits) > _MAX_INT_CHARS or not INT64_MIN <= (value := int(digits)) <= int_max:
-        raise JSONInvalid("an integer does not fit in 64 bits")
+        raise JSONOutOfRange("an integer does not fit in 64 bits")
     return value

@@ -176,6 +176,8 @@ def _decode(raw: bytes | bytearray | str) -> Any:
         raise InvalidTargetState(f"document: not UTF-8 ({error})") from None
     except strict_json.JSONTooDeep:
         raise InvalidTargetState("document: nested too deeply") from None
+    except strict_json.JSONOutOfRange as error:  # worded as the poller words what the bus cannot carry
+        raise InvalidTargetState(f"document: cannot be stored ({error})") from None
     except strict_json.JSONUnencodable as error:
         raise InvalidTargetState(f"document: not representable as JSON ({error})") from None
     except strict_json.JSONRefused as error:
