@@ -6,6 +6,8 @@ import http.client
 import json
 from urllib.parse import quote, urlsplit
 
+from messages.protocol import api
+
 
 class CloudUnreachable(Exception):
     """No answer from the cloud (refused, timed out, connection dropped)."""
@@ -72,30 +74,30 @@ class CloudClient:
         return self.request("DELETE", _shadow_path(thing, name))
 
     def emqx_shadow(self, thing: str) -> Reply:
-        return self.request("GET", f"/api/v1/thing-datas/{quote(thing, safe='')}/shadow")
+        return self.request("GET", api.emqx_shadow_path(thing))
 
     # --- devices -----------------------------------------------------------------------------------------
 
     def get_target(self, uuid: str, etag: str | None = None) -> Reply:
-        headers = {} if etag is None else {"If-None-Match": etag}
-        return self.request("GET", f"/api/v1/device/{quote(uuid, safe='')}/target-state", headers=headers)
+        headers = {} if etag is None else {api.IF_NONE_MATCH: etag}
+        return self.request("GET", api.target_state_path(uuid), headers=headers)
 
     def set_target(self, uuid: str, document: dict | bytes) -> Reply:
-        return self.request("POST", f"/api/v1/device/{quote(uuid, safe='')}/target-state", document)
+        return self.request("POST", api.target_state_path(uuid), document)
 
     def report_state(self, reports: dict | bytes) -> Reply:
-        return self.request("PATCH", "/api/v1/device/state", reports)
+        return self.request("PATCH", api.DEVICE_STATE_PATH, reports)
 
     def device_state(self, uuid: str) -> Reply:
-        return self.request("GET", f"/api/v1/device/{quote(uuid, safe='')}/state")
+        return self.request("GET", api.device_state_path(uuid))
 
     def register_device(self, uuid: str, thing: str, token: str) -> Reply:
-        return self.request("PUT", f"/api/v1/devices/{quote(uuid, safe='')}", {"thing": thing, "token": token})
+        return self.request("PUT", api.device_path(uuid), {"thing": thing, "token": token})
 
     def health(self) -> Reply:
         return self.request("GET", "/healthz")
 
 
 def _shadow_path(thing: str, name: str | None) -> str:
-    path = f"/things/{quote(thing, safe='')}/shadow"
+    path = api.shadow_path(thing)
     return path if name is None else f"{path}?name={quote(name, safe='')}"
