@@ -41,7 +41,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
         return
     if isinstance(value, int):
         if not strict_json.INT64_MIN <= value <= strict_json.INT64_MAX:
-            raise StoreValueError(f"{path}: an integer of {value.bit_length()} bits does not fit in 64")
+            raise StoreValueError(f"{path}: an integer outside the signed 64-bit range")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
