@@ -82,7 +82,7 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
                            parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
-    except RecursionError:  # unreachable after the scan, kept so that no caller ever sees one
+    except RecursionError:  # only for a bound beyond the interpreter's recursion limit
         raise JSONTooDeep(max_depth) from None
     except JSONRefused:
         raise
