@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 import conf
 import messages
 from actors.runtime.system import AgentSystem
-from actors.target.reporter import ReporterSettings, report_patch, target_section
+from actors.target.reporter import ReporterSettings, target_section
 from conf.schema import parse
 from messages.bus.target import CurrentState, TargetStateRejected
-from messages.protocol.patches import apply_patch
+from messages.protocol.patches import apply_patch, report_patch
 from store import Store, TargetRejection
 from tests.conftest import wait_for
 from tests.support.stub_cloud import StubCloud

@@ -3,7 +3,8 @@
 Only what changed since what the cloud holds (or will hold once the queued reports are sent) is reported,
 as a merge patch; nothing when nothing changed; at most one new report per `throttle` seconds. Reports go
 through persistence's outbox first, so an unsent one survives a restart: persistence announces it
-(ReportPending), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds.
+(ReportPending), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds;
+the bookkeeping is `actors.outbox.OutboxSender`, shared with the shadows.
 """
 from __future__ import annotations
 
@@ -11,23 +12,20 @@ import random
 import time
 from dataclasses import dataclass
 
+from actors.outbox import OutboxSender
 from actors.runtime.base import FleetletActor
 from conf.schema import positive, setting
 from messages.bus.outbox import (
-    AckReport,
     ClearError,
-    EnqueueReport,
     RecordError,
     ReportPending,
 )
 from messages.bus.target import CurrentState, TargetStateRejected, TargetStateStored
-from messages.protocol.patches import apply_patch
 from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
-from store import PendingReport, Store, TargetRejection
+from store import Store, TargetRejection
 
 CHANNEL = "device-state"
-_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -38,32 +36,6 @@ class ReporterSettings:
 
 
 # -- pure core -------------------------------------------------------------------------------------------
-
-
-def report_patch(held: dict, latest: dict) -> dict:
-    """The merge patch that turns `held` into `latest` for the sections `latest` has.
-
-    A top-level section `latest` does not have yet (the current state before the reconciler's first
-    read) is left as the cloud holds it, never deleted. Reports hold no nulls: null means "delete".
-    """
-    patch = {}
-    for key, value in latest.items():
-        change = _difference(held.get(key, _ABSENT), value)
-        if change is not _ABSENT:
-            patch[key] = change
-    return patch
-
-
-def _difference(old, new):
-    """The patch value turning `old` into `new`, or _ABSENT when they are equal."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        change = {key: None for key in old if key not in new}
-        for key, value in new.items():
-            nested = _difference(old.get(key, _ABSENT), value)
-            if nested is not _ABSENT:
-                change[key] = nested
-        return change or _ABSENT
-    return _ABSENT if old is not _ABSENT and old == new and type(old) is type(new) else new
 
 
 def target_section(etag: str | None, stored_at: float | None, rejection: TargetRejection | None) -> dict:
@@ -95,22 +67,18 @@ class Reporter(FleetletActor):
         self.client = CloudClient.from_config(self.config)
         self.uuid = self.config["device"]["uuid"]
         with Store.open(self.config["store"]["path"], readonly=True) as store:
-            self.accepted = store.load_accepted(CHANNEL) or {}
-            self.outbox: PendingReport | None = store.pending_report(CHANNEL)
+            self.sender = OutboxSender(CHANNEL, store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
             target = store.load_target()
             self.rejection = store.last_target_rejection()
         self.target = (None, None) if target is None else (target.etag, target.received_at)
-        # What the cloud will hold once the queued report is sent: new patches are computed against it.
-        self.expected = apply_patch(self.accepted, self.outbox.patch) if self.outbox else self.accepted
         self.latest = {"target_state": target_section(*self.target, self.rejection)}
-        self.acked_up_to = 0
         self.failures = 0
         self.error_shown = True  # unknown after a restart: the first success clears any recorded error
         self.retry_scheduled = False
         self.flush_scheduled = False
         self.last_report: float | None = None
         self._request_flush()
-        if self.outbox is not None:
+        if self.sender.pending is not None:
             self._send()
 
     # -- what to report -----------------------------------------------------------------------------
@@ -140,18 +108,17 @@ class Reporter(FleetletActor):
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        patch = report_patch(self.expected, self.latest)
-        if patch:
-            self.publish(EnqueueReport(CHANNEL, patch))
-            self.expected = apply_patch(self.expected, patch)
+        enqueue = self.sender.report(self.latest)
+        if enqueue is not None:
+            self.publish(enqueue)
             self.last_report = time.monotonic()
 
     # -- sending ------------------------------------------------------------------------------------
 
     def on_ReportPending(self, msg: ReportPending) -> None:
-        if msg.channel != CHANNEL or msg.report_id <= self.acked_up_to:
-            return  # another channel's, or an announcement of what was already sent
-        self.outbox = PendingReport(msg.report_id, msg.patch)
+        if msg.channel != CHANNEL:
+            return
+        self.sender.announced(msg.report_id, msg.patch)
         if not self.retry_scheduled:
             self._send()
 
@@ -160,14 +127,16 @@ class Reporter(FleetletActor):
             self._flush()
         elif payload == ("retry",):
             self.retry_scheduled = False
-            if self.outbox is not None:
-                self._send()
+            self._send()
 
     def _send(self) -> None:
-        report = self.outbox
+        report = self.sender.take()
+        if report is None:
+            return  # nothing pending (an announcement of what was already sent)
         try:
             self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
         except CloudError as exc:
+            self.sender.lost()
             self.failures += 1
             reason = f"cannot send the state report: {exc}"
             self.log.warning("%s (failure %d)", reason, self.failures)
@@ -176,10 +145,7 @@ class Reporter(FleetletActor):
             self.retry_scheduled = True
             self.after(retry_delay(self.options, self.failures, random.random()), ("retry",))
             return
-        self.accepted = apply_patch(self.accepted, report.patch)
-        self.acked_up_to = report.report_id
-        self.outbox = None
-        self.publish(AckReport(CHANNEL, report.report_id, self.accepted))
+        self.publish(self.sender.accepted())
         self.failures = 0
         if self.error_shown:
             self.publish(ClearError("reporter", "send"))

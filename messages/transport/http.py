@@ -19,6 +19,8 @@ import threading
 import time
 from urllib.parse import quote, urlsplit
 
+from messages.protocol import api
+
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
 
 
@@ -116,20 +118,20 @@ class CloudClient:
     # --- devices -----------------------------------------------------------------------------------------
 
     def get_target(self, uuid: str, etag: str | None = None, ok: tuple[int, ...] | None = None) -> Response:
-        headers = {"If-None-Match": etag} if etag else {}
-        return self.request("GET", f"/api/v1/device/{_segment(uuid)}/target-state", headers=headers, ok=ok)
+        headers = {api.IF_NONE_MATCH: etag} if etag else {}
+        return self.request("GET", api.target_state_path(uuid), headers=headers, ok=ok)
 
     def set_target(self, uuid: str, document: dict | bytes) -> Response:
-        return self.request("POST", f"/api/v1/device/{_segment(uuid)}/target-state", document)
+        return self.request("POST", api.target_state_path(uuid), document)
 
     def report_state(self, reports: dict | bytes, ok: tuple[int, ...] | None = None) -> Response:
-        return self.request("PATCH", "/api/v1/device/state", reports, ok=ok)
+        return self.request("PATCH", api.DEVICE_STATE_PATH, reports, ok=ok)
 
     def device_state(self, uuid: str) -> Response:
-        return self.request("GET", f"/api/v1/device/{_segment(uuid)}/state")
+        return self.request("GET", api.device_state_path(uuid))
 
     def register_device(self, uuid: str, thing: str, token: str) -> Response:
-        return self.request("PUT", f"/api/v1/devices/{_segment(uuid)}", {"thing": thing, "token": token})
+        return self.request("PUT", api.device_path(uuid), {"thing": thing, "token": token})
 
     def health(self) -> Response:
         return self.request("GET", "/healthz")
@@ -146,7 +148,7 @@ class CloudClient:
         return self.request("DELETE", _shadow_path(thing, name))
 
     def emqx_shadow(self, thing: str, ok: tuple[int, ...] | None = None) -> Response:
-        return self.request("GET", f"/api/v1/thing-datas/{_segment(thing)}/shadow", ok=ok)
+        return self.request("GET", api.emqx_shadow_path(thing), ok=ok)
 
 
 class _Watchdog:
@@ -178,5 +180,5 @@ def _segment(value: str) -> str:
 
 
 def _shadow_path(thing: str, name: str | None) -> str:
-    path = f"/things/{_segment(thing)}/shadow"
+    path = api.shadow_path(thing)
     return path if name is None else f"{path}?name={_segment(name)}"

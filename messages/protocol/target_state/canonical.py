@@ -6,9 +6,8 @@ hash is stored as a container label and compared to detect a changed configurati
 from __future__ import annotations
 
 import hashlib
-import json
-from typing import Any
 
+from messages.protocol import json as strict_json
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
@@ -23,13 +22,13 @@ def to_json(target: TargetState) -> dict:
 
 def config_hash(service: Service) -> str:
     """sha256 of the canonical container-defining config: stored as a label, compared to detect changes."""
-    return hashlib.sha256(_canonical_bytes(_hashed_config(service.config))).hexdigest()
+    return hashlib.sha256(strict_json.canonical_bytes(_hashed_config(service.config))).hexdigest()
 
 
 def config_field_hashes(service: Service) -> dict[str, str]:
     """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
     hashed = _hashed_config(service.config)
-    return {name: hashlib.sha256(_canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
+    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
 
 
 def _config_to_json(config: ServiceConfig) -> dict:
@@ -60,7 +59,3 @@ def _app_to_json(app: App) -> dict:
          "imageName": service.config.image,
          "config": _config_to_json(service.config)}
         for service in app.services]}
-
-
-def _canonical_bytes(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from messages.protocol import json as strict_json
 from messages.protocol.target_state.fields import (
     _command,
     _environment,
@@ -54,17 +55,19 @@ def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> Targ
 
 
 def _decode(raw: bytes | bytearray | str) -> Any:
-    data = raw.encode() if isinstance(raw, str) else bytes(raw)
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise InvalidTargetState(f"document: {len(data)} bytes exceeds the limit of {MAX_DOCUMENT_BYTES}")
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_object_without_duplicates,
-                          parse_constant=_reject_constant)
-    except UnicodeDecodeError as error:
-        raise InvalidTargetState(f"document: not UTF-8 ({error.reason})") from None
-    except RecursionError:
+        return strict_json.decode(raw, max_bytes=MAX_DOCUMENT_BYTES)
+    except strict_json.JSONTooLarge as error:
+        raise InvalidTargetState(f"document: {error}") from None
+    except strict_json.JSONNotUTF8 as error:
+        raise InvalidTargetState(f"document: not UTF-8 ({error})") from None
+    except strict_json.JSONTooDeep:
         raise InvalidTargetState("document: nested too deeply") from None
-    except ValueError as error:  # json.JSONDecodeError and the hooks' errors
+    except strict_json.JSONOutOfRange as error:  # worded as the poller words what the bus cannot carry
+        raise InvalidTargetState(f"document: cannot be stored ({error})") from None
+    except strict_json.JSONUnencodable as error:
+        raise InvalidTargetState(f"document: not representable as JSON ({error})") from None
+    except strict_json.JSONRefused as error:
         raise InvalidTargetState(f"document: not valid JSON ({error})") from None
 
 
@@ -79,19 +82,6 @@ def _check_size(document: Mapping[str, Any]) -> Mapping[str, Any]:
     if size > MAX_DOCUMENT_BYTES:
         raise InvalidTargetState(f"document: {size} bytes exceeds the limit of {MAX_DOCUMENT_BYTES}")
     return document
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    result: dict = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(constant: str) -> None:
-    raise ValueError(f"{constant} is not allowed")
 
 
 # --- apps and services -------------------------------------------------------------------------------------
