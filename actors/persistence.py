@@ -25,6 +25,7 @@ from store import Store
 
 
 class Persistence(FleetletActor):
+    uses = ("store",)
     store: Store | None = None
 
     def started(self) -> None:

@@ -23,9 +23,9 @@ import conf
 from actors.runtime.processes import become_subreaper
 from actors.runtime.system import AgentSystem
 from bench.common import percentiles, write_result
-from cloud.client import CloudClient, CloudUnreachable
 from cloud.loopback import Mosquitto, free_port, stop_process, wait_until
 from messages.protocol.shadow_document import compute_delta
+from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent  # the checkout: the processes it starts run there
@@ -50,8 +50,8 @@ class Services:
         cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
                               f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
                               f'[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
-        serve = ("import sys; from cloud.server import run; from cloud.settings import load_settings; "
-                 f"sys.exit(run(load_settings({str(cloud_conf)!r})))")
+        serve = ("import sys; from cloud.server import run; from cloud.settings import load_cloud_settings; "
+                 f"sys.exit(run(load_cloud_settings({str(cloud_conf)!r})))")
         self.procs.append(subprocess.Popen([sys.executable, "-c", serve], cwd=ROOT, stdout=subprocess.DEVNULL,
                                            stderr=(self.workdir / "cloud.log").open("wb")))
         wait_until(self._cloud_ready, 30, "the cloud")
@@ -64,7 +64,7 @@ class Services:
     def _cloud_ready(self) -> bool:
         try:
             reply = self.client.health()
-        except CloudUnreachable:
+        except CloudError:
             return False
         return reply.status == 200 and json.loads(reply.body).get("mqtt") == "subscribed"
 

@@ -11,8 +11,8 @@ import json
 import sys
 
 import conf
-from cloud.client import CloudClient, CloudUnreachable, Reply
-from cloud.settings import CloudSettings, load_settings
+from cloud.settings import CloudSettings, load_cloud_settings
+from messages.transport.http import CloudClient, CloudError, Response
 
 COMMANDS = ("cloud", "shadow", "target")
 
@@ -51,7 +51,7 @@ def register(subparsers, common) -> argparse._SubParsersAction:
 
 def dispatch(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config, args.overrides)
+        settings = load_cloud_settings(args.config, args.overrides)
     except conf.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -63,7 +63,7 @@ def dispatch(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    except CloudUnreachable as exc:
+    except CloudError as exc:
         print(f"no cloud answering at {settings.base_url}: {exc.__cause__ or exc}", file=sys.stderr)
         return 1
 
@@ -87,10 +87,10 @@ def _operate(args: argparse.Namespace, settings: CloudSettings) -> int:
     return _show(client.set_target(args.uuid, document))
 
 
-def _show(reply: Reply) -> int:
+def _show(reply: Response) -> int:
     try:
         body = reply.json()
-    except ValueError:
+    except CloudError:
         body = reply.body.decode("utf-8", "replace")
     text = json.dumps(body, indent=2, ensure_ascii=False) if not isinstance(body, str) else body
     if reply.ok:

@@ -11,9 +11,9 @@ import pathlib
 import subprocess
 import sys
 
-from cloud.client import CloudClient, CloudUnreachable
 from cloud.loopback import Mosquitto, listening, stop_process, wait_until
-from cloud.settings import load_settings
+from cloud.settings import load_cloud_settings
+from messages.transport.http import CloudClient, CloudError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO_IMAGE = "fleetlet-test/busybox:1"  # built locally by tests/images/build.sh (.ci/setup runs it)
@@ -40,7 +40,7 @@ def run(agent_config: dict, run_agent) -> int:
     mqtt = agent_config["mqtt"]
     var = ROOT / "var"
     var.mkdir(exist_ok=True)
-    cloud_settings = load_settings(None, [f"mqtt.host={mqtt['host']}", f"mqtt.port={mqtt['port']}"])
+    cloud_settings = load_cloud_settings(None, [f"mqtt.host={mqtt['host']}", f"mqtt.port={mqtt['port']}"])
     cloud = CloudClient(agent_config["cloud"]["url"], cloud_settings.admin_token, 10.0)
     with contextlib.ExitStack() as owned:
         if not listening(mqtt["port"], mqtt["host"]):
@@ -67,5 +67,5 @@ def run(agent_config: dict, run_agent) -> int:
 def _cloud_up(cloud: CloudClient) -> bool:
     try:
         return cloud.health().status == 200
-    except CloudUnreachable:
+    except CloudError:
         return False

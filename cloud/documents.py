@@ -1,21 +1,18 @@
-"""Pure helpers of the HTTP API: ETags, device-report merging, the EMQX Fleets shadow view, token digests."""
+"""Pure helpers of the HTTP API: ETags, the EMQX Fleets shadow view, token digests.
+
+Canonical JSON lives in :mod:`messages.protocol.json`, report merging in :mod:`messages.protocol.patches`.
+"""
 from __future__ import annotations
 
 import copy
 import datetime
 import hashlib
-import json
 
 from messages.protocol.shadow_document import compute_delta
 
 
-def canonical_json(value) -> str:
-    """One spelling per JSON value (sorted keys, no whitespace): what is stored and hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def strong_etag(canonical: str) -> str:
-    """A strong ETag (quoted) of a canonical JSON text: equal documents, equal tags."""
+    """A strong ETag (quoted) of a ``canonical_text``: equal documents, equal tags."""
     return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest() + '"'
 
 
@@ -26,25 +23,6 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
         if candidate == "*" or candidate.removeprefix("W/") == etag:
             return True
     return False
-
-
-def merge_report(state: dict, patch: dict) -> dict:
-    """``state`` with a device report merged in: objects merge, null removes a key, anything else replaces."""
-    merged = copy.deepcopy(state)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_report(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(_without_nulls(value))
-    return merged
-
-
-def _without_nulls(value):
-    if isinstance(value, dict):
-        return {key: _without_nulls(child) for key, child in value.items() if child is not None}
-    return value
 
 
 def emqx_shadow_view(document: dict) -> dict:

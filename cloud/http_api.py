@@ -26,6 +26,8 @@ from cloud.settings import CloudSettings
 from cloud.shadow_algebra import error_payload, shadow_not_found
 from cloud.shadow_service import ShadowAddress, ShadowService
 from cloud.store import CloudStore, DeviceRecord, StoreError
+from messages.protocol import api
+from messages.protocol import json as strict_json
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_shadow_name, validate_thing_name
 from messages.protocol.target_state import (
@@ -36,7 +38,6 @@ from messages.protocol.target_state import (
 
 SHADOW_TIMEOUT = 30.0  # seconds an HTTP shadow request may wait for the event loop
 MIN_DEVICE_TOKEN_LENGTH = 8
-POLL_NOW_TOPIC = "fleetlet/devices/{uuid}/poll-now"
 ADMIN = "admin"
 log = logging.getLogger("fleetlet.cloud.http")
 
@@ -85,15 +86,15 @@ class CloudApi:
         # (method, path pattern, handler); a pattern's groups are percent-decoded and passed on.
         self._routes = [
             ("GET", r"/healthz", self._get_health),
-            ("GET", r"/api/v1/device/([^/]+)/target-state", self._get_target),
-            ("POST", r"/api/v1/device/([^/]+)/target-state", self._set_target),
-            ("PATCH", r"/api/v1/device/state", self._patch_state),
-            ("GET", r"/api/v1/device/([^/]+)/state", self._get_state),
-            ("PUT", r"/api/v1/devices/([^/]+)", self._register_device),
-            ("GET", r"/things/([^/]+)/shadow", self._shadow("get")),
-            ("POST", r"/things/([^/]+)/shadow", self._shadow("update")),
-            ("DELETE", r"/things/([^/]+)/shadow", self._shadow("delete")),
-            ("GET", r"/api/v1/thing-datas/([^/]+)/shadow", self._get_emqx_shadow),
+            ("GET", api.TARGET_STATE_ROUTE, self._get_target),
+            ("POST", api.TARGET_STATE_ROUTE, self._set_target),
+            ("PATCH", re.escape(api.DEVICE_STATE_PATH), self._patch_state),
+            ("GET", api.DEVICE_STATE_ROUTE, self._get_state),
+            ("PUT", api.DEVICE_ROUTE, self._register_device),
+            ("GET", api.SHADOW_ROUTE, self._shadow("get")),
+            ("POST", api.SHADOW_ROUTE, self._shadow("update")),
+            ("DELETE", api.SHADOW_ROUTE, self._shadow("delete")),
+            ("GET", api.EMQX_SHADOW_ROUTE, self._get_emqx_shadow),
         ]
 
     def handle(self, request: Request) -> Response:
@@ -167,8 +168,8 @@ class CloudApi:
         target = self._db(self._store.target_state, uuid)
         if target is None:
             raise ApiError(404, f"no target state has been set for device {uuid}")
-        headers = (("ETag", target.etag), ("Cache-Control", "no-cache"))
-        if etag_matches(request.headers.get("if-none-match", ""), target.etag):
+        headers = ((api.ETAG, target.etag), ("Cache-Control", "no-cache"))
+        if etag_matches(request.headers.get(api.IF_NONE_MATCH.lower(), ""), target.etag):
             return Response(304, None, headers)
         return Response(200, target.document, headers)
 
@@ -183,8 +184,8 @@ class CloudApi:
         etag, changed = self._db(self._store.set_target_state, uuid, document, self._now())
         if changed and self.settings.mqtt.poll_now:
             notice = json.dumps({"uuid": uuid, "etag": etag}).encode()
-            self._loop.call_soon_threadsafe(self._publish, POLL_NOW_TOPIC.format(uuid=uuid), notice)
-        return Response(200, {"uuid": uuid, "etag": etag, "changed": changed}, (("ETag", etag),))
+            self._loop.call_soon_threadsafe(self._publish, api.poll_now_topic(uuid), notice)
+        return Response(200, {"uuid": uuid, "etag": etag, "changed": changed}, ((api.ETAG, etag),))
 
     def _patch_state(self, request: Request) -> Response:
         caller = self._caller(request)
@@ -283,16 +284,9 @@ def _valid_name(what: str, value) -> None:
 
 def _json_object(body: bytes) -> dict:
     try:
-        value = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        value = strict_json.decode(body)
+    except strict_json.JSONRefused as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
-    return value
-
-
-def _unique_keys(pairs):
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        raise ValueError("a key is repeated")
     return value

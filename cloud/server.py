@@ -18,10 +18,10 @@ import peewee
 from cloud.db import open_store
 from cloud.http_api import CloudApi
 from cloud.http_server import ApiServer
-from cloud.mqtt_link import MqttLink
-from cloud.settings import CloudSettings
+from cloud.settings import CloudSettings, MqttSettings
 from cloud.shadow_service import ShadowService, subscription_topics
 from cloud.store import CloudStore, StoreError
+from messages.transport.mqtt import LinkSettings, MqttLink
 
 STORE_WORKERS = 4  # database connections; SQLite serialises writers anyway
 SETTLE_SECONDS = 5.0  # on stop, time given to requests under way
@@ -58,7 +58,7 @@ async def _serve(settings: CloudSettings, store: CloudStore, executor: ThreadPoo
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    link = MqttLink(settings.mqtt, subscription_topics(),
+    link = MqttLink(link_settings(settings.mqtt), subscription_topics(),
                     on_message=lambda topic, payload: service.on_mqtt_request(topic, payload))
     service = ShadowService(store, executor, link.publish, settings.limits, settings.max_queued_per_thing,
                             time.time)
@@ -71,12 +71,22 @@ async def _serve(settings: CloudSettings, store: CloudStore, executor: ThreadPoo
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
     log.info("HTTP API on %s; store %s; broker %s:%d",
              settings.base_url, settings.store.describe(), settings.mqtt.host, settings.mqtt.port)
-    connecting = asyncio.create_task(link.connect(stop))
+    link_stop = asyncio.Event()  # set after the settle: the answers of requests under way still go out
+    linked = asyncio.create_task(link.run(link_stop))
     try:
         await stop.wait()
     finally:
         await asyncio.to_thread(server.shutdown)
         server.server_close()
         await service.settle(SETTLE_SECONDS)
-        await connecting
-        await link.close()
+        link_stop.set()
+        await linked
+
+
+def link_settings(mqtt: MqttSettings) -> LinkSettings:
+    """The shared link, as the cloud wants it: MQTT 5, a persistent session, and its fixed reconnect delay as
+    a backoff whose floor is its cap (retries every half to one ``reconnect_delay``)."""
+    return LinkSettings(mqtt.host, mqtt.port, mqtt.client_id, protocol=5, keepalive=mqtt.keepalive,
+                        session_expiry=mqtt.session_expiry, reconnect_min=mqtt.reconnect_delay,
+                        reconnect_max=mqtt.reconnect_delay, publish_window=mqtt.publish_window,
+                        outbox_limit=mqtt.outbox_limit)

@@ -1,7 +1,7 @@
 """The cloud's configuration, checked once at start into typed, frozen settings.
 
-``conf.load("cloud", ...)`` has already refused unknown keys and wrong types; this adds the value rules
-(ranges, name patterns, the store URL) so that a bad file stops the start with the key named.
+Each section of ``conf/cloud.toml`` is declared below with its value rules (the mechanism of
+:mod:`conf.schema`, the same as the agent's), so that a bad file stops the start with the key named.
 """
 from __future__ import annotations
 
@@ -10,33 +10,96 @@ import ipaddress
 
 import conf
 from cloud.db import StoreLocation, StoreUrlError, parse_store_url
-from cloud.shadow_algebra import Limits
+from cloud.shadow_algebra import MAX_STATE_BYTES_CEILING, Limits
+from conf.schema import LOG_LEVELS, PORT, ConfigError, at_least, between, non_empty, one_of, positive, setting
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_thing_name
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_TOKEN_LENGTH = 8
 
 
+def _secret(value: str) -> str | None:
+    return None if len(value) >= MIN_TOKEN_LENGTH else f"must have at least {MIN_TOKEN_LENGTH} characters"
+
+
+def _store_url(value: str) -> str | None:
+    try:
+        parse_store_url(value)
+    except StoreUrlError as exc:
+        return f"is not a store URL: {exc}"
+    return None
+
+
+# -- the sections of conf/cloud.toml ---------------------------------------------------------------------------
+
 @dataclasses.dataclass(frozen=True)
-class Seed:
-    uuid: str
-    thing: str
-    token: str
+class HttpSection:
+    host: str = "127.0.0.1"
+    port: int = setting(8080, rule=PORT)
+    max_body_bytes: int = setting(1048576, rule=at_least(1024))
+    client_timeout: float = setting(10.0, rule=positive)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreSection:
+    url: str = setting("sqlite:///var/cloud.db", rule=_store_url)
 
 
 @dataclasses.dataclass(frozen=True)
 class MqttSettings:
-    host: str
-    port: int
-    client_id: str
-    keepalive: int
-    session_expiry: int
-    publish_window: int
-    outbox_limit: int
-    reconnect_delay: float
-    poll_now: bool
+    """[mqtt]: the shadow service's broker connection, as the cloud's MQTT link takes it."""
+    host: str = setting("127.0.0.1", rule=non_empty)
+    port: int = setting(1883, rule=PORT)
+    client_id: str = setting("fleetlet-cloud", rule=non_empty)
+    keepalive: int = setting(30, rule=between(1, 65535))
+    session_expiry: int = setting(3600, rule=between(0, 2**32 - 1))
+    publish_window: int = setting(16, rule=at_least(1))
+    outbox_limit: int = setting(10000, rule=at_least(1))
+    reconnect_delay: float = setting(1.0, rule=positive)
+    poll_now: bool = True
 
+
+@dataclasses.dataclass(frozen=True)
+class AuthSection:
+    admin_token: str = setting("fleetlet-admin-token", rule=_secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShadowSection:
+    max_state_bytes: int = setting(8192, rule=between(1, MAX_STATE_BYTES_CEILING))
+    max_depth: int = setting(6, rule=at_least(1))
+    max_queued_per_thing: int = setting(10, rule=at_least(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Seed:
+    """[seed]: a device registered at every start."""
+    uuid: str = "demo-device"  # "" registers no device
+    thing: str = "demo-device"
+    token: str = "demo-token"
+
+    def check(self) -> None:
+        if self.uuid == "":
+            return
+        try:
+            validate_thing_name(self.uuid)
+            validate_thing_name(self.thing)
+        except ShadowError:
+            raise ConfigError("uuid and seed.thing must match [a-zA-Z0-9:_-]{1,128}") from None
+        if _secret(self.token):
+            raise ConfigError(f"token {_secret(self.token)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSection:
+    level: str = setting("INFO", rule=one_of(*LOG_LEVELS))
+
+
+SECTIONS = {"http": HttpSection, "store": StoreSection, "mqtt": MqttSettings, "auth": AuthSection,
+            "shadow": ShadowSection, "seed": Seed, "log": LogSection}
+
+
+# -- what the cloud runs with -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class CloudSettings:
@@ -60,64 +123,29 @@ class CloudSettings:
         return f"http://{host}:{self.http_port}"
 
 
-def load_settings(path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> CloudSettings:
+def load_cloud_settings(path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> CloudSettings:
     """Read the cloud configuration (defaults, file, overrides) and check it; raises ``conf.ConfigError``."""
-    return settings_from_config(conf.load("cloud", path, overrides))
+    return _from_sections(conf.load_sections("cloud", path, overrides, SECTIONS))
 
 
-def settings_from_config(config: dict) -> CloudSettings:
-    http, mqtt, shadow, seed = config["http"], config["mqtt"], config["shadow"], config["seed"]
-    admin_token = config["auth"]["admin_token"]
-    _require(len(admin_token) >= MIN_TOKEN_LENGTH, f"auth.admin_token must have at least {MIN_TOKEN_LENGTH} characters")
-    if not _is_loopback(http["host"]) and admin_token == conf.defaults("cloud")["auth"]["admin_token"]:
-        raise conf.ConfigError(f"http.host {http['host']!r} is not loopback: set auth.admin_token to a secret first")
-    _require(config["log"]["level"] in LOG_LEVELS, f"log.level must be one of {', '.join(LOG_LEVELS)}")
-    try:
-        store = parse_store_url(config["store"]["url"])
-    except StoreUrlError as exc:
-        raise conf.ConfigError(f"store.url: {exc}") from None
+def _from_sections(sections: dict) -> CloudSettings:
+    """The checked sections as the cloud's settings, and the one rule across them (a public API needs a secret)."""
+    http, mqtt, auth, shadow, seed = (sections[name] for name in ("http", "mqtt", "auth", "shadow", "seed"))
+    if not _is_loopback(http.host) and auth.admin_token == AuthSection().admin_token:
+        raise ConfigError(f"http.host {http.host!r} is not loopback: set auth.admin_token to a secret first")
     return CloudSettings(
-        http_host=http["host"],
-        http_port=_port("http.port", http["port"]),
-        max_body_bytes=_at_least("http.max_body_bytes", http["max_body_bytes"], 1024),
-        client_timeout=_positive("http.client_timeout", http["client_timeout"]),
-        store=store,
-        mqtt=MqttSettings(
-            host=_nonempty("mqtt.host", mqtt["host"]),
-            port=_port("mqtt.port", mqtt["port"]),
-            client_id=_nonempty("mqtt.client_id", mqtt["client_id"]),
-            keepalive=_at_least("mqtt.keepalive", mqtt["keepalive"], 1),
-            session_expiry=_at_least("mqtt.session_expiry", mqtt["session_expiry"], 0),
-            publish_window=_at_least("mqtt.publish_window", mqtt["publish_window"], 1),
-            outbox_limit=_at_least("mqtt.outbox_limit", mqtt["outbox_limit"], 1),
-            reconnect_delay=_positive("mqtt.reconnect_delay", mqtt["reconnect_delay"]),
-            poll_now=mqtt["poll_now"],
-        ),
-        admin_token=admin_token,
-        limits=_limits(shadow),
-        max_queued_per_thing=_at_least("shadow.max_queued_per_thing", shadow["max_queued_per_thing"], 1),
-        seed=_seed(seed),
-        log_level=config["log"]["level"],
+        http_host=http.host,
+        http_port=http.port,
+        max_body_bytes=http.max_body_bytes,
+        client_timeout=http.client_timeout,
+        store=parse_store_url(sections["store"].url),
+        mqtt=mqtt,
+        admin_token=auth.admin_token,
+        limits=Limits(max_state_bytes=shadow.max_state_bytes, max_depth=shadow.max_depth),
+        max_queued_per_thing=shadow.max_queued_per_thing,
+        seed=None if seed.uuid == "" else seed,
+        log_level=sections["log"].level,
     )
-
-
-def _limits(shadow: dict) -> Limits:
-    try:
-        return Limits(max_state_bytes=shadow["max_state_bytes"], max_depth=shadow["max_depth"])
-    except ValueError as exc:
-        raise conf.ConfigError(f"shadow.{exc}") from None
-
-
-def _seed(seed: dict) -> Seed | None:
-    if seed["uuid"] == "":
-        return None
-    try:
-        validate_thing_name(seed["uuid"])
-        validate_thing_name(seed["thing"])
-    except ShadowError:
-        raise conf.ConfigError("seed.uuid and seed.thing must match [a-zA-Z0-9:_-]{1,128}") from None
-    _require(len(seed["token"]) >= MIN_TOKEN_LENGTH, f"seed.token must have at least {MIN_TOKEN_LENGTH} characters")
-    return Seed(seed["uuid"], seed["thing"], seed["token"])
 
 
 def _is_loopback(host: str) -> bool:
@@ -127,28 +155,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise conf.ConfigError(message)
-
-
-def _port(name: str, value: int) -> int:
-    _require(1 <= value <= 65535, f"{name} must be in 1..65535, got {value}")
-    return value
-
-
-def _at_least(name: str, value: int, minimum: int) -> int:
-    _require(value >= minimum, f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _positive(name: str, value: float) -> float:
-    _require(value > 0, f"{name} must be positive, got {value}")
-    return value
-
-
-def _nonempty(name: str, value: str) -> str:
-    _require(value != "", f"{name} must not be empty")
-    return value

@@ -7,21 +7,22 @@ leaf (an array gets an array of them). Empty objects carry no state and are neve
 document never holds ``{}`` below a section, nor an empty section.
 
 Every rejection is a :class:`ShadowError` with the code and message AWS IoT uses. Topic and name
-rules live in :mod:`messages.shadow_topics`.
+rules live in :mod:`messages.protocol.shadow_topics`;
+strict JSON in :mod:`messages.protocol.json`.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import math
 
+from messages.protocol import json as strict_json
 from messages.protocol.shadow_document import SECTIONS, ShadowError, compute_delta
 
 MAX_STATE_BYTES_CEILING = 30 * 1024  # the highest quota AWS grants for desired + reported
 
 
-_MAX_VERSION = 2**63 - 1  # versions are stored as 64-bit integers
+_MAX_VERSION = strict_json.INT64_MAX  # versions are stored as 64-bit integers
+_MAX_UNSIGNED = 2**64 - 1
 
 
 def _bad_request(message: str) -> ShadowError:
@@ -101,36 +102,13 @@ def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state
 
 def _decode_json(payload: bytes):
     try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError:
+        # Versions up to 2^64 - 1 reach _version, so that an out-of-range one is "Invalid version" as at AWS;
+        # _check_nodes holds state values to the signed 64 bits every other reader accepts.
+        return strict_json.decode(payload, int_max=_MAX_UNSIGNED)
+    except strict_json.JSONNotUTF8:
         raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
-    try:
-        body = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                          parse_float=_finite_float)
-        # A lone surrogate escape ("\ud800") decodes to a str that cannot be encoded back as UTF-8.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError, UnicodeEncodeError):
-        # ValueError covers syntax errors, duplicate keys, NaN/Infinity and integers too long to convert.
+    except strict_json.JSONRefused:
         raise _bad_request("Invalid JSON") from None
-    return body
-
-
-def _unique_keys(pairs):
-    body = dict(pairs)
-    if len(body) != len(pairs):
-        raise ValueError("duplicate key")
-    return body
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
 
 
 def _client_token(token, limits: Limits) -> str:
@@ -163,7 +141,10 @@ def _state(body: dict, limits: Limits) -> dict:
 
 
 def _check_nodes(value, level: int, max_depth: int) -> None:
-    """Reject nesting deeper than ``max_depth`` (the section object is level 1) and null in arrays."""
+    """Reject nesting deeper than ``max_depth`` (the section object is level 1), null in arrays and
+    integers beyond signed 64 bits."""
+    if isinstance(value, int) and not strict_json.INT64_MIN <= value <= strict_json.INT64_MAX:
+        raise _bad_request("Invalid JSON")
     if not isinstance(value, (dict, list)):
         return
     if level > max_depth:
@@ -294,4 +275,4 @@ def _with_token(payload: dict, token: str | None) -> dict:
 
 
 def _json_size(value) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return len(strict_json.canonical_bytes(value))

@@ -16,7 +16,9 @@ from typing import Callable, TypeVar
 import peewee
 
 from cloud.db import Device, DeviceReport, DeviceState, Shadow, TargetState
-from cloud.documents import canonical_json, merge_report, strong_etag, token_digest
+from cloud.documents import strong_etag, token_digest
+from messages.protocol.json import canonical_text
+from messages.protocol.patches import apply_patch
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 100  # conflicting writes in a row before a request gives up (500)
@@ -151,7 +153,7 @@ class CloudStore:
     @_translated
     def set_target_state(self, uuid: str, document: dict, now: int) -> tuple[str, bool]:
         """Store ``document`` (already validated and canonical) as ``uuid``'s target: (etag, changed)."""
-        text = canonical_json(document)
+        text = canonical_text(document)
         etag = strong_etag(text)
 
         def attempt() -> tuple[str, bool]:
@@ -172,7 +174,7 @@ class CloudStore:
         def attempt() -> dict:
             with self._database.atomic():
                 row = DeviceState.get_or_none(DeviceState.uuid == uuid)
-                state = merge_report(json.loads(row.state) if row is not None else {}, report)
+                state = apply_patch(json.loads(row.state) if row is not None else {}, report)
                 self._write(DeviceState, row, DeviceState.uuid == uuid, key={"uuid": uuid},
                             values={"state": _dump(state), "updated_at": now})
                 DeviceReport.create(uuid=uuid, body=_dump(report), received_at=now)

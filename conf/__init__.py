@@ -1,8 +1,12 @@
-"""Configuration: TOML files whose defaults live beside this module.
+"""Configuration: TOML files whose defaults live beside this module, checked whole before anything starts.
 
-The default file of each kind (``agent.toml``, ``cloud.toml``) is also its schema: a key that the default
-file does not have is unknown, and a value whose type differs from the default's is wrong. The one open
-table is ``[actors.NAME]``, so that a new actor type needs only a configuration entry.
+The default file of each kind (``agent.toml``, ``cloud.toml``) gives the layout: a key that the default
+file does not have is unknown (and in an ``[actors.NAME]`` entry, a key :class:`conf.actors.ActorEntry` does
+not declare). The values are then checked by the declared sections (:mod:`conf.schema`
+dataclasses: :mod:`conf.agent` for the agent, ``cloud.settings`` for the cloud), and each enabled
+``[actors.NAME]`` entry by its class's declared ``Settings`` (:mod:`conf.actors`). The one open table is
+``[actors.NAME]``, so that a new actor type needs only a class and a configuration entry.
+Every problem is one :class:`ConfigError` whose text names the key.
 """
 from __future__ import annotations
 
@@ -10,44 +14,64 @@ import copy
 import pathlib
 import tomllib
 
+from conf.actors import ActorEntry, check_actors
+from conf.agent import SECTIONS as AGENT_SECTIONS
+from conf.schema import ConfigError, as_table, keys, parse
+
 DEFAULTS_DIR = pathlib.Path(__file__).resolve().parent
+ENTRY_KEYS = keys(ActorEntry)
 
-# [actors.NAME] entries: key -> (type, required)
-ACTOR_ENTRY = {"class": (str, True), "subscribes": (list, False), "enabled": (bool, False),
-               "on_limit": (str, False), "settings": (dict, False)}
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is wrong; the text names the key."""
+__all__ = ["DEFAULTS_DIR", "ConfigError", "defaults", "load", "load_sections"]
 
 
 def defaults(kind: str) -> dict:
     path = DEFAULTS_DIR / f"{kind}.toml"
     if not path.is_file():
         raise ConfigError(f"no default configuration for {kind!r}")
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+    return _read(str(path))
 
 
 def load(kind: str, path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> dict:
-    """Defaults of ``kind``, then the file at ``path``, then ``section.key=value`` overrides."""
+    """Defaults of ``kind``, then the file at ``path``, then ``section.key=value`` overrides, all checked:
+    the sections by their declared dataclasses, each enabled actor by its class. Only the agent's sections
+    are declared here; the cloud declares its own and reads them with :func:`load_sections`."""
+    if kind != "agent":
+        raise ConfigError(f"the sections of {kind!r} are not declared in conf: use conf.load_sections")
+    config = _layered(kind, path, overrides)
+    for name, cls in AGENT_SECTIONS.items():
+        config[name] = as_table(parse(cls, config[name], name))
+    check_actors(config)  # imports the enabled actors' classes
+    return config
+
+
+def load_sections(kind: str, path: str | None, overrides: tuple[str, ...] | list[str],
+                  sections: dict[str, type]) -> dict:
+    """Like :func:`load`, for a kind whose sections are declared elsewhere (the cloud's): name -> checked instance."""
+    config = _layered(kind, path, overrides)
+    return {name: parse(cls, config[name], name) for name, cls in sections.items()}
+
+
+def _layered(kind: str, path: str | None, overrides: tuple[str, ...] | list[str]) -> dict:
     base = defaults(kind)
     config = copy.deepcopy(base)
     if path is not None:
-        try:
-            with open(path, "rb") as fh:
-                user = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        _merge(config, user, base, prefix="")
+        _merge(config, _read(path), base, prefix="")
     for item in overrides:
         key, value = _parse_override(item)
         _merge(config, _nest(key, value), base, prefix="")
-    for name, entry in config.get("actors", {}).items():
-        _check_actor_entry(name, entry)
     return config
+
+
+def _read(path: str) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.loads(fh.read().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _parse_override(item: str) -> tuple[str, object]:
@@ -70,7 +94,8 @@ def _nest(dotted: str, value) -> dict:
     return node
 
 
-def _merge(config: dict, user: dict, schema: dict, prefix: str) -> None:
+def _merge(config: dict, user: dict, layout: dict, prefix: str) -> None:
+    """Lay ``user`` over ``config`` key by key; values are checked afterwards, by the declared sections."""
     for key, value in user.items():
         name = f"{prefix}{key}"
         if prefix == "actors.":  # an open table: NAME -> entry
@@ -78,46 +103,18 @@ def _merge(config: dict, user: dict, schema: dict, prefix: str) -> None:
                 raise ConfigError(f"{name} must be a table")
             entry = config.setdefault(key, {})
             for field, setting in copy.deepcopy(value).items():
+                if field not in ENTRY_KEYS:
+                    raise ConfigError(f"unknown configuration key '{name}.{field}'")
                 if field == "settings" and isinstance(setting, dict) and isinstance(entry.get(field), dict):
                     entry[field] = {**entry[field], **setting}  # one setting changed keeps the others
                 else:
                     entry[field] = setting
             continue
-        if key not in schema:
+        if key not in layout:
             raise ConfigError(f"unknown configuration key {name!r}")
-        expected = schema[key]
-        if isinstance(expected, dict):
+        if isinstance(layout[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name} must be a table, got {type(value).__name__}")
-            _merge(config[key], value, expected, prefix=f"{name}.")
+            _merge(config[key], value, layout[key], prefix=f"{name}.")
             continue
-        config[key] = _typed(name, value, expected)
-
-
-def _typed(name: str, value, expected):
-    if isinstance(expected, bool) or isinstance(value, bool):
-        ok = isinstance(expected, bool) and isinstance(value, bool)
-    elif isinstance(expected, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(expected))
-    if not ok:
-        raise ConfigError(f"{name} must be {type(expected).__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_actor_entry(name: str, entry: dict) -> None:
-    for key, value in entry.items():
-        if key not in ACTOR_ENTRY:
-            raise ConfigError(f"unknown configuration key 'actors.{name}.{key}'")
-        kind = ACTOR_ENTRY[key][0]
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ConfigError(f"actors.{name}.{key} must be {kind.__name__}, got {type(value).__name__}")
-    for key, (_, required) in ACTOR_ENTRY.items():
-        if required and key not in entry:
-            raise ConfigError(f"actors.{name} needs '{key}'")
-    if not all(isinstance(t, str) for t in entry.get("subscribes", [])):
-        raise ConfigError(f"actors.{name}.subscribes must be a list of message type names")
-    if entry.get("on_limit", "escalate") not in ("escalate", "cooldown"):
-        raise ConfigError(f"actors.{name}.on_limit must be 'escalate' or 'cooldown'")
+        config[key] = value

@@ -1,7 +1,7 @@
 """Validation and canonical JSON encoding of what callers hand to the store (pure)."""
-import json
 import math
 
+from messages.protocol import json as strict_json
 from store.errors import StoreValueError
 
 # Deeper documents are hostile or buggy; refusing them cleanly beats a RecursionError.
@@ -9,9 +9,9 @@ MAX_DEPTH = 64
 
 
 def encode_json(value: object, what: str) -> str:
-    """Canonical JSON text (sorted keys, compact), so equal documents give equal text."""
+    """Canonical JSON text (sorted keys, compact, ASCII), so equal documents give equal text."""
     _check_json(value, what, 0)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return strict_json.canonical_text(value, ascii_only=True)
 
 
 def encode_object(value: object, what: str) -> str:
@@ -21,13 +21,27 @@ def encode_object(value: object, what: str) -> str:
 
 
 def decode_json(text: str) -> object:
-    return json.loads(text)
+    """What encode_json wrote, decoded as strictly as it was checked (a depth of MAX_DEPTH below the top)."""
+    try:
+        return strict_json.decode(text, max_depth=MAX_DEPTH + 1)
+    except strict_json.JSONRefused as exc:
+        raise StoreValueError(f"stored JSON is unreadable: {exc}") from None
 
 
 def _check_json(value: object, path: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise StoreValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StoreValueError(f"{path}: a string holds a lone surrogate") from None
+        return
+    if isinstance(value, int):
+        if not strict_json.INT64_MIN <= value <= strict_json.INT64_MAX:
+            raise StoreValueError(f"{path}: an integer outside the signed 64-bit range")
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -37,6 +51,7 @@ def _check_json(value: object, path: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise StoreValueError(f"{path}: key {key!r} is not a string")
+            _check_json(key, f"{path} key", depth + 1)
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     if isinstance(value, list):

@@ -10,8 +10,10 @@ import json
 import sys
 
 from actors.runtime.admin import query_status
-from actors.target.engine.adapter import DockerEngine, EngineError, describe
-from actors.target.planner import Step, explain, plan
+from actors.target.engine.adapter import DockerEngine, EngineError
+from actors.target.engine.worker import step_to_wire
+from actors.target.model import Step, describe_step
+from actors.target.planner import explain, plan
 from messages.bus.target import PollNow
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
@@ -66,9 +68,10 @@ def current_plan(config: dict) -> dict:
 
 
 def _step_json(step: Step) -> dict:
-    return {"action": step.action.value, "app_id": step.app_id, "service_name": step.service_name,
-            "container_id": step.container_id, "resource": step.resource, "image": step.image,
-            "summary": describe(step), "reason": step.reason}
+    wire = step_to_wire(step)  # flat: every step type has the same keys, None where it has no such argument
+    return {"action": wire.action, "app_id": wire.app_id, "service_name": wire.service_name,
+            "container_id": wire.container_id, "resource": wire.resource, "image": wire.image,
+            "summary": describe_step(step), "reason": wire.reason}
 
 
 def show_plan(config: dict, as_json: bool) -> int:

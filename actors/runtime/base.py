@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import traceback
+from dataclasses import dataclass
 
 from thespian.actors import (
     Actor,
@@ -23,13 +24,23 @@ from thespian.actors import (
 
 import messages
 from actors.runtime.hardening import harden_actor_process
+from conf.schema import parse
 from messages.bus.runtime import ActorCrashed, Configure, Hello, Ping, Pong
 
 
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of an actor that has none: any key in its table is refused."""
+
+
 class FleetletActor(Actor):
+    """Subclasses declare ``Settings`` (checked at configuration load, handed over as ``self.options``)
+    and ``uses``, the global sections and keys they read (all they get as ``self.config``)."""
+    Settings: type = NoSettings
+    uses: tuple[str, ...] = ()
     name = "unconfigured"
     config: dict = {}
-    settings: dict = {}
+    options = NoSettings()
     supervisor = None
     _hardened = False
     _crashed = False
@@ -67,7 +78,8 @@ class FleetletActor(Actor):
 
     def dispatch(self, typed, raw: bytes, sender) -> None:
         if isinstance(typed, Configure):
-            self.name, self.config, self.settings = typed.name, typed.config, typed.settings
+            self.name, self.config = typed.name, typed.config
+            self.options = parse(self.Settings, typed.settings, f"actors.{self.name}.settings")
             self.supervisor = sender
             self.send(sender, messages.encode(Hello(self.name, os.getpid())))
             self.started()
@@ -80,6 +92,10 @@ class FleetletActor(Actor):
             self.unhandled(typed, raw, sender)
         else:
             handler(typed)
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """This class's rules on the configuration it uses, checked before boot; raises conf's ConfigError."""
 
     def _guard(self, fn, *args) -> None:
         try:

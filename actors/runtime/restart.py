@@ -1,7 +1,9 @@
-"""OTP-style restart intensity and backoff, as pure functions."""
+"""OTP-style restart intensity, as a pure function; the delay is the shared backoff (messages.transport.backoff)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from messages.transport.backoff import backoff_delay
 
 
 @dataclass(frozen=True)
@@ -28,5 +30,5 @@ def decide_restart(policy: RestartPolicy, history: tuple[float, ...], now: float
     recent = tuple(t for t in history if now - t < policy.period) + (now,)
     if len(recent) > policy.intensity:
         return RestartDecision(recent, None)
-    delay = min(policy.base_delay * 2 ** (len(recent) - 1), policy.max_delay)
+    delay = backoff_delay(len(recent), policy.base_delay, policy.max_delay)  # no jitter: a local child, no herd
     return RestartDecision(recent, delay)

@@ -7,7 +7,6 @@ while a child is down, what is addressed to it is held and delivered once it is 
 from __future__ import annotations
 
 import collections
-import importlib
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +15,8 @@ from thespian.actors import ActorExitRequest, InvalidActorSpecification
 import messages
 from actors.runtime.base import FleetletActor
 from actors.runtime.restart import RestartPolicy, decide_restart
+from conf.actors import check_actors, config_slice
+from conf.schema import ConfigError
 from fleetlet_version import __version__
 from messages.bus.runtime import (
     ActorCrashed,
@@ -38,6 +39,7 @@ class Child:
     name: str
     cls: str
     subscribes: frozenset[str]
+    config: dict  # the part of the configuration its class uses
     settings: dict
     on_limit: str
     address: object = None
@@ -56,23 +58,6 @@ class Child:
                            self.last_error, len(self.held))
 
 
-def _configuration_problem(entries: dict) -> str | None:
-    for name, entry in entries.items():
-        # Importing an actor's module registers the message types it defines, so they route here.
-        module, _, cls = entry["class"].rpartition(".")
-        try:
-            if not hasattr(importlib.import_module(module), cls):
-                return f"actors.{name}.class: {module} has no {cls}"
-        except ImportError as exc:
-            return f"actors.{name}.class: cannot import {module or cls}: {exc}"
-    known = set(messages.registered())
-    for name, entry in entries.items():
-        unknown = set(entry.get("subscribes", [])) - known
-        if unknown:
-            return f"actors.{name}.subscribes names unknown message types {sorted(unknown)}"
-    return None
-
-
 class Supervisor(FleetletActor):
     name = "supervisor"
 
@@ -88,20 +73,20 @@ class Supervisor(FleetletActor):
         if self.children:  # a second Boot (a retried ask) must not start a second set
             self.send(sender, messages.encode(Booted(tuple(self.children))))
             return
-        entries = {name: entry for name, entry in msg.config.get("actors", {}).items()
-                   if entry.get("enabled", True)}
-        problem = _configuration_problem(entries)
-        if problem:
-            self.send(sender, messages.encode(BootFailed(problem)))
+        try:  # conf.load checked this already; a configuration built in code is checked here
+            classes = check_actors(msg.config)
+        except ConfigError as exc:
+            self.send(sender, messages.encode(BootFailed(str(exc))))
             return
         self.handleDeadLetters(startHandling=True)
-        self.config = msg.config
         self.section = msg.config["supervisor"]
         self.policy = RestartPolicy.from_config(self.section)
-        for name, entry in entries.items():
+        for name, cls in classes.items():
+            entry = msg.config["actors"][name]
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
-                entry.get("settings", {}), entry.get("on_limit", self.section["on_limit"]))
+                config_slice(msg.config, cls.uses), entry.get("settings", {}),
+                entry.get("on_limit") or self.section["on_limit"])
         for child in self.children.values():
             self._start(child)
         self.send(sender, messages.encode(Booted(tuple(self.children))))
@@ -114,7 +99,7 @@ class Supervisor(FleetletActor):
             self._died(child)
             return
         child.state, child.pid = "starting", None
-        self.send(child.address, messages.encode(Configure(child.name, self.config, child.settings)))
+        self.send(child.address, messages.encode(Configure(child.name, child.config, child.settings)))
         while child.held:  # thespian keeps per-pair order: these arrive after Configure
             self.send(child.address, child.held.popleft())
 

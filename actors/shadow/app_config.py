@@ -17,54 +17,49 @@ import json
 import os
 import tempfile
 
-import conf
 from actors.runtime.base import FleetletActor
+from conf.schema import ConfigError, non_empty, setting
 from messages.bus.shadow import ShadowApplied, ShadowDelta
 from messages.bus.target import RestartServices
 
 RESTART_MARKER_SUFFIX = ".restart-pending"
 
 
+def _names(value: tuple[str, ...]) -> str | None:
+    return None if all(value) else f"must not hold an empty name, got {list(value)!r}"
+
+
+def _listed(value: tuple[str, ...]) -> str | None:
+    return None if value and all(value) else "must list the desired keys to write"
+
+
+def _ranges(table) -> tuple[tuple[str, float, float], ...]:
+    """``{key = [lowest, highest]}`` as (key, lowest, highest) triples."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"ranges must be a table of [lowest, highest], got {type(table).__name__}")
+    ranges = []
+    for key, bounds in table.items():
+        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(_is_number(b) for b in bounds)
+                or bounds[0] > bounds[1]):
+            raise ConfigError(f"ranges.{key} must be [lowest, highest] for one of the keys")
+        ranges.append((key, float(bounds[0]), float(bounds[1])))
+    return tuple(ranges)
+
+
 @dataclasses.dataclass(frozen=True)
 class AppConfigSettings:
-    path: str
-    keys: tuple[str, ...]
+    path: str = setting(rule=non_empty)
+    keys: tuple[str, ...] = setting(rule=_listed)
     shadow: str = ""  # "" is the classic shadow
     app_id: str = ""
-    services: tuple[str, ...] = ()
+    services: tuple[str, ...] = setting((), rule=_names)
     restart_key: str = "requiresRestart"
-    ranges: tuple[tuple[str, float, float], ...] = ()  # (key, lowest, highest): numbers are clamped
+    ranges: tuple[tuple[str, float, float], ...] = setting((), load=_ranges)  # numbers are clamped
 
-    @classmethod
-    def from_settings(cls, settings: dict) -> "AppConfigSettings":
-        """The actor's settings table, checked; conf.ConfigError names the wrong setting."""
-        allowed = {"path", "keys", "shadow", "app_id", "services", "restart_key", "ranges"}
-        if unknown := set(settings) - allowed:
-            raise conf.ConfigError(f"actors.app_config.settings: unknown {sorted(unknown)}")
-        path, keys = settings.get("path"), settings.get("keys")
-        if not isinstance(path, str) or not path:
-            raise conf.ConfigError("actors.app_config.settings.path must name the config file")
-        if not _strings(keys) or not keys:
-            raise conf.ConfigError("actors.app_config.settings.keys must list the desired keys to write")
-        services = settings.get("services", [])
-        if not _strings(services):
-            raise conf.ConfigError("actors.app_config.settings.services must be a list of service names")
-        for name in ("shadow", "app_id", "restart_key"):
-            if not isinstance(settings.get(name, ""), str):
-                raise conf.ConfigError(f"actors.app_config.settings.{name} must be a string")
-        ranges = []
-        for key, bounds in settings.get("ranges", {}).items():
-            if (key not in keys or not isinstance(bounds, list) or len(bounds) != 2
-                    or not all(_is_number(b) for b in bounds) or bounds[0] > bounds[1]):
-                raise conf.ConfigError(f"actors.app_config.settings.ranges.{key} must be [lowest, highest] "
-                                       "for one of the keys")
-            ranges.append((key, float(bounds[0]), float(bounds[1])))
-        return cls(path, tuple(keys), settings.get("shadow", ""), settings.get("app_id", ""), tuple(services),
-                   settings.get("restart_key", "requiresRestart"), tuple(ranges))
-
-
-def _strings(value) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+    def check(self) -> None:
+        for key, _, _ in self.ranges:
+            if key not in self.keys:
+                raise ConfigError(f"ranges.{key} must be [lowest, highest] for one of the keys")
 
 
 def _is_number(value) -> bool:
@@ -145,41 +140,44 @@ def write_atomically(path: str, data: bytes) -> None:
 # -- the actor ----------------------------------------------------------------------------------------------------
 
 class AppConfig(FleetletActor):
+    Settings = AppConfigSettings
+    uses = ("device.thing",)
+    options: AppConfigSettings
+
     def started(self) -> None:
-        self.app = AppConfigSettings.from_settings(self.settings)
-        self.marker = self.app.path + RESTART_MARKER_SUFFIX
+        self.marker = self.options.path + RESTART_MARKER_SUFFIX
         if os.path.exists(self.marker):  # the previous incarnation changed the file and died before telling
-            self._restart(read_config(self.marker).get("reason", f"{self.app.path} changed"))
+            self._restart(read_config(self.marker).get("reason", f"{self.options.path} changed"))
 
     def on_ShadowDelta(self, msg: ShadowDelta) -> None:
-        if msg.thing != self.config["device"]["thing"] or msg.shadow != self.app.shadow:
+        if msg.thing != self.config["device"]["thing"] or msg.shadow != self.options.shadow:
             # Every handler answers every delta, so the listener knows when the apply is over.
             self.publish(ShadowApplied(self.name, msg.thing, msg.shadow, msg.version, {}, {}))
             return
-        current = read_config(self.app.path)
-        content, failures = plan_config(current, msg.delta, msg.desired, self.app)
-        changed_keys = sorted(key for key in self.app.keys if content.get(key) != current.get(key))
-        restart = wants_restart(msg.delta, msg.desired, bool(changed_keys), self.app)
-        what = f"{self.app.path} changed ({', '.join(changed_keys)})" if changed_keys else "a restart was asked for"
+        current = read_config(self.options.path)
+        content, failures = plan_config(current, msg.delta, msg.desired, self.options)
+        changed_keys = sorted(key for key in self.options.keys if content.get(key) != current.get(key))
+        restart = wants_restart(msg.delta, msg.desired, bool(changed_keys), self.options)
+        what = f"{self.options.path} changed ({', '.join(changed_keys)})" if changed_keys else "a restart was asked for"
         reason = f"{what} at shadow version {msg.version}"
         try:
             if restart:
                 write_atomically(self.marker, json.dumps({"reason": reason}).encode())
             if changed_keys:
-                write_atomically(self.app.path, json.dumps(content, indent=2, sort_keys=True).encode())
+                write_atomically(self.options.path, json.dumps(content, indent=2, sort_keys=True).encode())
         except OSError as exc:
-            self.log.error("cannot write %s: %s", self.app.path, exc)
-            failures.update({key: f"cannot write {self.app.path}: {exc.strerror or exc}" for key in changed_keys})
+            self.log.error("cannot write %s: %s", self.options.path, exc)
+            failures.update({key: f"cannot write {self.options.path}: {exc.strerror or exc}" for key in changed_keys})
             restart = False
             self._drop_marker()
-        actual = read_config(self.app.path)
+        actual = read_config(self.options.path)
         self.publish(ShadowApplied(self.name, msg.thing, msg.shadow, msg.version,
-                                   reported_state(actual, msg.desired, self.app), failures))
+                                   reported_state(actual, msg.desired, self.options), failures))
         if restart:
             self._restart(reason)
 
     def _restart(self, reason: str) -> None:
-        self.publish(RestartServices(self.app.app_id, self.app.services, reason))
+        self.publish(RestartServices(self.options.app_id, self.options.services, reason))
         self._drop_marker()
 
     def _drop_marker(self) -> None:

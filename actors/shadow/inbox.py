@@ -20,14 +20,11 @@ from actors.shadow.payloads import (
     parse_payload,
     subscriptions,
 )
+from messages.protocol.api import poll_now_topic
 from messages.protocol.shadow_topics import parse_shadow_topic, shadow_topics
 
 MAX_RESPONSES = 256  # answers held between two drains; more means a flood, and the oldest go
 POLL_NOW_REASON = "poll-now notice over MQTT"
-
-
-def poll_now_topic(uuid: str) -> str:
-    return f"fleetlet/devices/{uuid}/poll-now"
 
 
 @dataclasses.dataclass(frozen=True)

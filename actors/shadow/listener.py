@@ -1,5 +1,5 @@
-"""The shadow listener actor: a thin shell around the protocol (actors.shadow_sync, pure), the MQTT link
-(actors.mqtt_link, its own thread) and the inbox between them (actors.shadow_inbox).
+"""The shadow listener actor: a thin shell around the protocol (actors.shadow.sync, pure), the MQTT link
+(messages.transport.mqtt, its own thread) and the inbox between them (actors.shadow.inbox).
 
 It recovers every shadow's last known document, pending report and recorded errors from the store when
 it (re)starts, so the device works from its last desired state even with the broker unreachable, and a
@@ -33,7 +33,7 @@ from actors.shadow.sync import (
 from messages.bus.outbox import RecordError, ReportPending
 from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowInboxReady
 from messages.bus.target import PollNow
-from messages.transport.http import CloudClient, CloudError, quote
+from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
@@ -82,6 +82,7 @@ def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Re
 
 
 class ShadowListener(FleetletActor):
+    uses = ("device", "device.token", "mqtt", "shadow", "store", "cloud", "actors")
     link: MqttLink | None = None
 
     def started(self) -> None:
@@ -185,11 +186,11 @@ class ShadowListener(FleetletActor):
 
     def _read_over_http(self, name: str, effect: ReadOverHttp) -> None:
         """The EMQX-profile read, in a thread of its own: a slow cloud must not block the actor."""
-        client, inbox, path = self.cloud, self.inbox, f"/api/v1/thing-datas/{quote(effect.thing)}/shadow"
+        client, inbox = self.cloud, self.inbox
 
         def read() -> None:
             try:
-                incoming = parse_emqx_view(client.request("GET", path).json(), effect.token)
+                incoming = parse_emqx_view(client.emqx_shadow(effect.thing, ok=(200,)).json(), effect.token)
             except CloudError as exc:
                 code = exc.status if exc.status is not None and 400 <= exc.status <= 599 else 503
                 incoming = Rejected(code, str(exc)[:300], effect.token)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
-from messages.protocol.shadow_topics import (
-    ShadowTopics,
-)
+from messages.protocol import json as strict_json
+from messages.protocol.shadow_topics import ShadowTopics
 
 
 class PayloadError(ValueError):
@@ -55,37 +53,19 @@ Incoming = Delta | Document | Accepted | Rejected
 
 
 def decode_payload(payload: bytes, limits: PayloadLimits) -> dict:
-    """A JSON object within the size and nesting limits, or PayloadError."""
-    if len(payload) > limits.max_bytes:
-        raise PayloadError(f"{len(payload)} bytes exceeds the limit of {limits.max_bytes}")
+    """A JSON object within the size and nesting limits, strictly decoded (messages.protocol.json), or
+    PayloadError."""
     try:
-        body = json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError:
+        body = strict_json.decode(payload, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
+    except strict_json.JSONNotUTF8:
         raise PayloadError("not UTF-8") from None
-    except RecursionError:
-        raise PayloadError(f"nested deeper than {limits.max_depth} levels") from None
-    except ValueError as exc:
+    except (strict_json.JSONTooLarge, strict_json.JSONTooDeep) as exc:
+        raise PayloadError(str(exc)) from None
+    except strict_json.JSONRefused as exc:
         raise PayloadError(f"not JSON ({exc})") from None
     if not isinstance(body, dict):
         raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
-    if _depth(body) > limits.max_depth:
-        raise PayloadError(f"nested deeper than {limits.max_depth} levels")
     return body
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _depth(value) -> int:
-    """Nesting depth, without recursion (hostile input may be as deep as the decoder allowed)."""
-    deepest, frontier = 0, [(value, 1)]
-    while frontier:
-        node, level = frontier.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, level)
-            frontier.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
 
 
 def parse_payload(operation: str, payload: bytes, limits: PayloadLimits) -> Incoming:

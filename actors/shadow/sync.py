@@ -17,7 +17,7 @@ import dataclasses
 import json
 from collections.abc import Iterable
 
-import conf
+from actors.outbox import OutboxSender
 from actors.shadow.payloads import (
     Accepted,
     Delta,
@@ -26,31 +26,27 @@ from actors.shadow.payloads import (
     PayloadLimits,
     Rejected,
 )
-from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
+from conf.agent import MqttSection, ShadowSection
+from conf.schema import parse
+from messages.bus.outbox import ClearError, RecordError
 from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
-    ShadowError,
-    changed_fields,
     compute_delta,
     is_stale,
+    stored_form,
 )
-from messages.protocol.shadow_topics import (
-    shadow_topics,
-    validate_shadow_name,
-)
+from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.backoff import backoff_delay
-
-PROFILES = ("aws", "emqx")
-
+from store import PendingReport
 
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
 
 
-def report_patch(expected: dict, actual: dict) -> dict:
-    """The reported patch for a handler's answer: each top-level key of ``actual`` is the device's truth
-    for that key (None: the device does not have it); other keys are not the handler's to change."""
-    return changed_fields({key: expected.get(key) for key in actual}, actual)
+def as_stored(reported: dict) -> dict:
+    """A handler's answer as the shadow will store it, for ``report_patch``: each top-level key is the
+    device's truth for that key, None (also for what prunes to nothing) when the device does not have it."""
+    return {key: stored_form(value) for key, value in reported.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,33 +64,12 @@ class SyncSettings:
 
     @classmethod
     def from_config(cls, config: dict) -> "SyncSettings":
-        """The [shadow] section checked; conf.ConfigError names the wrong key."""
-        section, mqtt = config["shadow"], config["mqtt"]
-        profile = section["profile"]
-        if profile not in PROFILES:
-            raise conf.ConfigError(f"shadow.profile must be one of {PROFILES}, got {profile!r}")
-        names = tuple(section["names"])
-        if len(set(names)) != len(names) or not all(isinstance(name, str) for name in names):
-            raise conf.ConfigError(f"shadow.names must be distinct strings, got {list(names)!r}")
-        for name in filter(None, names):
-            if profile == "emqx":
-                raise conf.ConfigError(f"shadow.names: profile 'emqx' has only the classic shadow, got {name!r}")
-            try:
-                validate_shadow_name(name)
-            except ShadowError as exc:
-                raise conf.ConfigError(f"shadow.names: {name!r}: {exc.message}") from None
-        for key in ("report_timeout", "read_timeout", "apply_timeout"):
-            if not section[key] > 0:
-                raise conf.ConfigError(f"shadow.{key} must be positive, got {section[key]}")
-        if section["conflict_retries"] < 0:
-            raise conf.ConfigError(f"shadow.conflict_retries must be >= 0, got {section['conflict_retries']}")
-        if section["max_payload"] < 1024:
-            raise conf.ConfigError(f"shadow.max_payload must be at least 1024 bytes, got {section['max_payload']}")
-        if not 0 < mqtt["reconnect_min"] <= mqtt["reconnect_max"]:
-            raise conf.ConfigError("mqtt.reconnect_min must be positive and at most mqtt.reconnect_max")
-        return cls(profile, names, section["report_timeout"], section["read_timeout"], section["apply_timeout"],
-                   section["conflict_retries"], section["report_version"], mqtt["reconnect_min"],
-                   mqtt["reconnect_max"], PayloadLimits(max_bytes=section["max_payload"]))
+        """The [shadow] and [mqtt] sections, checked by their declared schema; ConfigError names the key."""
+        shadow = parse(ShadowSection, config["shadow"], "shadow")
+        mqtt = parse(MqttSection, config["mqtt"], "mqtt")
+        return cls(shadow.profile, shadow.names, shadow.report_timeout, shadow.read_timeout, shadow.apply_timeout,
+                   shadow.conflict_retries, shadow.report_version, mqtt.reconnect_min, mqtt.reconnect_max,
+                   PayloadLimits(max_bytes=shadow.max_payload))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,14 +98,6 @@ class ReadOverHttp:
 
 @dataclasses.dataclass
 class _Request:
-    token: str
-    deadline: float
-
-
-@dataclasses.dataclass
-class _Report:
-    report_id: int
-    patch: dict
     token: str
     deadline: float
 
@@ -165,9 +132,10 @@ class ShadowSync:
         self.topics = shadow_topics(settings.profile, thing, name or None)
         self.handlers = frozenset(handlers)
         self._token_prefix, self._tokens = token_prefix, 0
-        self.desired, self.reported, self.held = recovered.desired, recovered.reported, recovered.version
-        self.outbox = recovered.outbox
-        self.expected = apply_patch(self.reported, self.outbox[1]) if self.outbox else self.reported
+        self.desired, self.held = recovered.desired, recovered.version
+        # The report in flight is sender.in_flight; self.report is its request (token, deadline).
+        self.sender = OutboxSender(self.channel, recovered.reported,
+                                   None if recovered.outbox is None else PendingReport(*recovered.outbox))
         self.errors = dict(recovered.errors)
         self.exists: bool | None = None  # unknown until a read
         self.link_ready = False
@@ -175,7 +143,7 @@ class ShadowSync:
         self.read_needed = False
         self.read_failures, self.read_not_before = 0, 0.0
         self.newest_since_read: int | None = None
-        self.report: _Report | None = None
+        self.report: _Request | None = None
         self.report_failures, self.report_not_before = 0, 0.0
         self.conflicts = 0
         self.apply: _Apply | None = None
@@ -201,7 +169,8 @@ class ShadowSync:
 
     def link_down(self) -> list:
         """Answers to what is in flight may never come: read and resend after the next connection."""
-        self.link_ready, self.read, self.report = False, None, None
+        self.link_ready, self.read = False, None
+        self._report_lost()
         return self._flush()
 
     def receive(self, incoming: Incoming, now: float) -> list:
@@ -229,10 +198,9 @@ class ShadowSync:
 
     def on_applied(self, msg: ShadowApplied, now: float) -> list:
         """A handler's answer: report what changed, surface what it could not apply."""
-        patch = report_patch(self.expected, msg.reported)
-        if patch:
-            self.expected = apply_patch(self.expected, patch)
-            self._out.append(EnqueueReport(self.channel, patch))
+        enqueue = self.sender.report(as_stored(msg.reported))
+        if enqueue is not None:
+            self._out.append(enqueue)
         failed = {f"desired.{path}": str(reason) for path, reason in msg.failures.items()}
         for key, reason in failed.items():
             self._record(key, reason, now)
@@ -252,8 +220,7 @@ class ShadowSync:
 
     def on_report_pending(self, report_id: int, patch: dict, now: float) -> list:
         """Persistence announces the channel's oldest pending report (after a merge, under a new id)."""
-        if self.report is None or self.report.report_id != report_id:
-            self.outbox = (report_id, patch)
+        self.sender.announced(report_id, patch)
         self._progress(now)
         return self._flush()
 
@@ -263,7 +230,7 @@ class ShadowSync:
             self.read = None
             self._read_failed(f"no answer to the read within {self.settings.read_timeout:g} s", now)
         if self.report is not None and now >= self.report.deadline:
-            self.report = None
+            self._report_lost()
             self._report_failed(f"no answer to the report within {self.settings.report_timeout:g} s", now)
         if self.apply is not None and now >= self.apply.deadline:
             if self.apply.retried:
@@ -295,20 +262,19 @@ class ShadowSync:
             return  # a delta newer than this document arrived meanwhile; the read is done all the same
         # A read is authoritative even below the version held: the cloud may have lost or reset the shadow.
         self.held = doc.version
-        self.desired, self.reported = doc.desired, doc.reported
-        self.expected = apply_patch(self.reported, self.outbox[1]) if self.outbox else self.reported
+        self.desired = doc.desired
+        self.sender.receiver_holds(doc.reported)
         self._remember()
         self._clear_errors_not_desired()
-        delta = compute_delta(self.desired, self.reported)
+        delta = compute_delta(self.desired, self.sender.acked)
         if delta:
             self._dispatch(doc.version, delta, now)
 
     def _on_accepted(self, accepted: Accepted, now: float) -> None:
-        report = self.report
-        if report is None or accepted.token != report.token:
+        if self.report is None or accepted.token != self.report.token:
             return
         self.report = None
-        self.reported = apply_patch(self.reported, report.patch)
+        ack = self.sender.accepted()
         self.exists, self.conflicts, self.report_failures = True, 0, 0
         if self.held is not None and accepted.version > self.held + 1:
             self.read_needed = True  # an update we saw nothing of (a desired key deleted): read it
@@ -316,9 +282,7 @@ class ShadowSync:
             self.held = accepted.version
         self._clear("report")
         self._remember()
-        self._out.append(AckReport(self.channel, report.report_id, self.reported))
-        if self.outbox is not None and self.outbox[0] == report.report_id:
-            self.outbox = None
+        self._out.append(ack)
 
     def _on_rejected(self, rejected: Rejected, now: float) -> None:
         what = f"{rejected.code} {rejected.message}".strip()
@@ -329,8 +293,8 @@ class ShadowSync:
             else:
                 self._read_failed(f"the read was rejected: {what}", now)
         elif self.report is not None and rejected.token == self.report.token:
-            report, self.report = self.report, None
             if rejected.code == 409:
+                self._report_lost()
                 self.conflicts += 1
                 self.read_needed = True
                 if self.conflicts > self.settings.conflict_retries:
@@ -338,19 +302,20 @@ class ShadowSync:
                                            "reporting without a version", now)
             elif rejected.code in (400, 413):
                 # Resending would be rejected forever: drop this report, keep the reason.
+                self.report = None
                 self._record("report", f"the cloud refused a report for good ({what}): "
-                                       f"{json.dumps(report.patch)[:300]}", now)
-                self._out.append(AckReport(self.channel, report.report_id, self.reported))
-                if self.outbox is not None and self.outbox[0] == report.report_id:
-                    self.outbox = None
+                                       f"{json.dumps(self.sender.in_flight.patch)[:300]}", now)
+                self._out.append(self.sender.refused())
             else:
+                self._report_lost()
                 self.read_needed = self.read_needed or rejected.code == 404
                 self._report_failed(f"the report was rejected: {what}", now)
 
     def _shadow_missing(self, now: float) -> None:
         """404: create the shadow from the device's actual state, which the handlers report in full."""
         self.read_failures, self.exists, self.held = 0, False, None
-        self.desired, self.reported, self.expected = {}, {}, {}
+        self.desired = {}
+        self.sender.receiver_lost()
         self._clear("read")
         self._dispatch(0, {}, now)
 
@@ -401,15 +366,22 @@ class ShadowSync:
                 self._out.append(Publish(self.topics.get, {"clientToken": self.read.token}))
             else:
                 self._out.append(ReadOverHttp(self.thing, self.read.token))
-        if self.read or self.read_needed or self.report or self.outbox is None or now < self.report_not_before:
+        if self.read or self.read_needed or self.report or now < self.report_not_before:
             return
-        report_id, patch = self.outbox
-        self.report = _Report(report_id, patch, self._token(), now + self.settings.report_timeout)
-        payload = {"state": {"reported": patch}, "clientToken": self.report.token}
+        report = self.sender.take()
+        if report is None:
+            return
+        self.report = _Request(self._token(), now + self.settings.report_timeout)
+        payload = {"state": {"reported": report.patch}, "clientToken": self.report.token}
         if (self.settings.report_version and self.exists and self.held is not None
                 and self.conflicts <= self.settings.conflict_retries):
             payload["version"] = self.held
         self._out.append(Publish(self.topics.update, payload))
+
+    def _report_lost(self) -> None:
+        """The report in flight will get no answer we act on: send it again when due."""
+        self.report = None
+        self.sender.lost()
 
     def _read_failed(self, reason: str, now: float) -> None:
         self.read_failures += 1
@@ -433,7 +405,7 @@ class ShadowSync:
     # -- what the other actors are told -------------------------------------------------------------------
     def _remember(self) -> None:
         if self.held is not None:
-            document = {"state": {"desired": self.desired, "reported": self.reported}, "version": self.held}
+            document = {"state": {"desired": self.desired, "reported": self.sender.acked}, "version": self.held}
             self._out.append(ShadowDocumentSeen(self.thing, self.name, document, self.held))
 
     def _record(self, key: str, message: str, now: float, force: bool = False) -> None:

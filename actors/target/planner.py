@@ -9,10 +9,28 @@ label), so foreign containers can never appear in a plan.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from enum import Enum
 from typing import Iterable, Iterator, Mapping
 
+from actors.target.model import (
+    ACTIVE_STATUSES,
+    Action,
+    ContainerInfo,
+    Create,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    Key,
+    Pull,
+    Remove,
+    RemoveNetwork,
+    RemoveVolume,
+    Resource,
+    Start,
+    Step,
+    Stop,
+    Verdict,
+    containers_by_key,
+)
 from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
     App,
@@ -22,81 +40,9 @@ from messages.protocol.target_state import (
     config_hash,
 )
 
-ACTIVE_STATUSES = frozenset({"running", "restarting", "paused"})  # a process exists: stop before removing
 
-
-class Action(str, Enum):
-    CREATE_NETWORK = "create_network"
-    CREATE_VOLUME = "create_volume"
-    PULL = "pull"
-    CREATE = "create"
-    START = "start"
-    STOP = "stop"
-    REMOVE = "remove"
-    REMOVE_NETWORK = "remove_network"
-    REMOVE_VOLUME = "remove_volume"
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    app_id: str
-    service_name: str
-    config_hash: str
-    image: str
-    status: str  # docker's: created, running, paused, restarting, removing, exited, dead
-    exit_code: int | None = None
-    networks: frozenset[str] = frozenset()  # logical names of the app's networks it is attached to
-    field_hashes: tuple[tuple[str, str], ...] = ()  # per-field hashes it was created with (explanations only)
-
-
-@dataclass(frozen=True, order=True)
-class Resource:
-    """A network or volume of an app, by its logical name."""
-
-    app_id: str
-    name: str
-
-
-@dataclass(frozen=True)
-class CurrentState:
-    containers: tuple[ContainerInfo, ...] = ()
-    images: frozenset[str] = frozenset()  # normalised names (tags and digests) present in the engine
-    networks: frozenset[Resource] = frozenset()
-    volumes: frozenset[Resource] = frozenset()
-
-
-@dataclass(frozen=True)
-class Step:
-    action: Action
-    app_id: str
-    service_name: str | None  # the service the step is for; None for app housekeeping (orphan removal)
-    reason: str
-    service: Service | None = None  # the target service (create needs its config)
-    container_id: str | None = None  # start, stop, remove
-    resource: str | None = None  # network or volume name
-    image: str | None = None  # pull
-
-    @property
-    def key(self) -> tuple[str, str | None]:
-        """What a failed step marks as failed (see `plan`'s `failed_services`)."""
-        return self.app_id, self.service_name
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Where one service (or one app's housekeeping) stands: its steps for this batch, or why it has none."""
-
-    app_id: str
-    service_name: str | None
-    status: str  # converged | pending | waiting | failed | removing
-    reason: str
-    steps: tuple[Step, ...] = ()
-
-
-def plan(target: TargetState, current: CurrentState,
-         failed_services: frozenset[tuple[str, str | None]] = frozenset()) -> list[Step]:
+def plan(target: TargetState, current: EngineState,
+         failed_services: frozenset[Key] = frozenset()) -> list[Step]:
     """The next batch of independent steps; [] when converged (or nothing more can be done this round).
 
     `failed_services` holds the `Step.key` of steps that failed this round: their service (or, with None,
@@ -106,19 +52,17 @@ def plan(target: TargetState, current: CurrentState,
     return _without_duplicate_pulls(steps)
 
 
-def explain(target: TargetState, current: CurrentState,
-            failed_services: frozenset[tuple[str, str | None]] = frozenset()) -> list[dict]:
+def explain(target: TargetState, current: EngineState,
+            failed_services: frozenset[Key] = frozenset()) -> list[dict]:
     """Per service (and per app housekeeping): status and reason, for reporting why a device is not converged."""
     return [{"app_id": verdict.app_id, "service_name": verdict.service_name, "status": verdict.status,
              "reason": verdict.reason, "steps": [step.action.value for step in verdict.steps]}
             for verdict in _verdicts(target, current, failed_services)]
 
 
-def _verdicts(target: TargetState, current: CurrentState,
-              failed: frozenset[tuple[str, str | None]]) -> Iterator[Verdict]:
-    by_service: dict[tuple[str, str], list[ContainerInfo]] = defaultdict(list)
-    for container in sorted(current.containers, key=lambda c: c.id):
-        by_service[container.app_id, container.service_name].append(container)
+def _verdicts(target: TargetState, current: EngineState,
+              failed: frozenset[Key]) -> Iterator[Verdict]:
+    by_service = containers_by_key(sorted(current.containers, key=lambda c: c.id))
     for app in target.apps:
         keepers = {service.service_name: _keeper(by_service.get((app.app_id, service.service_name), []), service)
                    for service in app.services}
@@ -144,7 +88,7 @@ def _verdicts(target: TargetState, current: CurrentState,
 
 
 def _service_verdict(app: App, service: Service, containers: list[ContainerInfo],
-                     keepers: Mapping[str, ContainerInfo | None], current: CurrentState,
+                     keepers: Mapping[str, ContainerInfo | None], current: EngineState,
                      resource_steps: tuple[Step, ...]) -> Verdict:
     keeper = keepers[service.service_name]
     extras = tuple(_stop_or_remove(container, f"duplicate of container {keeper.id[:12]}")
@@ -159,46 +103,47 @@ def _service_verdict(app: App, service: Service, containers: list[ContainerInfo]
 
 
 def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
-               keepers: Mapping[str, ContainerInfo | None], current: CurrentState) -> tuple[Step | None, str]:
+               keepers: Mapping[str, ContainerInfo | None], current: EngineState) -> tuple[Step | None, str]:
     """The one step that moves this service's kept container toward the target, or why there is none."""
     config = service.config
     image_present = config.image in current.images
 
-    def step(action: Action, reason: str, container: ContainerInfo | None = None) -> Step:
-        return Step(action, app.app_id, service.service_name, reason, service=service,
-                    container_id=container.id if container else None,
-                    image=config.image if action is Action.PULL else None)
+    def on(kind: type[Start | Stop | Remove], reason: str, container: ContainerInfo) -> Step:
+        return kind(app.app_id, service.service_name, reason, container.id, service)
+
+    def pull(reason: str) -> Step:
+        return Pull(app.app_id, service.service_name, reason, config.image, service)
 
     def missing_dependencies() -> str:
         return ", ".join(name for name in config.depends_on if not _serves_dependents(keepers[name], app))
 
     if keeper is not None and (outdated := _outdated_reason(keeper, service)):
         if keeper.status not in ACTIVE_STATUSES:
-            return step(Action.REMOVE, outdated, keeper), ""
+            return on(Remove, outdated, keeper), ""
         if config.update_strategy == DOWNLOAD_THEN_KILL and not image_present:
-            return step(Action.PULL, f"{outdated}: image {config.image} missing, pulled before stopping"), ""
-        return step(Action.STOP, outdated, keeper), ""
+            return pull(f"{outdated}: image {config.image} missing, pulled before stopping"), ""
+        return on(Stop, outdated, keeper), ""
     if keeper is None:
         if not image_present:
-            return step(Action.PULL, f"image {config.image} missing"), ""
+            return pull(f"image {config.image} missing"), ""
         absent = _missing_resources(app, service, current)
         if absent:
             return None, f"waiting for {absent}"
         if config.running and (waiting := missing_dependencies()):
             return None, f"waiting for dependencies: {waiting}"
-        return step(Action.CREATE, "no container"), ""
+        return Create(app.app_id, service.service_name, "no container", service), ""
     if keeper.status == "dead":
-        return step(Action.REMOVE, "container is dead", keeper), ""
+        return on(Remove, "container is dead", keeper), ""
     if not config.running:
         if keeper.status in ACTIVE_STATUSES:
-            return step(Action.STOP, "service is set to running: false", keeper), ""
+            return on(Stop, "service is set to running: false", keeper), ""
         return None, ""
     if keeper.status in ("created", "exited") and not _finished(keeper, service):
         if waiting := missing_dependencies():
             return None, f"waiting for dependencies: {waiting}"
         reason = "container not started" if keeper.status == "created" else "container exited" + (
             "" if keeper.exit_code is None else f" (code {keeper.exit_code})")
-        return step(Action.START, reason, keeper), ""
+        return on(Start, reason, keeper), ""
     if keeper.status in ("restarting", "paused", "removing"):
         return None, f"container is {keeper.status}; left to the engine"
     return None, ""
@@ -243,7 +188,7 @@ def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
     return not _outdated_reason(container, service) and (container.status == "running" or completed)
 
 
-def _missing_resources(app: App, service: Service, current: CurrentState) -> str:
+def _missing_resources(app: App, service: Service, current: EngineState) -> str:
     networks = [f"network {name}" for name in service.config.networks
                 if Resource(app.app_id, name) not in current.networks]
     volumes = [f"volume {mount.volume}" for mount in service.config.volumes
@@ -251,8 +196,8 @@ def _missing_resources(app: App, service: Service, current: CurrentState) -> str
     return ", ".join(sorted(set(networks)) + sorted(set(volumes)))
 
 
-def _resource_steps(app: App, current: CurrentState,
-                    failed: frozenset[tuple[str, str | None]]) -> dict[str, tuple[Step, ...]]:
+def _resource_steps(app: App, current: EngineState,
+                    failed: frozenset[Key]) -> dict[str, tuple[Step, ...]]:
     """Missing networks and volumes, each attributed to the first service needing it that has not failed."""
     users: dict[tuple[Action, str], list[str]] = defaultdict(list)
     for service in app.services:
@@ -265,14 +210,14 @@ def _resource_steps(app: App, current: CurrentState,
         existing = current.networks if action is Action.CREATE_NETWORK else current.volumes
         owner = next((s for s in services if (app.app_id, s) not in failed), None)
         if Resource(app.app_id, name) not in existing and owner is not None:
-            kind = "network" if action is Action.CREATE_NETWORK else "volume"
-            steps[owner].append(Step(action, app.app_id, owner, f"{kind} {name} missing (needed by "
-                                     f"{', '.join(services)})", resource=name))
+            kind, make = ("network", CreateNetwork) if action is Action.CREATE_NETWORK else ("volume", CreateVolume)
+            steps[owner].append(make(app.app_id, owner, f"{kind} {name} missing (needed by {', '.join(services)})",
+                                     name))
     return {service: tuple(service_steps) for service, service_steps in steps.items()}
 
 
-def _housekeeping(target: TargetState, current: CurrentState,
-                  failed: frozenset[tuple[str, str | None]]) -> Iterator[Verdict]:
+def _housekeeping(target: TargetState, current: EngineState,
+                  failed: frozenset[Key]) -> Iterator[Verdict]:
     """Orphaned networks go once no container is attached; volumes hold data, so they go only with their
     app, once none of its containers is left."""
     needed_networks = {Resource(app.app_id, network) for app in target.apps
@@ -281,13 +226,12 @@ def _housekeeping(target: TargetState, current: CurrentState,
     apps_with_containers = {container.app_id for container in current.containers}
     steps: dict[str, list[Step]] = defaultdict(list)
     for network in sorted(current.networks - needed_networks - attached):
-        steps[network.app_id].append(Step(Action.REMOVE_NETWORK, network.app_id, None,
-                                          f"network {network.name} no longer used", resource=network.name))
+        steps[network.app_id].append(RemoveNetwork(network.app_id, None, f"network {network.name} no longer used",
+                                                   network.name))
     for volume in sorted(current.volumes):
         if target.app(volume.app_id) is None and volume.app_id not in apps_with_containers:
-            steps[volume.app_id].append(Step(Action.REMOVE_VOLUME, volume.app_id, None,
-                                             f"volume {volume.name}: app removed from target",
-                                             resource=volume.name))
+            steps[volume.app_id].append(RemoveVolume(volume.app_id, None,
+                                                     f"volume {volume.name}: app removed from target", volume.name))
     for app_id, app_steps in sorted(steps.items()):
         if (app_id, None) in failed:
             yield Verdict(app_id, None, "failed", "a housekeeping step failed this round")
@@ -296,8 +240,8 @@ def _housekeeping(target: TargetState, current: CurrentState,
 
 
 def _stop_or_remove(container: ContainerInfo, reason: str) -> Step:
-    action = Action.STOP if container.status in ACTIVE_STATUSES else Action.REMOVE
-    return Step(action, container.app_id, container.service_name, reason, container_id=container.id)
+    kind = Stop if container.status in ACTIVE_STATUSES else Remove
+    return kind(container.app_id, container.service_name, reason, container.id)
 
 
 def _without_duplicate_pulls(steps: Iterable[Step]) -> list[Step]:
@@ -305,7 +249,7 @@ def _without_duplicate_pulls(steps: Iterable[Step]) -> list[Step]:
     pulled: set[str] = set()
     kept = []
     for step in steps:
-        if step.action is Action.PULL:
+        if isinstance(step, Pull):
             if step.image in pulled:
                 continue
             pulled.add(step.image)

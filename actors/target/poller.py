@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.runtime.settings import SettingsError, load_settings, require_positive
+from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.codec import MAX_MESSAGE_BYTES
@@ -23,34 +23,31 @@ from messages.protocol.target_state import (
     parse_target_state,
     to_json,
 )
-from messages.transport.http import CloudClient, CloudError, Response, quote
+from messages.transport.backoff import backoff_ceiling, jittered
+from messages.transport.http import CloudClient, CloudError, Response
 from store import Store, TargetRejection, TargetState
 
 
 @dataclass(frozen=True)
 class PollerSettings:
-    interval: float = 60.0  # seconds between polls
-    jitter: float = 0.1  # each delay is scaled by a random factor in [1 - jitter, 1 + jitter]
-    backoff_min: float = 2.0  # delay after the first failure; doubles with each further one
-    backoff_max: float = 300.0
-    min_gap: float = 1.0  # PollNow never polls more often than this (a flood of notices is one poll)
-
-    def __post_init__(self):
-        require_positive(self, "interval", "backoff_min", "backoff_max", "min_gap")
-        if not 0 <= self.jitter < 1:
-            raise SettingsError(f"jitter must be in [0, 1), got {self.jitter!r}")
+    interval: float = setting(60.0, rule=positive)  # seconds between polls
+    jitter: float = setting(0.1, rule=fraction)  # each delay is cut by a random share of at most this
+    backoff_min: float = setting(2.0, rule=positive)  # delay after the first failure; doubles with each further one
+    backoff_max: float = setting(300.0, rule=positive)
+    min_gap: float = setting(1.0, rule=positive)  # least time between PollNow polls: a flood of notices is one poll
 
 
 # -- pure core -------------------------------------------------------------------------------------------
 
 
-def poll_delay(settings: PollerSettings, failures: int, spread: float) -> float:
-    """Seconds until the next poll; `spread` in [-1, 1] picks the point in the jitter band."""
+def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> float:
+    """Seconds until the next poll: the interval, or the backoff after `failures`, less a `jitter` share picked
+    by `fraction` in [0, 1] (messages.transport.backoff), so a fleet's polls spread and none waits longer."""
     if failures == 0:
-        base = settings.interval
+        ceiling = settings.interval
     else:
-        base = min(settings.backoff_max, settings.backoff_min * 2 ** min(failures - 1, 32))
-    return base * (1 + settings.jitter * spread)
+        ceiling = backoff_ceiling(failures, settings.backoff_min, settings.backoff_max)
+    return jittered(ceiling, fraction, settings.jitter)
 
 
 def known_etag(target: TargetState | None, rejection: TargetRejection | None) -> str | None:
@@ -86,12 +83,14 @@ def interpret(response: Response, stored: TargetState | None,
 
 
 class Poller(FleetletActor):
+    Settings = PollerSettings
+    uses = ("device.uuid", "device.token", "cloud", "store")
+    options: PollerSettings
     store: Store | None = None
 
     def started(self) -> None:
-        self.options = load_settings(PollerSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
-        self.path = f"/api/v1/device/{quote(self.config['device']['uuid'])}/target-state"
+        self.uuid = self.config["device"]["uuid"]
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.failures = 0
         self.generation = 0  # wakeups cannot be cancelled: only the newest scheduled poll runs
@@ -122,8 +121,7 @@ class Poller(FleetletActor):
         stored = self.store.load_target()
         etag = known_etag(stored, self.store.last_target_rejection())
         try:
-            response = self.client.request("GET", self.path, headers={"If-None-Match": etag} if etag else None,
-                                           ok=(200, 304))
+            response = self.client.get_target(self.uuid, etag, ok=(200, 304))
         except CloudError as exc:
             if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
                 self.failures = 0
@@ -140,7 +138,7 @@ class Poller(FleetletActor):
                 self.failures += 1  # garbage is backed off like an error; persistence records the reason
             else:
                 self._succeeded(outcome)
-        self._schedule(poll_delay(self.options, self.failures, random.uniform(-1.0, 1.0)))
+        self._schedule(poll_delay(self.options, self.failures, random.random()))
 
     def _record(self, reason: str) -> None:
         self.log.warning("%s", reason)

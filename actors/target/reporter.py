@@ -3,7 +3,8 @@
 Only what changed since what the cloud holds (or will hold once the queued reports are sent) is reported,
 as a merge patch; nothing when nothing changed; at most one new report per `throttle` seconds. Reports go
 through persistence's outbox first, so an unsent one survives a restart: persistence announces it
-(ReportPending), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds.
+(ReportPending), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds;
+the bookkeeping is `actors.outbox.OutboxSender`, shared with the shadows.
 """
 from __future__ import annotations
 
@@ -11,63 +12,31 @@ import random
 import time
 from dataclasses import dataclass
 
+from actors.outbox import OutboxSender
 from actors.runtime.base import FleetletActor
-from actors.runtime.settings import load_settings, require_positive
+from conf.schema import positive, setting
 from fleetlet_version import __version__
 from messages.bus.outbox import (
-    AckReport,
     ClearError,
-    EnqueueReport,
     RecordError,
     ReportPending,
 )
 from messages.bus.target import CurrentState, TargetStateRejected, TargetStateStored
-from messages.protocol.patches import apply_patch
+from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
-from store import PendingReport, Store, TargetRejection
+from store import Store, TargetRejection
 
 CHANNEL = "device-state"
-REPORT_PATH = "/api/v1/device/state"
-_ABSENT = object()
 
 
 @dataclass(frozen=True)
 class ReporterSettings:
-    throttle: float = 5.0  # seconds between two reports at least: changes in between are merged
-    retry_min: float = 2.0  # a failed send is retried after this, doubling up to retry_max
-    retry_max: float = 300.0
-
-    def __post_init__(self):
-        require_positive(self, "throttle", "retry_min", "retry_max")
+    throttle: float = setting(5.0, rule=positive)  # seconds between two reports at least: changes in between merge
+    retry_min: float = setting(2.0, rule=positive)  # a failed send is retried after this, doubling up to retry_max
+    retry_max: float = setting(300.0, rule=positive)
 
 
 # -- pure core -------------------------------------------------------------------------------------------
-
-
-def report_patch(held: dict, latest: dict) -> dict:
-    """The merge patch that turns `held` into `latest` for the sections `latest` has.
-
-    A top-level section `latest` does not have yet (the current state before the reconciler's first
-    read) is left as the cloud holds it, never deleted. Reports hold no nulls: null means "delete".
-    """
-    patch = {}
-    for key, value in latest.items():
-        change = _difference(held.get(key, _ABSENT), value)
-        if change is not _ABSENT:
-            patch[key] = change
-    return patch
-
-
-def _difference(old, new):
-    """The patch value turning `old` into `new`, or _ABSENT when they are equal."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        change = {key: None for key in old if key not in new}
-        for key, value in new.items():
-            nested = _difference(old.get(key, _ABSENT), value)
-            if nested is not _ABSENT:
-                change[key] = nested
-        return change or _ABSENT
-    return _ABSENT if old is not _ABSENT and old == new and type(old) is type(new) else new
 
 
 def target_section(etag: str | None, stored_at: float | None, rejection: TargetRejection | None) -> dict:
@@ -82,37 +51,36 @@ def target_section(etag: str | None, stored_at: float | None, rejection: TargetR
     return section
 
 
-def retry_delay(settings: ReporterSettings, failures: int, spread: float) -> float:
-    base = min(settings.retry_max, settings.retry_min * 2 ** min(failures - 1, 32))
-    return base * (1 + 0.1 * spread)
+def retry_delay(settings: ReporterSettings, failures: int, fraction: float) -> float:
+    """Seconds before resending after `failures`: a fleet's reports hit one cloud, so they are jittered."""
+    return backoff_delay(failures, settings.retry_min, settings.retry_max, fraction)
 
 
 # -- actor -----------------------------------------------------------------------------------------------
 
 
 class Reporter(FleetletActor):
+    Settings = ReporterSettings
+    uses = ("device.uuid", "device.token", "cloud", "store")
+    options: ReporterSettings
+
     def started(self) -> None:
-        self.options = load_settings(ReporterSettings, self.settings, self.name)
         self.client = CloudClient.from_config(self.config)
         self.uuid = self.config["device"]["uuid"]
         with Store.open(self.config["store"]["path"], readonly=True) as store:
-            self.accepted = store.load_accepted(CHANNEL) or {}
-            self.outbox: PendingReport | None = store.pending_report(CHANNEL)
+            self.sender = OutboxSender(CHANNEL, store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
             target = store.load_target()
             self.rejection = store.last_target_rejection()
         self.target = (None, None) if target is None else (target.etag, target.received_at)
-        # What the cloud will hold once the queued report is sent: new patches are computed against it.
-        self.expected = apply_patch(self.accepted, self.outbox.patch) if self.outbox else self.accepted
         # The version goes out once, and again only after an upgrade: patches carry only what changed.
         self.latest = {"agent_version": __version__, "target_state": target_section(*self.target, self.rejection)}
-        self.acked_up_to = 0
         self.failures = 0
         self.error_shown = True  # unknown after a restart: the first success clears any recorded error
         self.retry_scheduled = False
         self.flush_scheduled = False
         self.last_report: float | None = None
         self._request_flush()
-        if self.outbox is not None:
+        if self.sender.pending is not None:
             self._send()
 
     # -- what to report -----------------------------------------------------------------------------
@@ -142,18 +110,17 @@ class Reporter(FleetletActor):
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        patch = report_patch(self.expected, self.latest)
-        if patch:
-            self.publish(EnqueueReport(CHANNEL, patch))
-            self.expected = apply_patch(self.expected, patch)
+        enqueue = self.sender.report(self.latest)
+        if enqueue is not None:
+            self.publish(enqueue)
             self.last_report = time.monotonic()
 
     # -- sending ------------------------------------------------------------------------------------
 
     def on_ReportPending(self, msg: ReportPending) -> None:
-        if msg.channel != CHANNEL or msg.report_id <= self.acked_up_to:
-            return  # another channel's, or an announcement of what was already sent
-        self.outbox = PendingReport(msg.report_id, msg.patch)
+        if msg.channel != CHANNEL:
+            return
+        self.sender.announced(msg.report_id, msg.patch)
         if not self.retry_scheduled:
             self._send()
 
@@ -162,26 +129,25 @@ class Reporter(FleetletActor):
             self._flush()
         elif payload == ("retry",):
             self.retry_scheduled = False
-            if self.outbox is not None:
-                self._send()
+            self._send()
 
     def _send(self) -> None:
-        report = self.outbox
+        report = self.sender.take()
+        if report is None:
+            return  # nothing pending (an announcement of what was already sent)
         try:
-            self.client.request("PATCH", REPORT_PATH, {self.uuid: report.patch}, ok=(200, 204))
+            self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
         except CloudError as exc:
+            self.sender.lost()
             self.failures += 1
             reason = f"cannot send the state report: {exc}"
             self.log.warning("%s (failure %d)", reason, self.failures)
             self.publish(RecordError("reporter", "send", reason, time.time()))
             self.error_shown = True
             self.retry_scheduled = True
-            self.after(retry_delay(self.options, self.failures, random.uniform(-1.0, 1.0)), ("retry",))
+            self.after(retry_delay(self.options, self.failures, random.random()), ("retry",))
             return
-        self.accepted = apply_patch(self.accepted, report.patch)
-        self.acked_up_to = report.report_id
-        self.outbox = None
-        self.publish(AckReport(CHANNEL, report.report_id, self.accepted))
+        self.publish(self.sender.accepted())
         self.failures = 0
         if self.error_shown:
             self.publish(ClearError("reporter", "send"))

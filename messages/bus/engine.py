@@ -14,7 +14,8 @@ from messages.protocol.target_state import Service
 
 @dataclass(frozen=True)
 class EngineStep:
-    """A planner step on the wire: `actors.target.planner.Step` with its action as the enum's value."""
+    """A planner step on the wire, one flat record for every step type: `action` (the enum's value) names the
+    `actors.target.model` step type; the arguments that type does not have are None."""
     action: str
     app_id: str
     service_name: str | None

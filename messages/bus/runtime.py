@@ -9,7 +9,8 @@ from messages.codec import message
 @message
 @dataclass(frozen=True)
 class Configure:
-    """First message a child receives after every (re)start: who it is and the agent's configuration."""
+    """First message a child receives after every (re)start: who it is, the part of the configuration its
+    class ``uses`` (no secret it does not name), and its settings table, as checked at load."""
     name: str
     config: dict
     settings: dict

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 
+from messages.protocol.json import json_equal
+from messages.protocol.patches import diff
+
 SECTIONS = ("desired", "reported")
 
 
@@ -39,22 +42,9 @@ def compute_delta(desired: dict | None, reported: dict | None) -> dict:
             nested = compute_delta(wanted, actual)
             if nested:
                 delta[key] = nested
-        elif not _json_equal(wanted, actual):  # missing reads as None, which a state never holds
+        elif not json_equal(wanted, actual):  # missing reads as None, which a state never holds
             delta[key] = copy.deepcopy(wanted)
     return delta
-
-
-def _json_equal(a, b) -> bool:
-    """Equality of JSON values: numbers by value, but a boolean only equals a boolean."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[key], b[key]) for key in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(map(_json_equal, a, b))
-    return type(a) is type(b) and a == b
 
 
 def is_stale(held_version: int | None, incoming_version: int) -> bool:
@@ -67,25 +57,13 @@ def changed_fields(previous_reported: dict | None, actual: dict | None) -> dict:
 
     Null values and empty objects count as absent on both sides, as they do in a shadow.
     """
-    return _changes(_prune(previous_reported or {}), _prune(actual or {}))
+    return diff(stored_form(previous_reported or {}) or {}, stored_form(actual or {}) or {})
 
 
-def _changes(previous: dict, actual: dict) -> dict:
-    changes = {key: None for key in previous if key not in actual}
-    for key, value in actual.items():
-        old = previous.get(key)
-        if isinstance(value, dict) and isinstance(old, dict):
-            nested = _changes(old, value)
-            if nested:
-                changes[key] = nested
-        elif not _json_equal(old, value):
-            changes[key] = value
-    return changes
-
-
-def _prune(value):
-    """``value`` without nulls and empty objects below objects (array elements are kept whole)."""
+def stored_form(value):
+    """``value`` as a shadow stores it: no nulls and no empty objects below objects (array elements are
+    kept whole); None when nothing is left of an object."""
     if not isinstance(value, dict):
         return value
-    pruned = {key: _prune(child) for key, child in value.items()}
-    return {key: child for key, child in pruned.items() if child is not None and child != {}}
+    pruned = {key: stored_form(child) for key, child in value.items()}
+    return {key: child for key, child in pruned.items() if child is not None} or None

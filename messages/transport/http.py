@@ -1,13 +1,27 @@
-"""The agent's HTTP client for the cloud API: bearer token, timeouts, JSON, and one error type."""
+"""The one HTTP client of the cloud API (http.client): the agent's poller, reporter and EMQX read, and the
+cloud's operator commands and tests.
+
+Bearer token, a timeout, JSON bodies, and one error type, :class:`CloudError`: raised when no answer came
+(refused, timed out, dropped, oversized), and for an answer whose status the caller did not list in ``ok``.
+Without ``ok`` every status is an answer, for callers (operators, tests) that look at it themselves.
+Redirects are not followed: a 3xx is an answer like any other, so the token never travels to another host
+(urllib would forward ``Authorization`` to wherever a redirect points). The timeout bounds the whole request:
+a socket timeout alone bounds each operation, so a server trickling bytes could hold a request far past it;
+a watchdog shuts the socket down at the deadline. The API's paths are written here once, in the methods below.
+"""
 from __future__ import annotations
 
+import dataclasses
+import http.client
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
+import socket
+import threading
+import time
+from urllib.parse import quote, urlsplit
 
-MAX_RESPONSE_BYTES = 1024 * 1024
+from messages.protocol import api
+
+MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
 
 
 class CloudError(Exception):
@@ -18,13 +32,18 @@ class CloudError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Response:
     status: int
-    headers: dict  # lower-case names
+    headers: dict[str, str]  # lower-case names
     body: bytes
 
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
     def json(self):
+        """The body decoded; CloudError when it is not JSON (an empty body included)."""
         try:
             return json.loads(self.body)
         except (ValueError, RecursionError) as exc:
@@ -32,46 +51,134 @@ class Response:
                              self.status) from None
 
 
-@dataclass(frozen=True)
 class CloudClient:
-    base_url: str
-    token: str
-    timeout: float
+    """Calls ``base_url`` (http or https, with an optional path prefix), with ``Authorization: Bearer <token>``
+    when a token is given."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CloudError(f"{base_url!r}: expected http://host:port or https://host:port")
+        try:
+            parts.port  # noqa: B018 - a malformed port raises here, not at the first request
+        except ValueError as exc:
+            raise CloudError(f"{base_url!r}: {exc}") from None
+        self.base_url = base_url.rstrip("/")
+        self._parts = parts
+        self._prefix = parts.path.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
 
     @classmethod
     def from_config(cls, config: dict) -> "CloudClient":
-        return cls(config["cloud"]["url"].rstrip("/"), config["device"]["token"], config["cloud"]["timeout"])
+        """The agent's client: ``cloud.url``, ``cloud.timeout`` and the device's token."""
+        return cls(config["cloud"]["url"], config["device"]["token"], config["cloud"]["timeout"])
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None,
-                ok: tuple[int, ...] = (200,)) -> Response:
-        """Send a request; statuses outside ``ok`` raise CloudError carrying the status."""
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.token}")
-        request.add_header("Accept", "application/json")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            request.add_header(name, value)
+    def request(self, method: str, path: str, body: bytes | dict | list | None = None,
+                headers: dict[str, str] | None = None, ok: tuple[int, ...] | None = None) -> Response:
+        """Send one request; a dict or list ``body`` is sent as JSON. Statuses outside ``ok`` (when given) raise
+        CloudError carrying the status."""
+        sent = {"Accept": "application/json", **(headers or {})}
+        if self._token is not None:
+            sent.setdefault("Authorization", f"Bearer {self._token}")
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body, separators=(",", ":")).encode()
+            sent.setdefault("Content-Type", "application/json")
+        if body is not None:
+            sent["Content-Length"] = str(len(body))
+        kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+        started, watchdog = time.monotonic(), None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                response = Response(reply.status, _lower(reply.headers), reply.read(MAX_RESPONSE_BYTES + 1))
-        except urllib.error.HTTPError as exc:
-            response = Response(exc.code, _lower(exc.headers), exc.read(MAX_RESPONSE_BYTES + 1))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise CloudError(f"{method} {path}: {getattr(exc, 'reason', exc)}") from None
-        if len(response.body) > MAX_RESPONSE_BYTES:
-            raise CloudError(f"{method} {path}: response larger than {MAX_RESPONSE_BYTES} bytes",
+            connection.connect()  # bounded by the socket timeout; the watchdog takes the rest of the time
+            watchdog = _Watchdog(connection, max(0.0, self._timeout - (time.monotonic() - started)))
+            connection.request(method, self._prefix + path, body=body, headers=sent)
+            reply = connection.getresponse()
+            response = Response(reply.status, {name.lower(): value for name, value in reply.getheaders()},
+                                reply.read(self._max_response_bytes + 1))
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            timed_out = watchdog is not None and watchdog.fired
+            reason = f"no complete answer within {self._timeout} s" if timed_out else exc or type(exc).__name__
+            raise CloudError(f"{method} {self.base_url}{path}: {reason}") from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            connection.close()
+        if watchdog.fired:  # the shutdown may also end a body read early without an error: never trust it
+            raise CloudError(f"{method} {self.base_url}{path}: no complete answer within {self._timeout} s")
+        if len(response.body) > self._max_response_bytes:
+            raise CloudError(f"{method} {path}: response larger than {self._max_response_bytes} bytes",
                              response.status)
-        if response.status not in ok:
-            raise CloudError(f"{method} {path}: HTTP {response.status}: {response.body[:300]!r}",
-                             response.status)
+        if ok is not None and response.status not in ok:
+            raise CloudError(f"{method} {path}: HTTP {response.status}: {response.body[:300]!r}", response.status)
         return response
 
+    # --- devices -----------------------------------------------------------------------------------------
 
-def quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
+    def get_target(self, uuid: str, etag: str | None = None, ok: tuple[int, ...] | None = None) -> Response:
+        headers = {api.IF_NONE_MATCH: etag} if etag else {}
+        return self.request("GET", api.target_state_path(uuid), headers=headers, ok=ok)
+
+    def set_target(self, uuid: str, document: dict | bytes) -> Response:
+        return self.request("POST", api.target_state_path(uuid), document)
+
+    def report_state(self, reports: dict | bytes, ok: tuple[int, ...] | None = None) -> Response:
+        return self.request("PATCH", api.DEVICE_STATE_PATH, reports, ok=ok)
+
+    def device_state(self, uuid: str) -> Response:
+        return self.request("GET", api.device_state_path(uuid))
+
+    def register_device(self, uuid: str, thing: str, token: str) -> Response:
+        return self.request("PUT", api.device_path(uuid), {"thing": thing, "token": token})
+
+    def health(self) -> Response:
+        return self.request("GET", "/healthz")
+
+    # --- shadows (AWS HTTPS, and EMQX's view) -----------------------------------------------------------------
+
+    def get_shadow(self, thing: str, name: str | None = None) -> Response:
+        return self.request("GET", _shadow_path(thing, name))
+
+    def update_shadow(self, thing: str, request: dict | bytes, name: str | None = None) -> Response:
+        return self.request("POST", _shadow_path(thing, name), request)
+
+    def delete_shadow(self, thing: str, name: str | None = None) -> Response:
+        return self.request("DELETE", _shadow_path(thing, name))
+
+    def emqx_shadow(self, thing: str, ok: tuple[int, ...] | None = None) -> Response:
+        return self.request("GET", api.emqx_shadow_path(thing), ok=ok)
 
 
-def _lower(headers) -> dict:
-    return {k.lower(): v for k, v in (headers or {}).items()}
+class _Watchdog:
+    """Shuts a connection's socket down once ``seconds`` have passed, which wakes a blocked read at once."""
+
+    def __init__(self, connection: http.client.HTTPConnection, seconds: float):
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed: the request ended as the deadline came
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _segment(value: str) -> str:
+    """One path segment, every reserved character escaped (a uuid or thing name cannot change the path)."""
+    return quote(value, safe="")
+
+
+def _shadow_path(thing: str, name: str | None) -> str:
+    path = api.shadow_path(thing)
+    return path if name is None else f"{path}?name={_segment(name)}"

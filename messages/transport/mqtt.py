@@ -1,14 +1,25 @@
-"""An MQTT connection kept up by its own asyncio loop in a daemon thread (gmqtt; MQTT 3.1.1 or 5).
+"""The one MQTT link (gmqtt; MQTT 3.1.1 or 5) of the agent and the cloud: reconnects, resubscribes, flow control.
 
-gmqtt's reconnection is replaced, not used: its first connect is never retried, its reconnect delay is
-fixed and a refused CONNACK stops it for good. Here every attempt is a fresh client on the same client id
-and a persistent session (clean_session=False; MQTT 5: session expiry), after a jittered exponential
-backoff. Each connection subscribes again and counts as up only once the broker acknowledged every
-subscription, so whoever reads after "up" cannot miss an answer.
+gmqtt's own reconnection is replaced, not used: its first connect is never retried, its reconnect delay is
+fixed and a refused CONNACK stops it for good. Here every attempt is a fresh client on the same client id and,
+unless ``clean``, a persistent session (clean_session=False; MQTT 5: session expiry) after the shared backoff
+(messages.transport.backoff). Each connection subscribes again and counts as up ("ready") only once the
+broker acknowledged every subscription, so whoever reads after "up" cannot miss an answer.
+
+gmqtt has no flow control either: more QoS 1 publishes awaiting PUBACK than the broker's receive maximum
+raises OverflowError. Every publish therefore goes through a bounded outbox, drained while the link is ready
+and fewer than ``publish_window`` are in flight; a PUBACK or a new connection drains it further. A fresh
+client starts with an empty in-flight store, so the publishes a lost connection left unacknowledged go back
+to the front of the outbox: delivery is at least once, across reconnects too (never silently dropped, except
+the oldest ones when the outbox overflows, which ``dropped`` counts).
+
+The link runs in an asyncio loop: the cloud awaits :meth:`MqttLink.run` in its own loop; the agent, whose
+actors have none, hosts it in a daemon thread with :meth:`MqttLink.start` / :meth:`MqttLink.stop`.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import random
@@ -18,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.storage import PersistentStorage
 
 from messages.transport.backoff import backoff_delay
 
@@ -25,6 +37,7 @@ log = logging.getLogger("fleetlet.mqtt")
 
 CONNECT_TIMEOUT = 10.0  # seconds for TCP + CONNACK, and again for the SUBACKs
 STABLE_AFTER = 10.0  # a connection that lasted this long resets the backoff; a flapping one does not
+CLOSE_TIMEOUT = 2.0  # seconds a disconnect may take (gmqtt waits for the in-flight publishes first)
 PROTOCOLS = {4: MQTTv311, 5: MQTTv50}
 
 
@@ -43,6 +56,9 @@ class LinkSettings:
     reconnect_min: float = 0.5
     reconnect_max: float = 60.0
     clean: bool = False  # True for throwaway observers (run.py shadow watch): no session left behind
+    publish_window: int = 16  # QoS 1 publishes in flight at most; Mosquitto's receive maximum is 20
+    outbox_limit: int = 1000  # publishes waiting for the window or a connection; the oldest go first
+    # TLS goes here: an ssl.SSLContext field, handed to gmqtt's connect(ssl=...) in MqttLink._connect.
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -51,6 +67,8 @@ class LinkSettings:
             raise ValueError("mqtt.reconnect_min must be positive and at most mqtt.reconnect_max")
         if not self.client_id:
             raise ValueError("an MQTT client id is needed for a persistent session")
+        if self.publish_window < 1 or self.outbox_limit < 1:
+            raise ValueError("mqtt.publish_window and mqtt.outbox_limit must be at least 1")
 
     @classmethod
     def from_config(cls, config: dict, client_id: str, clean: bool = False) -> "LinkSettings":
@@ -64,11 +82,32 @@ class _Client(gmqtt.Client):
         """Switched off: MqttLink reconnects, with backoff and a fresh client."""
 
 
-class MqttLink:
-    """Keeps one connection up and subscribed to ``topics``.
+class _InFlight(PersistentStorage):
+    """One connection's unacknowledged QoS 1 publishes (gmqtt's store), kept with their topic and payload so
+    that they can be sent again on the next connection, and telling the link when a PUBACK frees the window."""
 
-    ``on_message(topic, payload)`` and ``on_ready(ready)`` run in the link's thread: keep them short and
-    thread-safe. :meth:`publish` may be called from any thread.
+    def __init__(self, on_ack: Callable[[], None]):
+        super().__init__()
+        self.sent: dict[int, tuple[str, bytes]] = {}  # packet id -> (topic, payload), in send order
+        self.sending: tuple[str, bytes] | None = None  # set around client.publish, which stores the packet
+        self._on_ack = on_ack
+
+    def push_message(self, mid, raw_package):
+        super().push_message(mid, raw_package)
+        if self.sending is not None:
+            self.sent[mid] = self.sending
+
+    def remove_message_by_mid(self, mid):
+        super().remove_message_by_mid(mid)
+        if self.sent.pop(mid, None) is not None:
+            self._on_ack()
+
+
+class MqttLink:
+    """Keeps one connection up and subscribed to ``topics``; publishes QoS 1 in order, within the window.
+
+    ``on_message(topic, payload)`` and ``on_ready(ready)`` run in the link's loop: keep them short (and
+    thread-safe when the link has its own thread). :meth:`publish` may be called from any thread.
     """
 
     def __init__(self, settings: LinkSettings, topics: Sequence[str],
@@ -76,52 +115,47 @@ class MqttLink:
         self.settings = settings
         self.topics = tuple(topics)
         self._on_message, self._on_ready = on_message, on_ready
+        self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._client: _Client | None = None
+        self._in_flight: _InFlight | None = None
         self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
         self._started = threading.Event()
         self.ready = False
         self.connections = 0
+        self.dropped = 0
 
     # -- any thread --------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Run the link in a daemon thread of its own (for callers without an asyncio loop)."""
         self._thread = threading.Thread(target=self._main, name=f"mqtt-{self.settings.client_id}", daemon=True)
         self._thread.start()
         self._started.wait(5)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect (the broker keeps the session) and end the thread."""
+        """End what :meth:`start` began: disconnect (the broker keeps the session) and join the thread."""
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+            self._loop.call_soon_threadsafe(self._thread_stop.set)
             self._thread.join(timeout)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Send if connected; otherwise the message is dropped (callers time out and resend)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._publish, topic, payload, qos)
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue a QoS 1 publish; it leaves as soon as the link is ready and the window allows."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._queue(topic, payload)
+        else:
+            loop.call_soon_threadsafe(self._queue, topic, payload)
 
-    # -- the link's thread ----------------------------------------------------------------------------------------
-    def _main(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._stop = asyncio.Event()
-        self._started.set()
-        try:
-            self._loop.run_until_complete(self._run())
-        finally:
-            pending = asyncio.all_tasks(self._loop)
-            for task in pending:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self._loop.close()
-
-    async def _run(self) -> None:
+    # -- the link's loop ------------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, and reconnect after every failure or loss, until ``stop`` is set; then disconnect."""
+        self._loop = asyncio.get_running_loop()
         failures = 0
-        while not self._stop.is_set():
-            client, lost = self._new_client()
-            connecting = asyncio.ensure_future(self._connect(client, lost))
-            await self._first(connecting, self._stop.wait())  # a black-holed connect must not delay a stop
+        while not stop.is_set():
+            client, in_flight, lost = self._new_client()
+            connecting = asyncio.ensure_future(self._connect(client, in_flight, lost))
+            await _first(connecting, stop.wait())  # a black-holed connect must not delay a stop
             if not connecting.done():
                 connecting.cancel()
                 await self._close(client)
@@ -130,38 +164,58 @@ class MqttLink:
                 connecting.result()
             except (LinkError, OSError, gmqtt.MQTTConnectError, asyncio.TimeoutError) as exc:
                 failures += 1
-                delay = backoff_delay(failures, self.settings.reconnect_min, self.settings.reconnect_max,
-                                      random.random())
+                delay = self._delay(failures)
                 log.warning("MQTT %s:%d: %s; retrying in %.1f s", self.settings.host, self.settings.port,
                             exc or type(exc).__name__, delay)
                 await self._close(client)
-                await self._pause(delay)
+                await _pause(stop, delay)
                 continue
             up_since = time.monotonic()
             self._set_ready(True)
-            await self._first(lost.wait(), self._stop.wait())
+            self._drain()
+            await _first(lost.wait(), stop.wait())
             self._set_ready(False)
             await self._close(client)
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             failures = 1 if time.monotonic() - up_since >= STABLE_AFTER else failures + 1
-            delay = backoff_delay(failures, self.settings.reconnect_min, self.settings.reconnect_max, random.random())
+            delay = self._delay(failures)
             log.warning("MQTT connection to %s:%d lost; reconnecting in %.1f s", self.settings.host,
                         self.settings.port, delay)
-            await self._pause(delay)
+            await _pause(stop, delay)
 
-    def _new_client(self) -> tuple[_Client, asyncio.Event]:
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._thread_stop = asyncio.Event()
+        self._started.set()
+        try:
+            loop.run_until_complete(self.run(self._thread_stop))
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    def _delay(self, failures: int) -> float:
+        return backoff_delay(failures, self.settings.reconnect_min, self.settings.reconnect_max, random.random())
+
+    def _new_client(self) -> tuple[_Client, _InFlight, asyncio.Event]:
         session = {} if self.settings.protocol == 4 or self.settings.clean else \
             {"session_expiry_interval": self.settings.session_expiry}
-        client = _Client(self.settings.client_id, clean_session=self.settings.clean, **session)
+        in_flight = _InFlight(self._drain)
+        client = _Client(self.settings.client_id, clean_session=self.settings.clean, persistent_storage=in_flight,
+                         **session)
         lost = asyncio.Event()
         client.on_disconnect = lambda *_: lost.set()
         client.on_message = self._message
-        return client, lost
+        return client, in_flight, lost
 
-    async def _connect(self, client: _Client, lost: asyncio.Event) -> None:
+    async def _connect(self, client: _Client, in_flight: _InFlight, lost: asyncio.Event) -> None:
         settings = self.settings
-        await asyncio.wait_for(client.connect(settings.host, settings.port, keepalive=settings.keepalive,
+        await asyncio.wait_for(client.connect(settings.host, settings.port, keepalive=settings.keepalive,  # TLS: ssl=
                                               version=PROTOCOLS[settings.protocol]), CONNECT_TIMEOUT)
         acked = asyncio.get_running_loop().create_future()
 
@@ -171,37 +225,25 @@ class MqttLink:
 
         client.on_subscribe = subscribed
         expected_mid = client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.topics])
-        await asyncio.wait_for(self._first(acked, lost.wait()), CONNECT_TIMEOUT)
+        await asyncio.wait_for(_first(acked, lost.wait()), CONNECT_TIMEOUT)
         if not acked.done():
             raise LinkError("connection lost before the subscriptions were acknowledged")
         granted = acked.result()
-        refused = [topic for topic, qos in zip(self.topics, granted) if qos >= 0x80]
+        refused = [topic for topic, qos in zip(self.topics, granted, strict=False) if qos >= 0x80]
         if refused or len(granted) != len(self.topics):
             raise LinkError(f"the broker refused the subscriptions {refused or granted}")
         self.connections += 1
-        self._client = client
-
-    @staticmethod
-    async def _first(*awaitables) -> None:
-        """Wait until one finishes; cancel the coroutines left (a future passed in is left alone)."""
-        tasks = [a if asyncio.isfuture(a) else asyncio.ensure_future(a) for a in awaitables]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task, awaitable in zip(tasks, awaitables):
-                if task is not awaitable:
-                    task.cancel()
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        self._client, self._in_flight = client, in_flight
 
     async def _close(self, client: _Client) -> None:
-        self._client = None
+        """Drop the connection; what it left unacknowledged goes back to the front of the outbox."""
+        if self._client is client:
+            unacked = list(self._in_flight.sent.values())
+            self._client, self._in_flight = None, None
+            self._outbox.extendleft(reversed(unacked))
+            self._trim()
         try:
-            await asyncio.wait_for(client.disconnect(), 2.0)
+            await asyncio.wait_for(client.disconnect(), CLOSE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - the connection is being dropped either way
             log.debug("MQTT disconnect: %s", exc)
 
@@ -217,14 +259,59 @@ class MqttLink:
             self._on_message(topic, payload)
         except Exception:  # noqa: BLE001 - one bad message must not take the connection down
             log.exception("MQTT link: on_message failed for %s", topic)
-        return 0
+        return 0  # PUBACK: success
 
-    def _publish(self, topic: str, payload: bytes, qos: int) -> None:
-        client = self._client
-        if client is None or not self.ready:
-            log.debug("MQTT link down: dropped a publish to %s", topic)
-            return
-        try:
-            client.publish(topic, payload, qos=qos)
-        except (OverflowError, OSError, AttributeError) as exc:
-            log.warning("MQTT publish to %s failed: %s", topic, exc)
+    def _queue(self, topic: str, payload: bytes) -> None:
+        self._outbox.append((topic, payload))
+        self._trim()
+        self._drain()
+
+    def _trim(self) -> None:
+        while len(self._outbox) > self.settings.outbox_limit:
+            self._outbox.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("MQTT outbox full: %d publishes dropped so far", self.dropped)
+
+    def _drain(self) -> None:
+        client, in_flight = self._client, self._in_flight
+        while self._outbox and self.ready and client is not None and \
+                len(in_flight.sent) < self.settings.publish_window:
+            topic, payload = self._outbox.popleft()
+            in_flight.sending = (topic, payload)
+            try:
+                client.publish(topic, payload, qos=1)
+            except OverflowError:  # the broker's receive maximum is below our window: wait for a PUBACK
+                self._outbox.appendleft((topic, payload))
+                return
+            except (OSError, AttributeError) as exc:  # the connection is going; its loss is noticed elsewhere
+                self._outbox.appendleft((topic, payload))
+                log.debug("MQTT publish to %s deferred: %s", topic, exc)
+                return
+            finally:
+                in_flight.sending = None
+
+
+async def _first(*awaitables) -> None:
+    """Wait until one finishes; cancel the coroutines left (a future passed in is left alone)."""
+    tasks = [a if asyncio.isfuture(a) else asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task, awaitable in zip(tasks, awaitables, strict=True):
+            if task is not awaitable:
+                task.cancel()
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -160,3 +161,79 @@ def test_a_dead_root_supervisor_restarts_the_whole_tree(agent_conf):
         assert agent.poll() is None
     finally:
         assert stop_agent(agent) == 0
+
+
+# -- configuration checked before anything starts -------------------------------------------------------------
+
+AGENT_COMMANDS = [("agent",), ("demo",), ("status",), ("status", "--json"), ("plan",), ("poll-now",),
+                  ("shadow", "watch", "demo-device")]
+CLOUD_COMMANDS = [("cloud",), ("shadow", "get", "demo-device"), ("target", "get", "demo-device")]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes whose command line holds ``text``: forked actors inherit run.py's, config path included."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def refused(tmp_path, args, config_text: str | bytes | None = None, kind: str = "agent"):
+    """Run ``run.py ARGS --config FILE`` on a file of its own; return (exit code, stderr, seconds)."""
+    path = tmp_path / f"{kind}-{len(list(tmp_path.iterdir()))}.toml"
+    if config_text is None:
+        config_text = f'[store]\npath = "{tmp_path}/agent.db"\n' if kind == "agent" else ""
+    path.write_bytes(config_text if isinstance(config_text, bytes) else config_text.encode())
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "run.py", *args, "--config", str(path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert processes_mentioning(str(path)) == []  # no actor (nor anything else) was started
+    assert not (tmp_path / "agent.db").exists()  # the agent's store is opened before any actor starts
+    return result.returncode, result.stderr, elapsed
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("override, key", [
+    ("actors.poller.settings.intervall=5", "actors.poller.settings.intervall: unknown setting"),
+    ("actors.reconciler.settings.cooldown=60", "actors.reconciler.settings.cooldown: unknown setting"),
+    ('actors.poller.settings.interval="5"', "actors.poller.settings.interval must be float, got str"),
+    ("agent.admin_port=99999", "agent.admin_port must be in 1..65535, got 99999"),
+    ("mqtt.port=-1", "mqtt.port must be in 1..65535, got -1"),
+])
+def test_a_bad_agent_setting_stops_every_command_before_anything_starts(tmp_path, command, override, key):
+    code, stderr, elapsed = refused(tmp_path, [*command, "--set", override])
+    assert code == 2 and stderr.startswith("configuration error: ") and len(stderr.strip().splitlines()) == 1
+    assert key in stderr
+    assert elapsed < 5  # the interpreter and the actor modules' imports (about 0.5 s); nothing waits
+
+
+@pytest.mark.parametrize("command", AGENT_COMMANDS[:3], ids=" ".join)
+@pytest.mark.parametrize("content, message", [
+    (b'[device]\nthing = "caf\xe9"\n', "not UTF-8"),
+    (b"[device\n", "not valid TOML"),
+    (b"[mqtt]\nport = 99999\n", "mqtt.port must be in 1..65535"),
+])
+def test_a_broken_agent_file_stops_every_command_before_anything_starts(tmp_path, command, content, message):
+    code, stderr, _ = refused(tmp_path, list(command), content)
+    assert code == 2 and stderr.startswith("configuration error: ") and len(stderr.strip().splitlines()) == 1
+    assert message in stderr
+
+
+@pytest.mark.parametrize("command", CLOUD_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("content, message", [
+    (b"[http]\nport = 99999\n", "http.port must be in 1..65535"),
+    (b"[mqtt]\nport = -1\n", "mqtt.port must be in 1..65535"),
+    (b"[http]\nprot = 1\n", "unknown configuration key 'http.prot'"),
+    (b'[seed]\nthing = "\xff"\n', "not UTF-8"),
+    (b"[http\n", "not valid TOML"),
+])
+def test_a_broken_cloud_file_stops_every_cloud_command(tmp_path, command, content, message):
+    code, stderr, _ = refused(tmp_path, list(command), content, kind="cloud")
+    assert code == 2 and stderr.startswith("configuration error: ") and len(stderr.strip().splitlines()) == 1
+    assert message in stderr

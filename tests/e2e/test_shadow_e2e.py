@@ -13,8 +13,8 @@ import time
 import pytest
 
 import conf
-from cloud.client import CloudClient
 from cloud.loopback import free_port
+from messages.transport.http import CloudClient
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
 from tests.support.polling import wait_for, wait_quiet

@@ -18,11 +18,13 @@ from actors.shadow.app_config import (
     wants_restart,
     write_atomically,
 )
+from conf.schema import parse
 from messages.bus.shadow import ShadowDelta
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
 from tests.support.probe_actors import recorded_rows
 
+WHERE = "actors.app_config.settings"
 APP = AppConfigSettings(path="/unused", keys=("t", "mode", "features"), app_id="1", services=("app", "worker"),
                         ranges=(("t", 16.0, 30.0),))
 
@@ -60,7 +62,7 @@ def test_restarts_when_asked_or_when_a_value_changed_under_the_standing_flag():
 
 
 def test_settings_are_checked():
-    assert AppConfigSettings.from_settings({"path": "a.json", "keys": ["t"], "ranges": {"t": [1, 2]}}).ranges == \
+    assert parse(AppConfigSettings, {"path": "a.json", "keys": ["t"], "ranges": {"t": [1, 2]}}, WHERE).ranges == \
         (("t", 1.0, 2.0),)
     for bad, message in [({"keys": ["t"]}, "path"), ({"path": "a", "keys": []}, "keys"),
                          ({"path": "a", "keys": ["t"], "ranges": {"u": [1, 2]}}, "ranges.u"),
@@ -68,7 +70,7 @@ def test_settings_are_checked():
                          ({"path": "a", "keys": ["t"], "services": "app"}, "services"),
                          ({"path": "a", "keys": ["t"], "colour": "red"}, "unknown")]:
         with pytest.raises(conf.ConfigError, match=message):
-            AppConfigSettings.from_settings(bad)
+            parse(AppConfigSettings, bad, WHERE)
 
 
 def test_the_file_is_replaced_atomically_and_readable_by_the_application(tmp_path):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from cloud.client import CloudClient
+from messages.transport.http import CloudClient
 from tests.support.cloud import DEMO, MqttProbe
 
 pytestmark = pytest.mark.broker

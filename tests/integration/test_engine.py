@@ -11,7 +11,21 @@ from actors.target.engine.adapter import (
     EngineError,
     EngineUnavailable,
 )
-from actors.target.planner import Action, CurrentState, Resource, Step, plan
+from actors.target.model import (
+    Action,
+    Create,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    Pull,
+    Remove,
+    RemoveNetwork,
+    RemoveVolume,
+    Resource,
+    Start,
+    Stop,
+)
+from actors.target.planner import plan
 from messages.protocol.target_state import TargetState, config_hash, parse_target_state
 
 IMAGE_1 = "fleetlet-test/busybox:1"
@@ -52,7 +66,7 @@ def target_of(services: dict[str, dict]) -> TargetState:
         {"serviceName": name, "config": {"image": IMAGE_1, **config}} for name, config in services.items()]}}})
 
 
-def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -> tuple[CurrentState, list]:
+def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -> tuple[EngineState, list]:
     """The executor loop: plan, run the batch, re-read the engine; every step must succeed."""
     batches = []
     for _ in range(max_batches):
@@ -66,14 +80,14 @@ def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -
     raise AssertionError(f"not converged after {max_batches} batches: {batches[-3:]}")
 
 
-def containers_by_service(current: CurrentState) -> dict[str, list]:
+def containers_by_service(current: EngineState) -> dict[str, list]:
     grouped: dict[str, list] = {}
     for container in current.containers:
         grouped.setdefault(container.service_name, []).append(container)
     return grouped
 
 
-def the_container(current: CurrentState, service_name: str):
+def the_container(current: EngineState, service_name: str):
     (container,) = containers_by_service(current)[service_name]
     return container
 
@@ -143,7 +157,7 @@ def test_a_service_removed_from_the_target_loses_its_container_and_network(clien
 @pytest.mark.docker
 def test_an_emptied_target_removes_everything_including_volumes(engine):
     converge(engine, target_of({"db": {"volumes": ["data:/data"]}}))
-    assert converge(engine, TargetState())[0] == CurrentState(images=engine.read_current().images)
+    assert converge(engine, TargetState())[0] == EngineState(images=engine.read_current().images)
 
 
 @pytest.mark.docker
@@ -217,28 +231,27 @@ def test_foreign_containers_are_never_read_nor_touched(client, engine, owner):
 def test_steps_are_idempotent(engine):
     target = target_of({"web": {"volumes": ["data:/data"]}})
     service = target.app("1").service("web")
-    steps = [Step(Action.CREATE_NETWORK, "1", "web", "test", resource="default"),
-             Step(Action.CREATE_VOLUME, "1", "web", "test", resource="data"),
-             Step(Action.PULL, "1", "web", "test", service=service, image=IMAGE_1),
-             Step(Action.CREATE, "1", "web", "test", service=service)]
+    steps = [CreateNetwork("1", "web", "test", resource="default"),
+             CreateVolume("1", "web", "test", resource="data"),
+             Pull("1", "web", "test", service=service, image=IMAGE_1),
+             Create("1", "web", "test", service=service)]
     for step in steps + steps:
         engine.execute(step)
     container = the_container(engine.read_current(), "web")
-    start, stop, remove = (Step(action, "1", "web", "test", container_id=container.id)
-                           for action in (Action.START, Action.STOP, Action.REMOVE))
+    start, stop, remove = (kind("1", "web", "test", container_id=container.id) for kind in (Start, Stop, Remove))
     for step in (start, start, stop, stop, remove, remove, stop):
         engine.execute(step)
-    for step in [Step(Action.REMOVE_NETWORK, "1", None, "test", resource="default"),
-                 Step(Action.REMOVE_VOLUME, "1", None, "test", resource="data")] * 2:
+    for step in [RemoveNetwork("1", None, "test", resource="default"),
+                 RemoveVolume("1", None, "test", resource="data")] * 2:
         engine.execute(step)
-    assert engine.read_current() == CurrentState(images=engine.read_current().images)
+    assert engine.read_current() == EngineState(images=engine.read_current().images)
     with pytest.raises(EngineError, match=r"^start 1/web: container .* no longer exists$"):
         engine.execute(start)
 
 
 @pytest.mark.docker
 def test_pull_without_a_registry_fails_cleanly(engine):
-    step = Step(Action.PULL, "1", "web", "test", image="fleetlet-test/absent:1")
+    step = Pull("1", "web", "test", image="fleetlet-test/absent:1")
     with pytest.raises(EngineError) as caught:
         engine.execute(step)
     assert caught.value.step == step
@@ -248,10 +261,10 @@ def test_pull_without_a_registry_fails_cleanly(engine):
 
 @pytest.mark.docker
 def test_a_name_taken_by_a_foreign_container_is_an_error(client, engine, owner):
-    engine.execute(Step(Action.CREATE_NETWORK, "1", "web", "test", resource="default"))
+    engine.execute(CreateNetwork("1", "web", "test", resource="default"))
     blocking = client.containers.create(IMAGE_1, name=f"{owner}_1_web")
     try:
-        step = Step(Action.CREATE, "1", "web", "test", service=target_of({"web": {}}).app("1").service("web"))
+        step = Create("1", "web", "test", service=target_of({"web": {}}).app("1").service("web"))
         with pytest.raises(EngineError, match=f"container name {owner}_1_web is taken by another container"):
             engine.execute(step)
         assert client.containers.get(blocking.id).status == "created"
@@ -265,11 +278,11 @@ def test_network_and_volume_names_taken_by_foreign_objects_are_errors(client, en
     volume = client.volumes.create(f"{owner}_1_data", labels={"somebody": "else"})
     try:
         with pytest.raises(EngineError, match=f"network name {owner}_1_net is taken by a network Fleetlet does not"):
-            engine.execute(Step(Action.CREATE_NETWORK, "1", "web", "test", resource="net"))
+            engine.execute(CreateNetwork("1", "web", "test", resource="net"))
         with pytest.raises(EngineError, match=f"volume name {owner}_1_data is taken by a volume Fleetlet does not own"):
-            engine.execute(Step(Action.CREATE_VOLUME, "1", "web", "test", resource="data"))
-        engine.execute(Step(Action.REMOVE_NETWORK, "1", None, "test", resource="net"))
-        engine.execute(Step(Action.REMOVE_VOLUME, "1", None, "test", resource="data"))
+            engine.execute(CreateVolume("1", "web", "test", resource="data"))
+        engine.execute(RemoveNetwork("1", None, "test", resource="net"))
+        engine.execute(RemoveVolume("1", None, "test", resource="data"))
         assert client.networks.get(network.id) and client.volumes.get(volume.id).attrs["Labels"] == {"somebody": "else"}
     finally:
         network.remove()
@@ -291,7 +304,7 @@ def test_an_unreachable_daemon_raises_engine_unavailable(tmp_path):
     engine = DockerEngine("nobody", client_factory=factory, timeout=2)
     with pytest.raises(EngineUnavailable, match="Docker engine unavailable"):
         engine.read_current()
-    step = Step(Action.START, "1", "web", "test", container_id="abc")
+    step = Start("1", "web", "test", container_id="abc")
     with pytest.raises(EngineUnavailable) as caught:
         engine.execute(step)
     assert caught.value.step == step

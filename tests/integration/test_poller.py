@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.runtime.settings import SettingsError, load_settings
 from actors.runtime.system import AgentSystem
 from actors.target.poller import PollerSettings, interpret, known_etag, poll_delay
+from conf.schema import ConfigError, parse
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.protocol.target_state import parse_target_state, to_json
 from messages.transport.http import Response
@@ -33,14 +33,14 @@ def ok(document, etag: str | None = '"a"') -> Response:
 
 
 @settings(max_examples=200)
-@given(failures=st.integers(0, 100), spread=st.floats(-1, 1), jitter=st.floats(0, 0.9))
-def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_band(failures, spread, jitter):
+@given(failures=st.integers(0, 100), fraction=st.floats(0, 1), jitter=st.floats(0, 0.9))
+def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_band(failures, fraction, jitter):
     options = PollerSettings(interval=60.0, jitter=jitter, backoff_min=2.0, backoff_max=300.0)
-    delay = poll_delay(options, failures, spread)
+    delay = poll_delay(options, failures, fraction)
     base = 60.0 if failures == 0 else min(300.0, 2.0 * 2 ** (failures - 1))
     assert base * (1 - jitter) - 1e-9 <= delay <= base * (1 + jitter) + 1e-9
     if failures:
-        assert poll_delay(options, failures + 1, spread) >= delay
+        assert poll_delay(options, failures + 1, fraction) >= delay
 
 
 def test_the_etag_sent_is_the_newest_document_seen():
@@ -81,15 +81,15 @@ def test_an_invalid_document_is_rejected_whole_with_its_reason(body, reason):
 
 
 def test_settings_are_checked_and_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(PollerSettings, conf.defaults("agent")["actors"]["poller"]["settings"],
-                         "poller") == PollerSettings()
-    assert load_settings(PollerSettings, {"interval": 5}, "poller").interval == 5.0
-    with pytest.raises(SettingsError, match=r"actors.poller.settings.intervall: unknown setting"):
-        load_settings(PollerSettings, {"intervall": 5}, "poller")
-    with pytest.raises(SettingsError, match="interval must be float, got str"):
-        load_settings(PollerSettings, {"interval": "5"}, "poller")
-    with pytest.raises(SettingsError, match="jitter must be in"):
-        load_settings(PollerSettings, {"jitter": 1.5}, "poller")
+    assert parse(PollerSettings, conf.defaults("agent")["actors"]["poller"]["settings"],
+                 "actors.poller.settings") == PollerSettings()
+    assert parse(PollerSettings, {"interval": 5}, "actors.poller.settings").interval == 5.0
+    with pytest.raises(ConfigError, match=r"actors.poller.settings.intervall: unknown setting"):
+        parse(PollerSettings, {"intervall": 5}, "actors.poller.settings")
+    with pytest.raises(ConfigError, match="interval must be float, got str"):
+        parse(PollerSettings, {"interval": "5"}, "actors.poller.settings")
+    with pytest.raises(ConfigError, match="jitter must be in"):
+        parse(PollerSettings, {"jitter": 1.5}, "actors.poller.settings")
 
 
 # -- the actor against a stub cloud ----------------------------------------------------------------------

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 import conf
 import messages
-from actors.runtime.settings import load_settings
 from actors.runtime.system import AgentSystem
-from actors.target.reporter import ReporterSettings, report_patch, target_section
+from actors.target.reporter import ReporterSettings, target_section
+from conf.schema import parse
 from fleetlet_version import __version__
 from messages.bus.target import CurrentState, TargetStateRejected
-from messages.protocol.patches import apply_patch
+from messages.protocol.patches import apply_patch, report_patch
 from store import Store, TargetRejection
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for, wait_quiet
@@ -57,8 +57,8 @@ def test_the_target_section_shows_a_rejection_until_a_newer_target_is_stored():
 
 
 def test_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(ReporterSettings, conf.defaults("agent")["actors"]["reporter"]["settings"],
-                         "reporter") == ReporterSettings()
+    assert parse(ReporterSettings, conf.defaults("agent")["actors"]["reporter"]["settings"],
+                 "actors.reporter.settings") == ReporterSettings()
 
 
 # -- the actor against a stub cloud ----------------------------------------------------------------------

@@ -20,8 +20,8 @@ import uuid
 import gmqtt
 import pytest
 
-from cloud.client import CloudClient, CloudUnreachable
 from cloud.loopback import free_port
+from messages.transport.http import CloudClient, CloudError
 from tests.support.polling import wait_for
 from tests.support.postgres import required as required_postgres
 
@@ -70,7 +70,7 @@ class CloudProcess:
             raise RuntimeError(f"the cloud exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
         try:
             return self.client(None).health().status == 200
-        except CloudUnreachable:
+        except CloudError:
             return False
 
     def stop(self, timeout: float = 10.0) -> int | None:

@@ -29,13 +29,19 @@ class Quit:
     code: int
 
 
+@dataclass(frozen=True)
+class RecorderSettings:
+    path: str
+
+
 class Recorder(FleetletActor):
-    """Appends every message it receives, with its own pid, to the JSON-lines file in settings['path']."""
+    """Appends every message it receives, with its own pid, to the JSON-lines file in settings.path."""
+    Settings = RecorderSettings
 
     def unhandled(self, typed, raw: bytes, sender) -> None:
         row = {"actor": self.name, "pid": os.getpid(), "type": type(typed).__name__,
                **dataclasses.asdict(typed)}
-        with open(self.settings["path"], "a") as fh:
+        with open(self.options.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
 
 

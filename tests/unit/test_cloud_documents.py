@@ -8,10 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.documents import (
-    canonical_json,
     emqx_shadow_view,
     etag_matches,
-    merge_report,
     strong_etag,
 )
 from cloud.shadow_service import (
@@ -22,15 +20,17 @@ from cloud.shadow_service import (
     route,
     subscription_topics,
 )
+from messages.protocol.json import canonical_text
+from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import ShadowError
 
-ETAG = strong_etag(canonical_json({"apps": {}}))
+ETAG = strong_etag(canonical_text({"apps": {}}))
 
 
 def test_the_etag_is_strong_and_depends_only_on_the_content():
-    assert ETAG == strong_etag(canonical_json(json.loads('{ "apps" : {} }')))
+    assert ETAG == strong_etag(canonical_text(json.loads('{ "apps" : {} }')))
     assert ETAG.startswith('"') and not ETAG.startswith('W/') and len(ETAG) == 66
-    assert ETAG != strong_etag(canonical_json({"apps": {"1": {}}}))
+    assert ETAG != strong_etag(canonical_text({"apps": {"1": {}}}))
 
 
 @pytest.mark.parametrize("header, matches", [
@@ -49,17 +49,17 @@ objects = st.dictionaries(st.text(max_size=2), json_values, max_size=4)
 @settings(max_examples=150, deadline=None)
 @given(objects, objects)
 def test_a_report_merge_holds_no_null_and_keeps_what_it_did_not_touch(state, patch):
-    state = merge_report({}, state)  # a stored state never holds a null
-    merged = merge_report(state, patch)
+    state = apply_patch({}, state)  # a stored state never holds a null
+    merged = apply_patch(state, patch)
     assert "null" not in json.dumps(merged)
     for key, value in patch.items():
         if value is None:
             assert key not in merged
         elif not (isinstance(value, dict) and isinstance(state.get(key), dict)):
-            assert merged[key] == merge_report({}, {"v": value}).get("v")
+            assert merged[key] == apply_patch({}, {"v": value}).get("v")
     for key in state.keys() - patch.keys():
         assert merged[key] == state[key]
-    assert merge_report(merged, patch) == merged  # applying a report twice changes nothing more
+    assert apply_patch(merged, patch) == merged  # applying a report twice changes nothing more
 
 
 def test_the_emqx_view_is_flat_with_the_delta_and_an_iso_time():

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 import conf
-from cloud.settings import load_settings
+from cloud.settings import load_cloud_settings
 
 
 def test_the_defaults_make_a_loopback_cloud_seeded_with_the_agents_demo_device():
-    settings = load_settings()
+    settings = load_cloud_settings()
     agent = conf.defaults("agent")
     assert (settings.http_host, settings.http_port, settings.mqtt.host) == ("127.0.0.1", 8080, "127.0.0.1")
     assert settings.base_url == agent["cloud"]["url"]
@@ -43,17 +43,17 @@ def test_every_key_of_the_default_file_is_documented():
 ])
 def test_bad_values_are_refused_naming_the_key(override, key):
     with pytest.raises(conf.ConfigError, match=key.replace(".", r"\.")):
-        load_settings(None, [override])
+        load_cloud_settings(None, [override])
 
 
 def test_the_quota_goes_up_to_thirty_kib_and_the_seed_can_be_left_out():
-    settings = load_settings(None, ["shadow.max_state_bytes=30720", 'seed.uuid=""'])
+    settings = load_cloud_settings(None, ["shadow.max_state_bytes=30720", 'seed.uuid=""'])
     assert settings.limits.max_state_bytes == 30720 and settings.seed is None
 
 
 def test_listening_beyond_loopback_needs_a_secret_admin_token():
     with pytest.raises(conf.ConfigError, match="admin_token"):
-        load_settings(None, ["http.host=0.0.0.0"])
-    settings = load_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
+        load_cloud_settings(None, ["http.host=0.0.0.0"])
+    settings = load_cloud_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
     assert settings.base_url == "http://127.0.0.1:8080"
-    assert load_settings(None, ["http.host=::1"]).base_url == "http://[::1]:8080"
+    assert load_cloud_settings(None, ["http.host=::1"]).base_url == "http://[::1]:8080"

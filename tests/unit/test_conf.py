@@ -41,9 +41,10 @@ def test_bad_overrides_are_refused_with_the_key(override, message):
 
 
 def test_a_new_actor_type_is_one_configuration_entry():
-    config = conf.load("agent", None, ['actors.metrics.class="mypkg.Metrics"',
+    # The class must exist: it is imported at load, so that its settings and subscriptions are checked.
+    config = conf.load("agent", None, ['actors.metrics.class="tests.support.probe_actors.Idle"',
                                        'actors.metrics.subscribes=["Ping"]'])
-    assert config["actors"]["metrics"] == {"class": "mypkg.Metrics", "subscribes": ["Ping"]}
+    assert config["actors"]["metrics"] == {"class": "tests.support.probe_actors.Idle", "subscribes": ["Ping"]}
 
 
 def test_unreadable_and_invalid_files(tmp_path):

@@ -5,16 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.target.planner import (
-    ACTIVE_STATUSES,
-    Action,
-    ContainerInfo,
-    CurrentState,
-    Resource,
-    Step,
-    explain,
-    plan,
-)
+from actors.target.model import ACTIVE_STATUSES, Action, ContainerInfo, EngineState, Resource, Step
+from actors.target.planner import explain, plan
 from messages.protocol.target_state import (
     Service,
     TargetState,
@@ -58,11 +50,11 @@ def resources_for(target: TargetState) -> tuple[frozenset[Resource], frozenset[R
     return frozenset(networks), frozenset(volumes)
 
 
-def converged_state(target: TargetState, images=frozenset({IMAGE_1, IMAGE_2})) -> CurrentState:
+def converged_state(target: TargetState, images=frozenset({IMAGE_1, IMAGE_2})) -> EngineState:
     networks, volumes = resources_for(target)
     containers = tuple(container_for(service, app.app_id, "running" if service.config.running else "exited")
                        for app in target.apps for service in app.services)
-    return CurrentState(containers=containers, images=frozenset(images), networks=networks, volumes=volumes)
+    return EngineState(containers=containers, images=frozenset(images), networks=networks, volumes=volumes)
 
 
 def actions(steps: list[Step]) -> list[tuple[str, str | None]]:
@@ -72,10 +64,10 @@ def actions(steps: list[Step]) -> list[tuple[str, str | None]]:
 # --- the executor model: a pure stand-in for the engine, used to run plans to the end ----------------------------
 
 
-def apply_step(current: CurrentState, step: Step) -> CurrentState:
+def apply_step(current: EngineState, step: Step) -> EngineState:
     """The engine's effect of one step; asserts the step makes sense in `current` (so the planner is checked too)."""
     containers = {container.id: container for container in current.containers}
-    resource = Resource(step.app_id, step.resource or "")
+    resource = Resource(step.app_id, getattr(step, "resource", ""))
     if step.action is Action.CREATE_NETWORK:
         assert resource not in current.networks
         return dataclasses.replace(current, networks=current.networks | {resource})
@@ -116,12 +108,12 @@ def apply_step(current: CurrentState, step: Step) -> CurrentState:
     return dataclasses.replace(current, containers=tuple(sorted(containers.values(), key=lambda c: c.id)))
 
 
-def normalised(current: CurrentState) -> CurrentState:
+def normalised(current: EngineState) -> EngineState:
     return dataclasses.replace(current, containers=tuple(sorted(current.containers, key=lambda c: c.id)))
 
 
-def run_to_end(target: TargetState, current: CurrentState, max_batches: int = 40,
-               fail=lambda step: False) -> tuple[CurrentState, list[list[Step]]]:
+def run_to_end(target: TargetState, current: EngineState, max_batches: int = 40,
+               fail=lambda step: False) -> tuple[EngineState, list[list[Step]]]:
     """Plan, check the batch is really parallel, apply it, re-plan: until plan() is [] (bounded)."""
     failed: set = set()
     batches = []
@@ -147,7 +139,7 @@ def run_to_end(target: TargetState, current: CurrentState, max_batches: int = 40
     raise AssertionError(f"no convergence after {max_batches} batches: {batches[-3:]}")
 
 
-def dependency_ready(target: TargetState, current: CurrentState, app_id: str, name: str) -> bool:
+def dependency_ready(target: TargetState, current: EngineState, app_id: str, name: str) -> bool:
     service = service_of(target, name, app_id)
     return any(c.app_id == app_id and c.service_name == name and c.config_hash == config_hash(service)
                and (c.status == "running" or (c.status == "exited" and c.exit_code == 0
@@ -155,12 +147,12 @@ def dependency_ready(target: TargetState, current: CurrentState, app_id: str, na
                for c in current.containers)
 
 
-def check_batch(target: TargetState, current: CurrentState, batch: list[Step], failed: set) -> None:
+def check_batch(target: TargetState, current: EngineState, batch: list[Step], failed: set) -> None:
     known = {container.id: container for container in current.containers}
     for step in batch:
         assert step.key not in failed
         assert step.reason
-        if step.container_id is not None:
+        if getattr(step, "container_id", None) is not None:
             assert step.container_id in known, "a step names a container that is not ours"
         starts = step.action is Action.START or (step.action is Action.CREATE and step.service.config.running)
         if starts:
@@ -172,7 +164,7 @@ def check_batch(target: TargetState, current: CurrentState, batch: list[Step], f
                 assert step.service.config.image in current.images, "old container killed before the download"
 
 
-def assert_converged(target: TargetState, current: CurrentState) -> None:
+def assert_converged(target: TargetState, current: EngineState) -> None:
     remaining = list(current.containers)
     for app in target.apps:
         for service in app.services:
@@ -200,12 +192,12 @@ def assert_converged(target: TargetState, current: CurrentState) -> None:
 
 
 def test_nothing_to_do_for_an_empty_target_and_engine():
-    assert plan(TargetState(), CurrentState()) == []
+    assert plan(TargetState(), EngineState()) == []
 
 
 def test_fresh_deploy_creates_the_network_then_the_container_then_starts_it():
     target = target_of({"web": {}})
-    current = CurrentState(images=frozenset({IMAGE_1}))
+    current = EngineState(images=frozenset({IMAGE_1}))
     first = plan(target, current)
     assert actions(first) == [("create_network", "web")]
     assert first[0].resource == "default" and first[0].reason == "network default missing (needed by web)"
@@ -219,14 +211,14 @@ def test_fresh_deploy_creates_the_network_then_the_container_then_starts_it():
     assert plan(target, apply_step(current, start)) == []
 
 
-def create_id(current: CurrentState) -> str:
+def create_id(current: EngineState) -> str:
     (container,) = current.containers
     return container.id
 
 
 def test_missing_image_is_pulled_in_parallel_with_creating_networks_and_volumes():
     target = target_of({"web": {"image": IMAGE_2, "volumes": ["data:/data"], "networks": ["front"]}})
-    batch = plan(target, CurrentState(images=frozenset({IMAGE_1})))
+    batch = plan(target, EngineState(images=frozenset({IMAGE_1})))
     assert sorted(actions(batch)) == [("create_network", "web"), ("create_volume", "web"), ("pull", "web")]
     pull = next(step for step in batch if step.action is Action.PULL)
     assert (pull.image, pull.reason) == (IMAGE_2, f"image {IMAGE_2} missing")
@@ -254,7 +246,7 @@ def test_an_environment_change_recreates_only_that_service():
     assert container_of(final, "web") == container_of(current, "web")
 
 
-def container_of(current: CurrentState, name: str) -> ContainerInfo:
+def container_of(current: EngineState, name: str) -> ContainerInfo:
     (container,) = [c for c in current.containers if c.service_name == name]
     return container
 
@@ -311,14 +303,14 @@ def test_running_false_stops_without_recreating():
 
 def test_a_stopped_service_is_created_but_not_started():
     target = target_of({"web": {"running": False}})
-    final, batches = run_to_end(target, CurrentState(images=frozenset({IMAGE_1})))
+    final, batches = run_to_end(target, EngineState(images=frozenset({IMAGE_1})))
     assert [actions(batch) for batch in batches] == [[("create_network", "web")], [("create", "web")]]
     assert container_of(final, "web").status == "created"
 
 
 def test_dependents_are_created_only_once_their_dependencies_run():
     target = target_of({"db": {}, "api": {"depends_on": ["db"]}, "web": {"depends_on": ["api", "db"]}})
-    current = CurrentState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}))
+    current = EngineState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}))
     assert actions(plan(target, current)) == [("create", "db")]
     assert {(entry["service_name"], entry["status"], entry["reason"]) for entry in explain(target, current)} == {
         ("db", "pending", "no container"),
@@ -435,13 +427,13 @@ def test_duplicates_are_reduced_to_the_up_to_date_running_one():
 
 def test_shared_missing_image_is_pulled_once():
     target = target_of({"a": {"image": IMAGE_2}, "b": {"image": IMAGE_2}})
-    batch = plan(target, CurrentState(networks=frozenset({Resource("1", "default")})))
+    batch = plan(target, EngineState(networks=frozenset({Resource("1", "default")})))
     assert actions(batch) == [("pull", "a")]
 
 
 def test_failed_services_get_no_steps_until_cleared():
     target = target_of({"db": {}, "web": {"depends_on": ["db"]}})
-    current = CurrentState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}))
+    current = EngineState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}))
     assert plan(target, current, frozenset({("1", "db")})) == []
     assert {(entry["service_name"], entry["status"]) for entry in explain(target, current, frozenset({("1", "db")}))} \
         == {("db", "failed"), ("web", "waiting")}
@@ -449,7 +441,7 @@ def test_failed_services_get_no_steps_until_cleared():
 
 def test_a_failed_network_is_retried_on_behalf_of_the_next_service_then_given_up():
     target = target_of({"a": {"networks": ["n"]}, "b": {"networks": ["n"]}})
-    current = CurrentState(images=frozenset({IMAGE_1}))
+    current = EngineState(images=frozenset({IMAGE_1}))
     (first,) = plan(target, current)
     assert (first.action, first.key) == (Action.CREATE_NETWORK, ("1", "a"))
     (second,) = plan(target, current, frozenset({first.key}))
@@ -458,7 +450,7 @@ def test_a_failed_network_is_retried_on_behalf_of_the_next_service_then_given_up
 
 
 def test_failed_housekeeping_is_skipped():
-    current = CurrentState(networks=frozenset({Resource("9", "old")}), volumes=frozenset({Resource("9", "v")}))
+    current = EngineState(networks=frozenset({Resource("9", "old")}), volumes=frozenset({Resource("9", "v")}))
     assert sorted(actions(plan(TargetState(), current))) == [("remove_network", None), ("remove_volume", None)]
     assert plan(TargetState(), current, frozenset({("9", None)})) == []
 
@@ -466,7 +458,7 @@ def test_failed_housekeeping_is_skipped():
 def test_plan_does_not_depend_on_the_order_the_engine_lists_containers():
     target = target_of({"db": {}, "web": {"image": IMAGE_2}})
     stale = [container_for(service_of(target, "db"), id=str(index), config_hash=f"h{index}") for index in range(5)]
-    current = CurrentState(containers=tuple(stale), images=frozenset({IMAGE_1}))
+    current = EngineState(containers=tuple(stale), images=frozenset({IMAGE_1}))
     reversed_current = dataclasses.replace(current, containers=tuple(reversed(stale)))
     assert plan(target, current) == plan(target, reversed_current)
 
@@ -511,7 +503,7 @@ def targets(draw) -> TargetState:
 
 
 @st.composite
-def messy_states(draw, target: TargetState) -> CurrentState:
+def messy_states(draw, target: TargetState) -> EngineState:
     """Whatever a crash, a human or an older target may have left: stale, duplicate, foreign-app containers."""
     containers = []
     for app_id in APP_IDS:
@@ -532,7 +524,7 @@ def messy_states(draw, target: TargetState) -> CurrentState:
                 ))
     resources = st.frozensets(st.builds(Resource, st.sampled_from(APP_IDS), st.sampled_from(
         ["default", "front", "back", "data", "logs"])), max_size=6)
-    return CurrentState(containers=tuple(draw(st.permutations(containers))),
+    return EngineState(containers=tuple(draw(st.permutations(containers))),
                         images=draw(st.frozensets(st.sampled_from(IMAGES))),
                         networks=draw(resources), volumes=draw(resources))
 

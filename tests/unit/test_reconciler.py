@@ -3,25 +3,23 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import conf
 import messages
-from actors.runtime.settings import load_settings
 from actors.target.engine.worker import (
     state_from_wire,
     state_to_wire,
     step_from_wire,
     step_to_wire,
 )
-from actors.target.planner import Action, CurrentState, Resource, Step, explain, plan
-from actors.target.reconciler import (
-    ReconcilerSettings,
-    finished_restarts,
-    next_steps,
-    obsolete_pulls,
-    report_state,
-    restart_steps,
-    retry_delay,
-)
+from actors.target.model import STEP_TYPES, Action, Create, EngineState, Pull, Resource, Step
+from actors.target.planner import explain, plan
+from actors.target.reconciler import ReconcilerSettings, retry_delay
+from actors.target.report import report_state
+from actors.target.scheduling import finished_restarts, next_steps, obsolete_pulls, restart_steps
+from conf.schema import parse
 from messages.bus.engine import EngineJob, EngineJobDone
 from tests.unit.test_planner import (
     IMAGE_1,
@@ -32,7 +30,7 @@ from tests.unit.test_planner import (
     target_of,
 )
 
-NO_IMAGES = CurrentState()
+NO_IMAGES = EngineState()
 ALL = 100  # slots
 
 
@@ -42,7 +40,7 @@ def keys(steps: list[Step]) -> list[tuple[str, str | None]]:
 
 def test_a_network_or_pull_underway_for_one_service_is_not_started_again_for_another():
     target = target_of({"a": {"image": IMAGE_2}, "b": {"image": IMAGE_2}})
-    current = CurrentState(images=frozenset({IMAGE_1}))
+    current = EngineState(images=frozenset({IMAGE_1}))
     first = next_steps(target, current, [], frozenset(), {}, ALL)
     assert keys(first) == [("create_network", "a"), ("pull", "a")]
     # a's steps run: the plan now gives b the network and the pull, which are already underway
@@ -52,7 +50,7 @@ def test_a_network_or_pull_underway_for_one_service_is_not_started_again_for_ano
 def test_services_backing_off_get_no_step_and_slots_bound_the_batch():
     target = target_of({name: {} for name in "abcde"})
     networks = frozenset({Resource("1", "default")})
-    current = CurrentState(images=frozenset({IMAGE_1}), networks=networks)
+    current = EngineState(images=frozenset({IMAGE_1}), networks=networks)
     assert keys(next_steps(target, current, [], frozenset({("1", "a")}), {}, 2)) == [("create", "b"), ("create", "c")]
     assert next_steps(target, current, [], frozenset(), {}, 0) == []
 
@@ -71,7 +69,7 @@ def test_a_restart_stops_the_running_container_then_starts_it_again():
         assert [(s.action, s.container_id) for s in steps] == [(Action.START, web.id)]
         assert finished_restarts(stopped, {("1", "web"): phase}) == set()
     assert finished_restarts(current, {("1", "web"): "start"}) == {("1", "web")}  # running again: done
-    assert finished_restarts(CurrentState(), {("1", "web"): "stop"}) == {("1", "web")}  # nothing to restart
+    assert finished_restarts(EngineState(), {("1", "web"): "stop"}) == {("1", "web")}  # nothing to restart
     assert restart_steps(current, {}) == []
 
 
@@ -89,10 +87,10 @@ def test_the_report_shows_each_service_and_each_app_s_update_status():
     target = target_of({"web": {}, "db": {"image": IMAGE_2}}, api={"worker": {}})
     web, worker = service_of(target, "web"), service_of(target, "worker", "api")
     gone = container_for(service_of(target_of({"old": {}}), "old"), status="exited")
-    current = CurrentState(containers=(container_for(web), container_for(worker, "api"), gone),
+    current = EngineState(containers=(container_for(web), container_for(worker, "api"), gone),
                            images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default"),
                                                                            Resource("api", "default")}))
-    pull = Step(Action.PULL, "1", "db", "image missing", image=IMAGE_2)
+    pull = Pull("1", "db", "image missing", image=IMAGE_2)
     report = report_state(target, current, explain(target, current), {}, [pull])
     assert report == {"apps": {
         "1": {"update_status": "downloading", "services": {
@@ -115,7 +113,7 @@ def test_the_report_shows_each_service_and_each_app_s_update_status():
 def test_steps_and_states_cross_the_wire_unchanged():
     target = target_of({"web": {"ports": ["8080:80/udp"], "environment": {"A": "1"}, "volumes": ["data:/data:ro"],
                                 "command": "sh -c 'sleep 1'"}})
-    for step in plan(target, CurrentState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}),
+    for step in plan(target, EngineState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}),
                                           volumes=frozenset({Resource("1", "data")}))):
         job = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step))))
         assert step_from_wire(job.step) == step
@@ -125,6 +123,20 @@ def test_steps_and_states_cross_the_wire_unchanged():
 
 
 def test_the_documented_defaults_are_the_code_defaults():
-    assert load_settings(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
-                         "reconciler") == ReconcilerSettings()
+    assert parse(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
+                 "actors.reconciler.settings") == ReconcilerSettings()
     assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_every_step_type_crosses_the_wire_as_itself(data):
+    service = service_of(target_of({"web": {"ports": ["8080:80"]}}), "web")
+    text, names = st.text(min_size=1, max_size=8), st.none() | st.text(min_size=1, max_size=8)
+    kind = data.draw(st.sampled_from(sorted(STEP_TYPES.values(), key=lambda kind: kind.action.value)))
+    arguments = {"app_id": text, "service_name": names, "reason": text, "resource": text, "image": text,
+                 "container_id": text, "service": st.just(service) if kind is Create else st.none() | st.just(service)}
+    step = data.draw(st.builds(kind, **{field.name: arguments[field.name] for field in dataclasses.fields(kind)}))
+    wire = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step)))).step
+    assert type(step_from_wire(wire)) is kind and step_from_wire(wire) == step
+    assert wire.action == kind.action.value

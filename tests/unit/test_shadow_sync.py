@@ -26,11 +26,11 @@ from actors.shadow.sync import (
     Recovered,
     ShadowSync,
     SyncSettings,
-    report_patch,
+    as_stored,
 )
 from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
 from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
-from messages.protocol.patches import apply_patch
+from messages.protocol.patches import apply_patch, report_patch
 from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.backoff import backoff_delay
 
@@ -40,8 +40,8 @@ SETTINGS = SyncSettings(profile="aws", names=("",), report_timeout=5.0, read_tim
 TOPICS = shadow_topics("aws", "dev")
 
 
-def machine(handlers=("app",), recovered=Recovered(), **changes) -> ShadowSync:  # noqa: B008 - frozen
-    return ShadowSync("dev", "", dataclasses.replace(SETTINGS, **changes), handlers, "t-", recovered)
+def machine(handlers=("app",), recovered=None, **changes) -> ShadowSync:
+    return ShadowSync("dev", "", dataclasses.replace(SETTINGS, **changes), handlers, "t-", recovered or Recovered())
 
 
 def only(effects, kind):
@@ -159,7 +159,7 @@ def test_settings_are_checked_at_the_boundary():
        actual=st.dictionaries(st.sampled_from("abc"), st.none() | st.integers(0, 3) | st.dictionaries(
            st.sampled_from("xy"), st.integers(0, 3), max_size=2), max_size=3))
 def test_report_patch_brings_the_cloud_to_the_actual_state_and_leaves_other_keys(expected, actual):
-    patch = report_patch(expected, actual)
+    patch = report_patch(expected, as_stored(actual))
     after = apply_patch(expected, patch)
     for key, value in actual.items():
         if value is None or value == {}:  # the device does not have it: absent in the cloud too
@@ -168,7 +168,7 @@ def test_report_patch_brings_the_cloud_to_the_actual_state_and_leaves_other_keys
             assert after[key] == value
     for key in set(expected) - set(actual):
         assert after[key] == expected[key]
-    assert report_patch(after, actual) == {}  # nothing left to say: no second report
+    assert report_patch(after, as_stored(actual)) == {}  # nothing left to say: no second report
 
 
 def test_backoff_grows_to_its_cap_with_jitter_in_the_upper_half():
@@ -202,7 +202,7 @@ def test_a_delta_from_the_read_is_applied_reported_and_acknowledged():
     assert payload["state"] == {"reported": {"t": 24}} and payload["version"] == 3
     effects = sync.receive(Accepted(4, payload["clientToken"]), 1.5)
     assert only(effects, AckReport) == [AckReport("shadow:dev/", 11, {"t": 24, "mode": "cool", "fan": 1})]
-    assert sync.held == 4 and sync.outbox is None
+    assert sync.held == 4 and sync.sender.pending is None
 
 
 def test_tokens_are_fresh_and_answers_to_other_clients_are_ignored():
@@ -245,7 +245,7 @@ def test_out_of_order_and_duplicate_deltas_apply_in_version_order_and_end_on_the
     def note(effects):
         dispatched.extend(d.version for d in only(effects, ShadowDelta))
 
-    for version, answer in zip(versions, answer_after, strict=False):  # answer_after is the longer
+    for version, answer in zip(versions, answer_after, strict=False):
         note(sync.receive(Delta(version, {"v": version}), 1.0))
         if answer and sync.apply is not None:
             note(sync.on_applied(applied({"v": sync.apply.version}, sync.apply.version), 1.0))
@@ -253,7 +253,7 @@ def test_out_of_order_and_duplicate_deltas_apply_in_version_order_and_end_on_the
         note(sync.on_applied(applied({"v": sync.apply.version}, sync.apply.version), 1.0))
     assert dispatched == sorted(dispatched)
     assert dispatched[-1] == max(versions)
-    assert sync.expected == {"v": max(versions)}
+    assert sync.sender.expected == {"v": max(versions)}
 
 
 def test_a_missing_shadow_is_created_from_the_actual_state_without_a_version():
@@ -422,7 +422,7 @@ def test_the_local_copy_is_applied_whole_at_start_without_any_link():
     sync = machine(recovered=recovered)
     (delta,) = sync.start(0.0)
     assert (delta.version, delta.delta) == (9, {"t": 24, "mode": "eco"})
-    assert sync.expected == {"t": 20, "mode": "eco", "fan": 2}
+    assert sync.sender.expected == {"t": 20, "mode": "eco", "fan": 2}
     (get,) = sync.link_up(1.0)  # the pending report waits for the read
     (update,) = only(sync.receive(Document(9, recovered.desired, recovered.reported, get.payload["clientToken"]),
                                   1.1), Publish)

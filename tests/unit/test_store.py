@@ -296,6 +296,9 @@ def test_sqlite_failures_surface_as_store_error(path):
         ({"a": {"b"}}, r"document\.a: set is not a JSON value"),
         (["not", "an", "object"], r"document: expected a JSON object"),
         (functools.reduce(lambda inner, _: {"x": inner}, range(100), {}), "nested deeper than"),
+        ({"a": [2**63]}, r"document\.a\[0\]: an integer outside the signed 64-bit range"),  # what the reader takes
+        ({"a": "\ud800"}, r"document\.a: a string holds a lone surrogate"),
+        ({"\udc00": 1}, r"document key: a string holds a lone surrogate"),
     ],
 )
 def test_non_json_documents_are_refused_and_nothing_is_written(store, value, message):
@@ -326,6 +329,13 @@ def test_documents_are_stored_as_canonical_json(store):
     (text,) = store._db.execute_sql("SELECT value FROM kv WHERE key = 'doc'").fetchone()
     assert text == '{"a":[true,null,1.5,"\\u00e9"],"b":1}'
     assert store.get("doc") == {"a": [True, None, 1.5, "é"], "b": 1}
+
+
+def test_stored_json_is_read_strictly(store):
+    store.put("doc", 1)
+    store._db.execute_sql("UPDATE kv SET value = ? WHERE key = 'doc'", ('{"a": 1, "a": 2}',))
+    with pytest.raises(StoreValueError, match="stored JSON is unreadable: duplicate key 'a'"):
+        store.get("doc")
 
 
 # Target state, shadows, accepted state, errors, key/value

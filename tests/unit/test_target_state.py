@@ -425,3 +425,12 @@ def test_any_mutation_is_either_valid_or_rejected_with_invalid_target_state(data
 def test_lone_surrogates_are_rejected_as_invalid(raw):
     with pytest.raises(InvalidTargetState, match="not representable as JSON"):
         parse_target_state(raw)
+
+
+def test_the_package_exports_exactly_its_public_names():
+    import messages.protocol.target_state as package
+
+    public = {name for name in vars(package) if not name.startswith("_")} - {
+        "canonical", "fields", "images", "model", "parse"}  # the submodules themselves
+    assert set(package.__all__) == public
+    assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()

@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager, suppress
-from typing import Callable, Iterator
+from typing import Callable, Iterator, assert_never
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 
-from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from actors.target.model import (
+    ContainerInfo,
+    Create,
+    CreateNetwork,
+    CreateVolume,
+    EngineState,
+    Pull,
+    Remove,
+    RemoveNetwork,
+    RemoveVolume,
+    Resource,
+    ResourceStep,
+    Start,
+    Step,
+    Stop,
+    describe_step,
+)
 from messages.protocol.target_state import (
     PortMapping,
     config_field_hashes,
@@ -43,19 +59,13 @@ class EngineError(Exception):
     """A step (or, with step None, reading the state) failed; `reason` says why."""
 
     def __init__(self, step: Step | None, reason: str) -> None:
-        super().__init__(f"{describe(step)}: {reason}" if step else reason)
+        super().__init__(f"{describe_step(step)}: {reason}" if step else reason)
         self.step = step
         self.reason = reason
 
 
 class EngineUnavailable(EngineError):
     """The Docker daemon cannot be reached."""
-
-
-def describe(step: Step) -> str:
-    subject = step.image if step.action is Action.PULL else "/".join(
-        part for part in (step.app_id, step.resource or step.service_name) if part)
-    return f"{step.action.value} {subject}"
 
 
 class DockerEngine:
@@ -86,7 +96,7 @@ class DockerEngine:
     def resource_name(self, app_id: str, name: str) -> str:
         return f"{self.owner}_{app_id}_{name}"
 
-    def read_current(self) -> CurrentState:
+    def read_current(self) -> EngineState:
         """This owner's containers, networks and volumes, and every image present, from the engine alone."""
         with self._session(None) as client:
             owned = {"label": [f"{LABEL_MANAGED}=1", f"{LABEL_OWNER}={self.owner}"]}
@@ -100,28 +110,37 @@ class DockerEngine:
             images = frozenset(normalise_image(name) for image in client.images.list()
                                for name in image.tags + (image.attrs.get("RepoDigests") or [])
                                if "<none>" not in name)
-        return CurrentState(containers=containers, images=images,
+        return EngineState(containers=containers, images=images,
                             networks=frozenset(networks.values()), volumes=volumes)
 
     def execute(self, step: Step) -> None:
         """Run one step; raise `EngineError` (or `EngineUnavailable`) if it did not take effect."""
-        handlers = {
-            Action.CREATE_NETWORK: self._create_network,
-            Action.CREATE_VOLUME: self._create_volume,
-            Action.PULL: self._pull,
-            Action.CREATE: self._create,
-            Action.START: self._start,
-            Action.STOP: self._stop,
-            Action.REMOVE: self._remove,
-            Action.REMOVE_NETWORK: self._remove_network,
-            Action.REMOVE_VOLUME: self._remove_volume,
-        }
         with self._session(step) as client:
-            handlers[step.action](client, step)
+            match step:  # one case per step type: a new type without a handler fails type checking here
+                case CreateNetwork():
+                    self._create_network(client, step)
+                case CreateVolume():
+                    self._create_volume(client, step)
+                case Pull():
+                    self._pull(client, step)
+                case Create():
+                    self._create(client, step)
+                case Start():
+                    self._start(client, step)
+                case Stop():
+                    self._stop(client, step)
+                case Remove():
+                    self._remove(client, step)
+                case RemoveNetwork():
+                    self._remove_network(client, step)
+                case RemoveVolume():
+                    self._remove_volume(client, step)
+                case _:
+                    assert_never(step)
 
     # --- steps -------------------------------------------------------------------------------------------
 
-    def _create_network(self, client: docker.DockerClient, step: Step) -> None:
+    def _create_network(self, client: docker.DockerClient, step: CreateNetwork) -> None:
         if self._owned_networks(client, step):
             return
         name = self.resource_name(step.app_id, step.resource)
@@ -130,23 +149,23 @@ class DockerEngine:
                                            labels=self._resource_labels(step))
         except APIError as error:
             if error.status_code == 409:
-                raise EngineError(step, f"network name {name} is taken by a network Fleetlet does not own")
+                raise EngineError(step, f"network name {name} is taken by a network Fleetlet does not own") from error
             raise
 
-    def _create_volume(self, client: docker.DockerClient, step: Step) -> None:
+    def _create_volume(self, client: docker.DockerClient, step: CreateVolume) -> None:
         name = self.resource_name(step.app_id, step.resource)
         # The engine returns an existing volume of the same name instead of failing: check it is ours.
         volume = client.volumes.create(name, labels=self._resource_labels(step))
         if not self._is_owned(volume.attrs.get("Labels") or {}):
             raise EngineError(step, f"volume name {name} is taken by a volume Fleetlet does not own")
 
-    def _pull(self, client: docker.DockerClient, step: Step) -> None:
+    def _pull(self, client: docker.DockerClient, step: Pull) -> None:
         try:
             client.images.get(step.image)
         except NotFound:
             client.images.pull(step.image)
 
-    def _create(self, client: docker.DockerClient, step: Step) -> None:
+    def _create(self, client: docker.DockerClient, step: Create) -> None:
         service = step.service
         config = service.config
         name = self.container_name(step.app_id, service.service_name)
@@ -186,7 +205,7 @@ class DockerEngine:
             raise
 
     @staticmethod
-    def _accept_existing(client: docker.DockerClient, step: Step, name: str, labels: dict[str, str]) -> None:
+    def _accept_existing(client: docker.DockerClient, step: Create, name: str, labels: dict[str, str]) -> None:
         """A container of that name exists: success if it is this very service and config, else an error."""
         existing = client.containers.get(name).labels
         identity = (LABEL_OWNER, LABEL_APP_ID, LABEL_SERVICE_NAME, LABEL_CONFIG_HASH)
@@ -194,20 +213,20 @@ class DockerEngine:
             raise EngineError(step, f"container name {name} is taken by another container")
 
     @staticmethod
-    def _start(client: docker.DockerClient, step: Step) -> None:
+    def _start(client: docker.DockerClient, step: Start) -> None:
         try:
             client.api.start(step.container_id)
         except NotFound:
             raise EngineError(step, f"container {step.container_id[:12]} no longer exists") from None
 
-    def _stop(self, client: docker.DockerClient, step: Step) -> None:
+    def _stop(self, client: docker.DockerClient, step: Stop) -> None:
         try:
             client.api.stop(step.container_id, timeout=self.stop_timeout)
         except NotFound:
             pass
 
     @staticmethod
-    def _remove(client: docker.DockerClient, step: Step) -> None:
+    def _remove(client: docker.DockerClient, step: Remove) -> None:
         try:
             client.api.remove_container(step.container_id, force=True)
         except NotFound:
@@ -216,14 +235,14 @@ class DockerEngine:
             if error.status_code != 409 or "already in progress" not in str(error):
                 raise
 
-    def _remove_network(self, client: docker.DockerClient, step: Step) -> None:
+    def _remove_network(self, client: docker.DockerClient, step: RemoveNetwork) -> None:
         for network in self._owned_networks(client, step):
             try:
                 network.remove()
             except NotFound:
                 pass
 
-    def _remove_volume(self, client: docker.DockerClient, step: Step) -> None:
+    def _remove_volume(self, client: docker.DockerClient, step: RemoveVolume) -> None:
         for volume in client.volumes.list(filters=self._resource_filter(step)):
             try:
                 volume.remove()
@@ -232,16 +251,16 @@ class DockerEngine:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _owned_networks(self, client: docker.DockerClient, step: Step) -> list:
+    def _owned_networks(self, client: docker.DockerClient, step: ResourceStep) -> list:
         return client.networks.list(filters=self._resource_filter(step))
 
-    def _resource_filter(self, step: Step) -> dict[str, list[str]]:
+    def _resource_filter(self, step: ResourceStep) -> dict[str, list[str]]:
         return {"label": [f"{label}={value}" for label, value in self._resource_labels(step).items()]}
 
     def _owner_labels(self, app_id: str) -> dict[str, str]:
         return {LABEL_MANAGED: "1", LABEL_OWNER: self.owner, LABEL_APP_ID: app_id}
 
-    def _resource_labels(self, step: Step) -> dict[str, str]:
+    def _resource_labels(self, step: ResourceStep) -> dict[str, str]:
         return {**self._owner_labels(step.app_id), LABEL_RESOURCE_NAME: step.resource}
 
     def _is_owned(self, labels: dict[str, str]) -> bool:

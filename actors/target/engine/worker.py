@@ -14,23 +14,25 @@ from thespian.actors import ActorExitRequest
 import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
-from actors.target.planner import Action, ContainerInfo, CurrentState, Resource, Step
+from actors.target.model import STEP_TYPES, Action, ContainerInfo, EngineState, Resource, Step
 from messages.bus.engine import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
 
 
 def step_to_wire(step: Step) -> EngineStep:
-    return EngineStep(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(Step)},
+    """The step's own fields, the action as its value, every other argument None."""
+    return EngineStep(**{**{field.name: None for field in dataclasses.fields(EngineStep)},
+                         **{field.name: getattr(step, field.name) for field in dataclasses.fields(step)},
                          "action": step.action.value})
 
 
 def step_from_wire(step: EngineStep) -> Step:
-    return Step(**{**{field.name: getattr(step, field.name) for field in dataclasses.fields(EngineStep)},
-                   "action": Action(step.action)})
+    kind = STEP_TYPES[Action(step.action)]
+    return kind(**{field.name: getattr(step, field.name) for field in dataclasses.fields(kind)})
 
 
-def state_to_wire(state: CurrentState) -> dict:
+def state_to_wire(state: EngineState) -> dict:
     return {
         "containers": [{**{field.name: getattr(container, field.name) for field in dataclasses.fields(ContainerInfo)},
                         "networks": sorted(container.networks),
@@ -42,8 +44,8 @@ def state_to_wire(state: CurrentState) -> dict:
     }
 
 
-def state_from_wire(wire: dict) -> CurrentState:
-    return CurrentState(
+def state_from_wire(wire: dict) -> EngineState:
+    return EngineState(
         containers=tuple(ContainerInfo(**{**container, "networks": frozenset(container["networks"]),
                                           "field_hashes": tuple(tuple(pair) for pair in container["field_hashes"])})
                          for container in wire["containers"]),

@@ -1,0 +1,164 @@
+"""Strict JSON for everything that crosses the device<->cloud boundary or lands in a store (pure).
+
+One decoder and one canonical spelling, so that what one side accepts the other can carry: the bus
+(msgpack) refuses integers beyond 64 bits and lone surrogates at *encode* time, SQLite refuses integers
+of 2^63 and more, and `json.loads` happily produces both, turns `1e999` into `inf` and keeps the last of
+two equal keys. :func:`decode` refuses all of these, plus invalid UTF-8, nesting beyond a bound (measured
+on the text first, so hostile input never reaches a recursion limit) and size beyond a bound.
+
+Every refusal is a :class:`JSONRefused` subclass, so each caller maps it to the error it declares
+(PayloadError, InvalidTargetState, ShadowError, StoreValueError, the API's 400) and keeps its wording.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_DEPTH = 64  # containers inside containers; no document of ours comes near it
+_MAX_INT_CHARS = 20  # "-9223372036854775808": int() never sees a longer digit string (CPython stops at 4300)
+# A string (escapes included) or a bracket: what the depth scan needs to see, in one pass without recursion.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+class JSONRefused(ValueError):
+    """The text is not a JSON value we accept; the message says why (no input is echoed)."""
+
+
+class JSONTooLarge(JSONRefused):
+    """More bytes than the caller's bound: refused before any parsing."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"{size} bytes exceeds the limit of {limit}")
+        self.size, self.limit = size, limit
+
+
+class JSONNotUTF8(JSONRefused):
+    """The bytes are not UTF-8 (the message is the codec's reason)."""
+
+
+class JSONTooDeep(JSONRefused):
+    """Containers nested deeper than the caller's bound."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"nested deeper than {limit} levels")
+        self.limit = limit
+
+
+class JSONInvalid(JSONRefused):
+    """Not JSON, or JSON we refuse: duplicate keys, NaN/Infinity, a number beyond float or 64-bit range."""
+
+
+class JSONOutOfRange(JSONInvalid):
+    """An integer beyond 64 bits, which msgpack and SQLite cannot carry."""
+
+
+class JSONUnencodable(JSONInvalid):
+    """Valid JSON text whose strings no UTF-8 encoder takes back: a lone surrogate escape ("\\ud800")."""
+
+
+def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None = None,
+           max_depth: int = MAX_DEPTH, int_max: int = INT64_MAX) -> object:
+    """The JSON value in ``data`` (UTF-8 bytes, or text), or a :class:`JSONRefused` subclass.
+
+    Integers must lie in [INT64_MIN, ``int_max``]; ``int_max`` is only raised by a caller that must
+    answer an out-of-range field in its own words (and checks the range itself). Depth counts
+    containers: ``{}`` is 1, ``{"a": []}`` is 2.
+    """
+    if isinstance(data, str):
+        text = data
+        if max_bytes is not None and (size := len(text.encode("utf-8", "surrogatepass"))) > max_bytes:
+            raise JSONTooLarge(size, max_bytes)
+    else:
+        raw = bytes(data)
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise JSONTooLarge(len(raw), max_bytes)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise JSONNotUTF8(error.reason) from None
+    _check_depth(text, max_depth)
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                           parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
+    except RecursionError:  # only for a bound beyond the interpreter's recursion limit
+        raise JSONTooDeep(max_depth) from None
+    except JSONRefused:
+        raise
+    except ValueError as error:  # json.JSONDecodeError: syntax
+        raise JSONInvalid(str(error)) from None
+    try:
+        # "\ud800" decodes to a str that no UTF-8 encoder (msgpack, SQLite, a socket) will take.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise JSONUnencodable("a string holds a lone surrogate") from None
+    return value
+
+
+def canonical_text(value: object, *, ascii_only: bool = False) -> str:
+    """The one spelling of a JSON value: sorted keys, no whitespace, finite numbers only.
+
+    Equal values give equal text, so it is what is hashed (ETags, config hashes) and stored.
+    ``ascii_only`` escapes non-ASCII characters: the agent's store keeps that form; hashes never use
+    it, since config hashes live on as container labels and must not change.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False)
+
+
+def canonical_bytes(value: object) -> bytes:
+    """:func:`canonical_text` as UTF-8: what hashes and size quotas are computed over."""
+    return canonical_text(value).encode("utf-8")
+
+
+def json_equal(a: object, b: object) -> bool:
+    """Equality of JSON values: numbers by value (1 == 1.0), but a boolean only equals a boolean."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_equal, a, b))
+    return type(a) is type(b) and a == b
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise JSONTooDeep(max_depth)
+        elif token in "]}":
+            depth -= 1
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JSONInvalid(f"duplicate key {key[:40]!r}")
+            seen.add(key)
+    return value
+
+
+def _no_constant(name: str):
+    raise JSONInvalid(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONInvalid("a number is out of range")
+    return value
+
+
+def _bounded_int(digits: str, int_max: int) -> int:
+    if len(digits) > _MAX_INT_CHARS or not INT64_MIN <= (value := int(digits)) <= int_max:
+        raise JSONOutOfRange("an integer does not fit in 64 bits")
+    return value

@@ -1,0 +1,56 @@
+"""The cloud's target-state document: strict validation into frozen dataclasses, canonical form, config hash.
+
+A document is rejected as a whole (`InvalidTargetState`, naming the path of the first bad field) so the agent
+keeps running the last good one. Everything is normalised on the way in (image names, port specs, env order,
+default network...) so that two spellings of the same configuration compare, serialise and hash the same.
+
+`model` holds the dataclasses, `parse` the document validator, `fields` and `images` its field validators,
+`canonical` the canonical JSON and hashes; import from this package, not from those modules.
+"""
+from messages.protocol.target_state.canonical import HASHED_FIELDS, config_field_hashes, config_hash, to_json
+from messages.protocol.target_state.fields import NAME_PATTERN, RESERVED_LABEL_PREFIX
+from messages.protocol.target_state.images import IMAGE_PATTERN, MAX_IMAGE_LENGTH, normalise_image
+from messages.protocol.target_state.model import (
+    DEFAULT_NETWORK,
+    DOWNLOAD_THEN_KILL,
+    KILL_THEN_DOWNLOAD,
+    PROTOCOLS,
+    RESTART_POLICIES,
+    UPDATE_STRATEGIES,
+    App,
+    InvalidTargetState,
+    PortMapping,
+    Service,
+    ServiceConfig,
+    TargetState,
+    VolumeMount,
+)
+from messages.protocol.target_state.parse import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES, parse_target_state
+
+__all__ = [
+    "DEFAULT_NETWORK",
+    "DOWNLOAD_THEN_KILL",
+    "HASHED_FIELDS",
+    "IMAGE_PATTERN",
+    "KILL_THEN_DOWNLOAD",
+    "MAX_APP_NAME_LENGTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_IMAGE_LENGTH",
+    "NAME_PATTERN",
+    "PROTOCOLS",
+    "RESERVED_LABEL_PREFIX",
+    "RESTART_POLICIES",
+    "UPDATE_STRATEGIES",
+    "App",
+    "InvalidTargetState",
+    "PortMapping",
+    "Service",
+    "ServiceConfig",
+    "TargetState",
+    "VolumeMount",
+    "config_field_hashes",
+    "config_hash",
+    "normalise_image",
+    "parse_target_state",
+    "to_json",
+]

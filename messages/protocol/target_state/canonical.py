@@ -1,0 +1,61 @@
+"""The canonical form of a target state and its config hashes.
+
+Two spellings of the same configuration serialise and hash the same, because parsing normalised them; the
+hash is stored as a container label and compared to detect a changed configuration.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from messages.protocol import json as strict_json
+from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
+
+# Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
+# planner, so changing them must never recreate a container: they are left out of the hash.
+HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels")
+
+
+def to_json(target: TargetState) -> dict:
+    """The canonical document: every field explicit and normalised; `parse_target_state` of it is equal."""
+    return {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
+
+
+def config_hash(service: Service) -> str:
+    """sha256 of the canonical container-defining config: stored as a label, compared to detect changes."""
+    return hashlib.sha256(strict_json.canonical_bytes(_hashed_config(service.config))).hexdigest()
+
+
+def config_field_hashes(service: Service) -> dict[str, str]:
+    """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
+    hashed = _hashed_config(service.config)
+    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
+
+
+def _config_to_json(config: ServiceConfig) -> dict:
+    return {
+        "image": config.image,
+        "ports": [mapping.spec() for mapping in config.ports],
+        "environment": dict(config.environment),
+        "volumes": [mount.spec() for mount in config.volumes],
+        "networks": list(config.networks),
+        "command": None if config.command is None else list(config.command),
+        "depends_on": list(config.depends_on),
+        "running": config.running,
+        "restart": config.restart,
+        "labels": dict(config.labels),
+        "update_strategy": config.update_strategy,
+    }
+
+
+def _hashed_config(config: ServiceConfig) -> dict:
+    canonical = _config_to_json(config)
+    return {name: canonical[name] for name in HASHED_FIELDS}
+
+
+def _app_to_json(app: App) -> dict:
+    return {"appId": app.app_id, "appName": app.app_name, "services": [
+        {**({} if service.service_id is None else {"serviceId": service.service_id}),
+         "serviceName": service.service_name,
+         "imageName": service.config.image,
+         "config": _config_to_json(service.config)}
+        for service in app.services]}

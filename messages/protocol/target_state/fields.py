@@ -1,0 +1,207 @@
+"""Field validators of a target-state document: each takes a decoded JSON value and the path it sits at, and
+returns the normalised value or raises `InvalidTargetState` naming that path.
+
+Shared by the document parser (`parse`) and the image validator (`images`); the underscore names are the
+package's own, not part of its public surface.
+"""
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+import shlex
+from typing import Any, Mapping
+
+from messages.protocol.target_state.model import PROTOCOLS, InvalidTargetState, PortMapping, VolumeMount
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+RESERVED_LABEL_PREFIX = "io.fleetlet."
+
+_PORT_PATTERN = re.compile(
+    r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):(?P<ip_host>\d*):|(?P<host>\d+):)?"
+    r"(?P<container>\d+)(?:/(?P<protocol>[a-z]+))?"
+)
+
+
+def _fail(path: str, problem: str) -> InvalidTargetState:
+    return InvalidTargetState(f"{path}: {problem}")
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _require_mapping(value: Any, path: str) -> None:
+    if not isinstance(value, Mapping):
+        raise _fail(path, f"must be an object, not {_type_name(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _fail(path, f"key {key!r} must be a string")
+
+
+def _require_object(value: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> None:
+    _require_mapping(value, path)
+    unknown = sorted(set(value) - set(required) - set(optional))
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown field")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise _fail(f"{path}.{missing[0]}", "required field is missing")
+
+
+def _require_list(value: Any, path: str) -> list:
+    if not isinstance(value, list):
+        raise _fail(path, f"must be an array, not {_type_name(value)}")
+    return value
+
+
+def _string(value: Any, path: str, max_length: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise _fail(path, f"must be a string, not {_type_name(value)}")
+    if "\0" in value:
+        raise _fail(path, "must not contain NUL characters")
+    if max_length is not None and len(value) > max_length:
+        raise _fail(path, f"longer than {max_length} characters")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    name = _string(value, path)
+    if not NAME_PATTERN.fullmatch(name):
+        raise _fail(path, f"{name!r} does not match {NAME_PATTERN.pattern}")
+    return name
+
+
+def _unique_names(values: Any, path: str) -> tuple[str, ...]:
+    names = [_name(value, f"{path}[{index}]") for index, value in enumerate(_require_list(values, path))]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise _fail(path, f"{duplicates[0]!r} is listed twice")
+    return tuple(sorted(names))
+
+
+def _string_map(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+    _require_mapping(value, path)
+    return tuple(sorted((key, _string(item, f"{path}.{key}")) for key, item in value.items()))
+
+
+def _ports(value: Any, path: str) -> tuple[PortMapping, ...]:
+    mappings = [_port(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+    for index, mapping in enumerate(mappings):
+        for earlier in mappings[:index]:
+            if earlier == mapping:
+                raise _fail(f"{path}[{index}]", f"duplicate port mapping {mapping.spec()!r}")
+            if _same_host_binding(earlier, mapping):
+                raise _fail(f"{path}[{index}]", f"host port {mapping.host_port}/{mapping.protocol} is bound twice")
+    return tuple(sorted(mappings, key=lambda m: (m.container_port, m.protocol, m.host_port or 0, m.host_ip)))
+
+
+def _same_host_binding(first: PortMapping, second: PortMapping) -> bool:
+    return (first.host_port is not None and first.host_port == second.host_port
+            and first.protocol == second.protocol
+            and (first.host_ip == second.host_ip or "" in (first.host_ip, second.host_ip)))
+
+
+def _port(value: Any, path: str) -> PortMapping:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return PortMapping(container_port=_port_number(value, path))
+    spec = _string(value, path)
+    match = _PORT_PATTERN.fullmatch(spec)
+    if not match:
+        raise _fail(path, f"{spec!r} is not a port spec ([ip:][host:]container[/tcp|udp|sctp])")
+    protocol = match["protocol"] or "tcp"
+    if protocol not in PROTOCOLS:
+        raise _fail(path, f"unknown protocol {protocol!r} in {spec!r}")
+    host = match["host"] or match["ip_host"]
+    return PortMapping(
+        container_port=_port_number(int(match["container"]), path),
+        protocol=protocol,
+        host_port=_port_number(int(host), path) if host else None,
+        host_ip=_host_ip(match["ip"], spec, path) if match["ip"] else "",
+    )
+
+
+def _port_number(number: int, path: str) -> int:
+    if not 1 <= number <= 65535:
+        raise _fail(path, f"port {number} is outside 1-65535")
+    return number
+
+
+def _host_ip(text: str, spec: str, path: str) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise _fail(path, f"invalid host address in {spec!r}") from None
+    if (address.version == 6) != text.startswith("["):
+        raise _fail(path, f"IPv6 host addresses must be in brackets, IPv4 ones not, in {spec!r}")
+    return "" if address.is_unspecified and address.version == 4 else address.compressed
+
+
+def _environment(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, list):
+        pairs = [_environment_entry(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    else:
+        _require_mapping(value, path)
+        pairs = [(key, _environment_value(item, f"{path}.{key}")) for key, item in value.items()]
+    for index, (key, _) in enumerate(pairs):
+        if not key or "=" in key or "\0" in key:
+            raise _fail(path, f"invalid variable name {key!r}")
+        if any(key == earlier for earlier, _ in pairs[:index]):
+            raise _fail(path, f"variable {key!r} is set twice")
+    return tuple(sorted(pairs))
+
+
+def _environment_entry(value: Any, path: str) -> tuple[str, str]:
+    entry = _string(value, path)
+    if "=" not in entry:
+        raise _fail(path, f"{entry!r} is not NAME=VALUE")
+    key, _, item = entry.partition("=")
+    return key, item
+
+
+def _environment_value(value: Any, path: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _string(value, path)
+
+
+def _volumes(value: Any, path: str) -> tuple[VolumeMount, ...]:
+    mounts = [_volume(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+    for index, mount in enumerate(mounts):
+        if any(earlier.target == mount.target for earlier in mounts[:index]):
+            raise _fail(f"{path}[{index}]", f"{mount.target!r} is mounted twice")
+    return tuple(sorted(mounts))
+
+
+def _volume(value: Any, path: str) -> VolumeMount:
+    spec = _string(value, path)
+    source, _, rest = spec.partition(":")
+    target, _, mode = rest.partition(":")
+    if source.startswith(("/", ".", "~")):
+        raise _fail(path, f"bind mounts of host paths are not supported: {spec!r}")
+    if not NAME_PATTERN.fullmatch(source) or not target.startswith("/") or mode not in ("", "ro", "rw"):
+        raise _fail(path, f"{spec!r} is not volume:/container/path[:ro|rw]")
+    return VolumeMount(target=posixpath.normpath(target), volume=source, read_only=mode == "ro")
+
+
+def _command(value: Any, path: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            arguments = shlex.split(_string(value, path))
+        except ValueError as error:
+            raise _fail(path, f"cannot be split into arguments ({error})") from None
+    else:
+        arguments = [_string(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+    return tuple(arguments) or None
+
+
+def _labels(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+    labels = _string_map(value, path)
+    for key, _ in labels:
+        if not key or key.startswith(RESERVED_LABEL_PREFIX):
+            raise _fail(f"{path}.{key}", f"label names must be non-empty and not start with {RESERVED_LABEL_PREFIX}")
+    return labels

@@ -1,0 +1,123 @@
+"""The one HTTP client (messages.transport.http) against a stub cloud on loopback: token, JSON, statuses, errors."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from urllib.parse import unquote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from messages.transport.http import CloudClient, CloudError, Response, _segment
+from tests.support.stub_cloud import StubCloud
+
+
+def test_sends_the_bearer_token_and_a_json_body_and_reads_the_answer():
+    with StubCloud(lambda request: (200, {"ETag": '"x"'}, b'{"ok": true}')) as cloud:
+        response = CloudClient(cloud.url, "secret", 5.0).request("PATCH", "/a", {"k": [1, 2]})
+        seen = cloud.seen()[0]
+    assert (seen.method, seen.path, seen.json()) == ("PATCH", "/a", {"k": [1, 2]})
+    assert seen.headers["authorization"] == "Bearer secret" and seen.headers["content-type"] == "application/json"
+    assert response == Response(200, response.headers, b'{"ok": true}') and response.headers["etag"] == '"x"'
+    assert response.ok and response.json() == {"ok": True}
+
+
+def test_without_a_token_no_authorization_and_any_status_is_an_answer_unless_ok_is_given():
+    with StubCloud(lambda request: (404, {}, b"{}")) as cloud:
+        client = CloudClient(cloud.url)
+        assert client.request("GET", "/x").status == 404 and "authorization" not in cloud.seen()[0].headers
+        with pytest.raises(CloudError) as raised:
+            client.request("GET", "/x", ok=(200,))
+    assert raised.value.status == 404
+
+
+def test_a_redirect_is_an_answer_not_followed_so_the_token_stays_home():
+    with StubCloud(lambda request: (302, {"Location": "http://192.0.2.1/steal"}, b"")) as cloud:
+        assert CloudClient(cloud.url, "secret").request("GET", "/x").status == 302
+        assert len(cloud.seen()) == 1
+
+
+def test_a_path_prefix_in_the_url_is_kept_and_segments_are_escaped():
+    with StubCloud(lambda request: (304, {}, b"")) as cloud:
+        response = CloudClient(cloud.url + "/fleet/", "t").get_target("a/b?c", etag='"e"', ok=(200, 304))
+        seen = cloud.seen()[0]
+    assert response.status == 304
+    assert seen.path == "/fleet/api/v1/device/a%2Fb%3Fc/target-state" and seen.headers["if-none-match"] == '"e"'
+
+
+def test_no_answer_and_oversized_answers_raise_cloud_error():
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(CloudError) as raised:
+        CloudClient(f"http://127.0.0.1:{port}", timeout=2.0).health()
+    assert raised.value.status is None
+    with StubCloud(lambda request: (200, {}, b"x" * 101)) as cloud:
+        with pytest.raises(CloudError, match="larger than 100 bytes"):
+            CloudClient(cloud.url, max_response_bytes=100).health()
+
+
+@pytest.mark.parametrize("url", ["ftp://host", "http://", "127.0.0.1:80", "http://host:port"])
+def test_a_url_that_cannot_work_is_refused_at_once(url):
+    with pytest.raises(CloudError):
+        CloudClient(url)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b'{"a": 1', b"[" * 100_000])
+def test_a_body_that_is_not_json_raises_cloud_error_with_the_status(body):
+    with pytest.raises(CloudError) as raised:
+        Response(200, {}, body).json()
+    assert raised.value.status == 200
+
+
+@given(st.text())
+def test_a_segment_never_changes_the_path_and_decodes_back(value):
+    escaped = _segment(value)
+    assert not set(escaped) & set("/?#&= ")
+    assert unquote(escaped) == value
+
+
+def test_json_round_trips_through_the_client():
+    with StubCloud(lambda request: (200, {}, request.body)) as cloud:
+        client = CloudClient(cloud.url)
+
+        @settings(max_examples=50, deadline=None)  # one stub for every example: starting one costs 0.5 s
+        @given(st.dictionaries(st.text(), st.integers(-2**63, 2**63 - 1) | st.text() | st.booleans() | st.none()))
+        def echoed(document):
+            assert json.loads(client.request("POST", "/echo", document).body) == document
+
+        echoed()
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b""])
+def test_a_server_trickling_bytes_cannot_hold_a_request_past_its_timeout(head):
+    """A byte every 0.1 s keeps each socket read under the timeout; the whole request must still end."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in head or b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if stop.wait(0.1):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    server = threading.Thread(target=trickle, daemon=True)
+    server.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(CloudError, match="no complete answer within 1.0 s"):
+            CloudClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0).health()
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
