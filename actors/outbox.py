@@ -1,7 +1,7 @@
 """The sender side of the durable outbox, for both halves: the reporter's HTTP reports and each shadow's
 MQTT reports. Pure bookkeeping: no I/O, no clock, no retry policy (each caller has its own link).
 
-Persistence keeps a channel's unsent reports and announces the oldest (ReportPending, again under a new
+Persistence keeps a channel's unsent reports and announces the oldest (ReportQueued, again under a new
 id when a later patch was merged into it). The sender sends that one, at most one at a time, and once
 the receiver accepts it, acknowledges it (AckReport) with what the receiver now holds. New reports are
 computed against ``expected``, what the receiver will hold once everything queued has arrived, so a change
@@ -41,7 +41,7 @@ class OutboxSender:
         return EnqueueReport(self.channel, patch)
 
     def announced(self, report_id: int, patch: dict) -> None:
-        """ReportPending: persistence's oldest unsent report for this channel."""
+        """ReportQueued: persistence's oldest unsent report for this channel."""
         if report_id <= self.acked_up_to or (self.in_flight is not None and self.in_flight.report_id == report_id):
             return  # an announcement of what was already answered, or of what is on its way
         self.pending = PendingReport(report_id, patch)

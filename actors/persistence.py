@@ -13,7 +13,7 @@ from messages.bus.outbox import (
     ClearError,
     EnqueueReport,
     RecordError,
-    ReportPending,
+    ReportQueued,
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
@@ -44,7 +44,7 @@ class Persistence(FleetletActor):
     def _announce(self, channel: str) -> None:
         pending = self.store.pending_report(channel)
         if pending is not None:
-            self.publish(ReportPending(channel, pending.report_id, pending.patch))
+            self.publish(ReportQueued(channel, pending.report_id, pending.patch))
 
     def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
         self.store.save_target(msg.document, msg.etag, msg.fetched_at)

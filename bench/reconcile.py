@@ -5,7 +5,7 @@ of the local fleetlet-test/busybox:1 image), check a converged device (no-op) se
 service among the 20 (its environment changes: one container is recreated).
 
 Agent times are wall times seen from outside: from handing the target to the agent (as the poller would)
-until the reconciler announces the pass converged (ReconcilePass); a no-op check is a ReconcileNow. Compose
+until the reconciler announces the pass converged (ReconcilePassFinished); a no-op check is a ReconcileNow. Compose
 times are the wall times of `docker-compose up -d` (a new process each time, as an operator runs it).
 Run: python3 -m bench.reconcile [--rounds 3] [--noops 5] [--max-parallel N (default: the shipped setting)]
 """
@@ -63,7 +63,8 @@ class Agent:
         if max_parallel is not None:
             shipped["reconciler"]["settings"]["max_parallel"] = max_parallel
         config["actors"]["recorder"] = {"class": "tests.support.probe_actors.Recorder",
-                                        "subscribes": ["ReconcilePass"], "settings": {"path": str(self.recorded)}}
+                                        "subscribes": ["ReconcilePassFinished"],
+                                        "settings": {"path": str(self.recorded)}}
         self.settings = shipped["reconciler"]["settings"]
         self.system = AgentSystem(config)
         self.system.start()
@@ -185,7 +186,8 @@ def main() -> None:
                      "update": f"environment of {UPDATED} changes: one container recreated"},
         "agent": {**agent, "reconciler_settings": agent_rounds[0]["settings"],
                   "steps": {"converge": agent_rounds[0]["converge_steps"], "update": agent_rounds[0]["update_steps"]},
-                  "measured": "from handing the target (or ReconcileNow) to the agent to its converged ReconcilePass"},
+                  "measured": "from handing the target (or ReconcileNow) to the agent to its converged "
+                              "ReconcilePassFinished"},
         "docker_compose": {**compose, "version": subprocess.run(["docker-compose", "version", "--short"],
                                                                 capture_output=True, text=True).stdout.strip(),
                            "measured": "wall time of `docker-compose up -d`, a new process each time"},

@@ -76,18 +76,23 @@ def _postgres_params(url: str, parts) -> tuple[tuple[str, str | int], ...]:
 
 # --- models ------------------------------------------------------------------------------------------
 
-class BaseModel(peewee.Model):
+class CloudModel(peewee.Model):
+    """Table names are pinned: they are the stored schema, whatever the classes are called."""
+
     class Meta:
         database = None  # bound by open_store
 
 
-class Device(BaseModel):
+class DeviceTable(CloudModel):
     uuid = peewee.CharField(primary_key=True, max_length=128)
     thing = peewee.CharField(max_length=128, index=True)
     token_sha256 = peewee.CharField(max_length=64, unique=True)  # the token itself is never stored
 
+    class Meta:
+        table_name = "device"
 
-class Shadow(BaseModel):
+
+class ShadowTable(CloudModel):
     thing = peewee.CharField(max_length=128)
     name = peewee.CharField(max_length=64)  # "" for the classic shadow
     document = peewee.TextField(null=True)  # JSON; NULL once deleted
@@ -96,18 +101,22 @@ class Shadow(BaseModel):
     updated_at = peewee.BigIntegerField()
 
     class Meta:
+        table_name = "shadow"
         indexes = ((("thing", "name"), True),)
 
 
-class TargetState(BaseModel):
+class TargetStateTable(CloudModel):
     uuid = peewee.CharField(primary_key=True, max_length=128)
     document = peewee.TextField()  # canonical JSON
     etag = peewee.CharField(max_length=80)
     revision = peewee.BigIntegerField()
     updated_at = peewee.BigIntegerField()
 
+    class Meta:
+        table_name = "targetstate"
 
-class DeviceState(BaseModel):
+
+class DeviceStateTable(CloudModel):
     """The latest state a device reported: every report merged in."""
 
     uuid = peewee.CharField(primary_key=True, max_length=128)
@@ -115,8 +124,11 @@ class DeviceState(BaseModel):
     revision = peewee.BigIntegerField()
     updated_at = peewee.BigIntegerField()
 
+    class Meta:
+        table_name = "devicestate"
 
-class DeviceReport(BaseModel):
+
+class DeviceReportTable(CloudModel):
     """Each accepted report as received, for history."""
 
     id = peewee.BigAutoField()
@@ -124,8 +136,11 @@ class DeviceReport(BaseModel):
     body = peewee.TextField()
     received_at = peewee.BigIntegerField()
 
+    class Meta:
+        table_name = "devicereport"
 
-MODELS = (Device, Shadow, TargetState, DeviceState, DeviceReport)
+
+MODELS = (DeviceTable, ShadowTable, TargetStateTable, DeviceStateTable, DeviceReportTable)
 
 
 def open_store(location: StoreLocation) -> peewee.Database:

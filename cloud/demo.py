@@ -60,7 +60,8 @@ def run(agent_config: dict, run_agent) -> int:
             cloud.update_shadow(thing, DEMO_DESIRED)
         print(f"demo: cloud {agent_config['cloud']['url']}, broker {mqtt['host']}:{mqtt['port']}; try\n"
               f"  python3 run.py status\n  python3 run.py shadow update {thing} "
-              "'{\"state\": {\"desired\": {\"logLevel\": \"debug\"}}}'\n  docker ps\n  cat var/demo-app-config.json", flush=True)
+              "'{\"state\": {\"desired\": {\"logLevel\": \"debug\"}}}'\n"
+              "  docker ps\n  cat var/demo-app-config.json", flush=True)
         return run_agent(agent_config)
 
 

@@ -25,7 +25,7 @@ from cloud.documents import emqx_shadow_view, etag_matches
 from cloud.settings import CloudSettings
 from cloud.shadow_algebra import error_payload, shadow_not_found
 from cloud.shadow_service import ShadowAddress, ShadowService
-from cloud.store import CloudStore, DeviceRecord, StoreError
+from cloud.store import CloudStore, CloudStoreError, DeviceRecord
 from messages.protocol import api
 from messages.protocol import json as strict_json
 from messages.protocol.shadow_document import ShadowError
@@ -54,7 +54,7 @@ class ApiError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Request:
+class ApiRequest:
     method: str
     path: str
     query: dict[str, list[str]]
@@ -63,7 +63,7 @@ class Request:
 
 
 @dataclasses.dataclass(frozen=True)
-class Response:
+class ApiResponse:
     status: int
     body: dict | None = None
     headers: tuple[tuple[str, str], ...] = ()
@@ -97,20 +97,20 @@ class CloudApi:
             ("GET", api.EMQX_SHADOW_ROUTE, self._get_emqx_shadow),
         ]
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> ApiResponse:
         try:
             handler, params = self._match(request)
             return handler(request, *params)
         except ApiError as exc:
-            return Response(exc.status, exc.body, exc.headers)
-        except StoreError as exc:
+            return ApiResponse(exc.status, exc.body, exc.headers)
+        except CloudStoreError as exc:
             log.error("%s %s: %s", request.method, request.path, exc)
-            return Response(500, {"error": "the store failed; retry later"})
+            return ApiResponse(500, {"error": "the store failed; retry later"})
         except Exception:  # noqa: BLE001 - a bug must cost one request a 500, never the server
             log.exception("%s %s failed", request.method, request.path)
-            return Response(500, {"error": "internal error"})
+            return ApiResponse(500, {"error": "internal error"})
 
-    def _match(self, request: Request):
+    def _match(self, request: ApiRequest):
         allowed = []
         for method, pattern, handler in self._routes:
             match = re.fullmatch(pattern, request.path)
@@ -125,7 +125,7 @@ class CloudApi:
 
     # --- authentication ------------------------------------------------------------------------------------
 
-    def _caller(self, request: Request) -> DeviceRecord | str:
+    def _caller(self, request: ApiRequest) -> DeviceRecord | str:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -137,14 +137,14 @@ class CloudApi:
             raise ApiError(401, "unknown token", headers=(("WWW-Authenticate", 'Bearer error="invalid_token"'),))
         return device
 
-    def _for_device(self, request: Request, uuid: str) -> DeviceRecord | str:
+    def _for_device(self, request: ApiRequest, uuid: str) -> DeviceRecord | str:
         caller = self._caller(request)
         _valid_name("device uuid", uuid)
         if caller != ADMIN and caller.uuid != uuid:
             raise ApiError(403, f"this token is not device {uuid}'s")
         return caller
 
-    def _for_thing(self, request: Request, thing: str) -> None:
+    def _for_thing(self, request: ApiRequest, thing: str) -> None:
         caller = self._caller(request)
         try:
             validate_thing_name(thing)
@@ -153,27 +153,27 @@ class CloudApi:
         if caller != ADMIN and caller.thing != thing:
             raise ApiError(403, f"this token is not thing {thing}'s")
 
-    def _admin(self, request: Request) -> None:
+    def _admin(self, request: ApiRequest) -> None:
         if self._caller(request) != ADMIN:
             raise ApiError(403, "this needs the admin token")
 
     # --- endpoints ---------------------------------------------------------------------------------------
 
-    def _get_health(self, request: Request) -> Response:
+    def _get_health(self, request: ApiRequest) -> ApiResponse:
         health = self._health()
-        return Response(200 if health["ready"] else 503, health)
+        return ApiResponse(200 if health["ready"] else 503, health)
 
-    def _get_target(self, request: Request, uuid: str) -> Response:
+    def _get_target(self, request: ApiRequest, uuid: str) -> ApiResponse:
         self._for_device(request, uuid)
         target = self._db(self._store.target_state, uuid)
         if target is None:
             raise ApiError(404, f"no target state has been set for device {uuid}")
         headers = ((api.ETAG, target.etag), ("Cache-Control", "no-cache"))
         if etag_matches(request.headers.get(api.IF_NONE_MATCH.lower(), ""), target.etag):
-            return Response(304, None, headers)
-        return Response(200, target.document, headers)
+            return ApiResponse(304, None, headers)
+        return ApiResponse(200, target.document, headers)
 
-    def _set_target(self, request: Request, uuid: str) -> Response:
+    def _set_target(self, request: ApiRequest, uuid: str) -> ApiResponse:
         self._admin(request)
         _valid_name("device uuid", uuid)
         self._known_device(uuid)
@@ -185,9 +185,9 @@ class CloudApi:
         if changed and self.settings.mqtt.poll_now:
             notice = json.dumps({"uuid": uuid, "etag": etag}).encode()
             self._loop.call_soon_threadsafe(self._publish, api.poll_now_topic(uuid), notice)
-        return Response(200, {"uuid": uuid, "etag": etag, "changed": changed}, ((api.ETAG, etag),))
+        return ApiResponse(200, {"uuid": uuid, "etag": etag, "changed": changed}, ((api.ETAG, etag),))
 
-    def _patch_state(self, request: Request) -> Response:
+    def _patch_state(self, request: ApiRequest) -> ApiResponse:
         caller = self._caller(request)
         body = _json_object(request.body)
         if not body:
@@ -202,18 +202,18 @@ class CloudApi:
         now = self._now()
         for uuid, report in body.items():
             self._db(self._store.apply_report, uuid, report, now)
-        return Response(200, {"stored": list(body)})
+        return ApiResponse(200, {"stored": list(body)})
 
-    def _get_state(self, request: Request, uuid: str) -> Response:
+    def _get_state(self, request: ApiRequest, uuid: str) -> ApiResponse:
         self._admin(request)
         _valid_name("device uuid", uuid)
         state = self._db(self._store.device_state, uuid)
         if state is None:
             raise ApiError(404, f"device {uuid} has not reported yet")
-        return Response(200, {"uuid": uuid, "state": state.state, "updated_at": state.updated_at,
+        return ApiResponse(200, {"uuid": uuid, "state": state.state, "updated_at": state.updated_at,
                                "reports": self._db(self._store.report_count, uuid)})
 
-    def _register_device(self, request: Request, uuid: str) -> Response:
+    def _register_device(self, request: ApiRequest, uuid: str) -> ApiResponse:
         self._admin(request)
         _valid_name("device uuid", uuid)
         body = _json_object(request.body)
@@ -230,20 +230,20 @@ class CloudApi:
             created = self._db(self._store.register_device, uuid, body["thing"], token)
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
-        return Response(201 if created else 200, {"uuid": uuid, "thing": body["thing"]})
+        return ApiResponse(201 if created else 200, {"uuid": uuid, "thing": body["thing"]})
 
     def _shadow(self, operation: str):
-        def handler(request: Request, thing: str) -> Response:
+        def handler(request: ApiRequest, thing: str) -> ApiResponse:
             self._for_thing(request, thing)
             address = ShadowAddress(thing, self._shadow_name(request))
             future = asyncio.run_coroutine_threadsafe(
                 self._service.execute(address, operation, request.body, None), self._loop)
             result = future.result(SHADOW_TIMEOUT)
-            return Response(result.code, result.body)
+            return ApiResponse(result.code, result.body)
 
         return handler
 
-    def _shadow_name(self, request: Request) -> str | None:
+    def _shadow_name(self, request: ApiRequest) -> str | None:
         names = request.query.get("name")
         if names is None:
             return None
@@ -254,13 +254,13 @@ class CloudApi:
         except ShadowError as err:
             raise ApiError(400, body=error_payload(err, None, self._now())) from None
 
-    def _get_emqx_shadow(self, request: Request, thing: str) -> Response:
+    def _get_emqx_shadow(self, request: ApiRequest, thing: str) -> ApiResponse:
         self._for_thing(request, thing)
         document = self._db(self._store.read_shadow, thing, None).document
         if document is None:
             err = shadow_not_found(thing)
             raise ApiError(404, body=error_payload(err, None, self._now()))
-        return Response(200, emqx_shadow_view(document))
+        return ApiResponse(200, emqx_shadow_view(document))
 
     # --- helpers -----------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from cloud.http_api import ApiError, CloudApi, Request, Response
+from cloud.http_api import ApiError, ApiRequest, ApiResponse, CloudApi
 
 log = logging.getLogger("fleetlet.cloud.http")
 
@@ -38,10 +38,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except ApiError as exc:
             self.close_connection = True  # the unread body would be taken for the next request
-            self._send(Response(exc.status, exc.body, exc.headers))
+            self._send(ApiResponse(exc.status, exc.body, exc.headers))
             return
         parts = urlsplit(self.path)
-        request = Request(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
+        request = ApiRequest(self.command, parts.path, parse_qs(parts.query, keep_blank_values=True),
                           {name.lower(): value for name, value in self.headers.items()}, body)
         self._send(self.server.api.handle(request))
 
@@ -59,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(413, f"the body exceeds {self.server.api.settings.max_body_bytes} bytes")
         return self.rfile.read(int(length))
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: ApiResponse) -> None:
         payload = b"" if response.body is None else json.dumps(response.body, ensure_ascii=False).encode("utf-8")
         self.send_response(response.status)
         for name, value in response.headers:
@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         # What the standard library refuses itself (a malformed request line, an unknown method...):
         # answered in JSON like everything else, instead of its HTML page.
         self.close_connection = True
-        self._send(Response(code, {"error": message or HTTPStatus(code).phrase}))
+        self._send(ApiResponse(code, {"error": message or HTTPStatus(code).phrase}))
 
     def log_message(self, format, *args):
         log.debug("%s %s", self.address_string(), format % args)

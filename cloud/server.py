@@ -20,7 +20,7 @@ from cloud.http_api import CloudApi
 from cloud.http_server import ApiServer
 from cloud.settings import CloudSettings, MqttSettings
 from cloud.shadow_service import ShadowService, subscription_topics
-from cloud.store import CloudStore, StoreError
+from cloud.store import CloudStore, CloudStoreError
 from messages.transport.mqtt import LinkSettings, MqttLink
 
 STORE_WORKERS = 4  # database connections; SQLite serialises writers anyway
@@ -37,7 +37,7 @@ def run(settings: CloudSettings) -> int:
         if settings.seed is not None:
             store.register_device(settings.seed.uuid, settings.seed.thing, settings.seed.token)
         store.close()
-    except (peewee.PeeweeException, StoreError) as exc:
+    except (peewee.PeeweeException, CloudStoreError) as exc:
         log.error("cannot open the store (%s): %s", settings.store.describe(), exc)
         return 2
     except ValueError as exc:

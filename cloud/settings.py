@@ -33,7 +33,7 @@ def _store_url(value: str) -> str | None:
 # -- the sections of conf/cloud.toml ---------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class HttpSection:
+class CloudHttpSection:
     host: str = "127.0.0.1"
     port: int = setting(8080, rule=PORT)
     max_body_bytes: int = setting(1048576, rule=at_least(1024))
@@ -41,7 +41,7 @@ class HttpSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class StoreSection:
+class CloudStoreSection:
     url: str = setting("sqlite:///var/cloud.db", rule=_store_url)
 
 
@@ -60,12 +60,12 @@ class MqttSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class AuthSection:
+class CloudAuthSection:
     admin_token: str = setting("fleetlet-admin-token", rule=_secret)
 
 
 @dataclasses.dataclass(frozen=True)
-class ShadowSection:
+class CloudShadowSection:
     max_state_bytes: int = setting(8192, rule=between(1, MAX_STATE_BYTES_CEILING))
     max_depth: int = setting(6, rule=at_least(1))
     max_queued_per_thing: int = setting(10, rule=at_least(1))
@@ -91,12 +91,12 @@ class Seed:
 
 
 @dataclasses.dataclass(frozen=True)
-class LogSection:
+class CloudLogSection:
     level: str = setting("INFO", rule=one_of(*LOG_LEVELS))
 
 
-SECTIONS = {"http": HttpSection, "store": StoreSection, "mqtt": MqttSettings, "auth": AuthSection,
-            "shadow": ShadowSection, "seed": Seed, "log": LogSection}
+SECTIONS = {"http": CloudHttpSection, "store": CloudStoreSection, "mqtt": MqttSettings, "auth": CloudAuthSection,
+            "shadow": CloudShadowSection, "seed": Seed, "log": CloudLogSection}
 
 
 # -- what the cloud runs with -----------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def load_cloud_settings(path: str | None = None, overrides: tuple[str, ...] | li
 def _from_sections(sections: dict) -> CloudSettings:
     """The checked sections as the cloud's settings, and the one rule across them (a public API needs a secret)."""
     http, mqtt, auth, shadow, seed = (sections[name] for name in ("http", "mqtt", "auth", "shadow", "seed"))
-    if not _is_loopback(http.host) and auth.admin_token == AuthSection().admin_token:
+    if not _is_loopback(http.host) and auth.admin_token == CloudAuthSection().admin_token:
         raise ConfigError(f"http.host {http.host!r} is not loopback: set auth.admin_token to a secret first")
     return CloudSettings(
         http_host=http.host,

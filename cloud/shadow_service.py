@@ -29,7 +29,7 @@ from cloud.shadow_algebra import (
     shadow_not_found,
     too_many_requests,
 )
-from cloud.store import CloudStore, StoreError
+from cloud.store import CloudStore, CloudStoreError
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import (
     parse_shadow_topic,
@@ -206,7 +206,7 @@ class ShadowService:
                                                   request, self._now(), self._limits)
         except ShadowError as err:
             return self._reject(address, operation, origin, err, request)
-        except StoreError as exc:
+        except CloudStoreError as exc:
             log.error("%s of %s failed: %s", operation, address, exc)
             return self._reject(address, operation, origin, internal_failure(), request)
         except Exception:  # noqa: BLE001 - a bug must cost one request a 500, never the service

@@ -15,7 +15,7 @@ from typing import Callable, TypeVar
 
 import peewee
 
-from cloud.db import Device, DeviceReport, DeviceState, Shadow, TargetState
+from cloud.db import DeviceReportTable, DeviceStateTable, DeviceTable, ShadowTable, TargetStateTable
 from cloud.documents import strong_etag, token_digest
 from messages.protocol.json import canonical_text
 from messages.protocol.patches import apply_patch
@@ -24,7 +24,7 @@ T = TypeVar("T")
 MAX_ATTEMPTS = 100  # conflicting writes in a row before a request gives up (500)
 
 
-class StoreError(Exception):
+class CloudStoreError(Exception):
     """The database failed or stayed contended; the request may be retried."""
 
 
@@ -59,7 +59,7 @@ class StoredDeviceState:
 
 
 def _translated(method):
-    """Database failures leave as StoreError; the broken connection is dropped so the next call reconnects."""
+    """Database failures leave as CloudStoreError; the broken connection is dropped so the next call reconnects."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -67,7 +67,7 @@ def _translated(method):
             return method(self, *args, **kwargs)
         except peewee.PeeweeException as exc:
             self._database.close()
-            raise StoreError(f"{method.__name__} failed: {exc}") from exc
+            raise CloudStoreError(f"{method.__name__} failed: {exc}") from exc
 
     return wrapper
 
@@ -93,22 +93,23 @@ class CloudStore:
         """Create or replace a device; True if it is new. A token already held by another device is refused."""
         digest = token_digest(token)
         with self._database.atomic():
-            holder = Device.get_or_none(Device.token_sha256 == digest)
+            holder = DeviceTable.get_or_none(DeviceTable.token_sha256 == digest)
             if holder is not None and holder.uuid != uuid:
                 raise ValueError("this token is already another device's")
-            created = Device.get_or_none(Device.uuid == uuid) is None
-            Device.insert(uuid=uuid, thing=thing, token_sha256=digest).on_conflict(
-                conflict_target=[Device.uuid], update={Device.thing: thing, Device.token_sha256: digest}).execute()
+            created = DeviceTable.get_or_none(DeviceTable.uuid == uuid) is None
+            DeviceTable.insert(uuid=uuid, thing=thing, token_sha256=digest).on_conflict(
+                conflict_target=[DeviceTable.uuid],
+                update={DeviceTable.thing: thing, DeviceTable.token_sha256: digest}).execute()
         return created
 
     @_translated
     def device_for_token(self, token: str) -> DeviceRecord | None:
-        row = Device.get_or_none(Device.token_sha256 == token_digest(token))
+        row = DeviceTable.get_or_none(DeviceTable.token_sha256 == token_digest(token))
         return None if row is None else DeviceRecord(row.uuid, row.thing)
 
     @_translated
     def device(self, uuid: str) -> DeviceRecord | None:
-        row = Device.get_or_none(Device.uuid == uuid)
+        row = DeviceTable.get_or_none(DeviceTable.uuid == uuid)
         return None if row is None else DeviceRecord(row.uuid, row.thing)
 
     # --- shadows -----------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ class CloudStore:
             current = _stored_shadow(row)
             document, result = change(current)
             version = document["version"] if document is not None else current.version
-            self._write(Shadow, row, (Shadow.thing == thing) & (Shadow.name == (name or "")),
+            self._write(ShadowTable, row, (ShadowTable.thing == thing) & (ShadowTable.name == (name or "")),
                         key={"thing": thing, "name": name or ""},
                         values={"document": None if document is None else _dump(document),
                                 "version": version, "updated_at": now})
@@ -141,13 +142,13 @@ class CloudStore:
 
     @staticmethod
     def _shadow_row(thing: str, name: str | None):
-        return Shadow.get_or_none((Shadow.thing == thing) & (Shadow.name == (name or "")))
+        return ShadowTable.get_or_none((ShadowTable.thing == thing) & (ShadowTable.name == (name or "")))
 
     # --- target states -----------------------------------------------------------------------------------
 
     @_translated
     def target_state(self, uuid: str) -> StoredTarget | None:
-        row = TargetState.get_or_none(TargetState.uuid == uuid)
+        row = TargetStateTable.get_or_none(TargetStateTable.uuid == uuid)
         return None if row is None else StoredTarget(json.loads(row.document), row.etag)
 
     @_translated
@@ -157,10 +158,10 @@ class CloudStore:
         etag = strong_etag(text)
 
         def attempt() -> tuple[str, bool]:
-            row = TargetState.get_or_none(TargetState.uuid == uuid)
+            row = TargetStateTable.get_or_none(TargetStateTable.uuid == uuid)
             if row is not None and row.etag == etag:
                 return etag, False
-            self._write(TargetState, row, TargetState.uuid == uuid, key={"uuid": uuid},
+            self._write(TargetStateTable, row, TargetStateTable.uuid == uuid, key={"uuid": uuid},
                         values={"document": text, "etag": etag, "updated_at": now})
             return etag, True
 
@@ -173,23 +174,23 @@ class CloudStore:
         """Merge one device's report into its latest state and keep the report; returns the merged state."""
         def attempt() -> dict:
             with self._database.atomic():
-                row = DeviceState.get_or_none(DeviceState.uuid == uuid)
+                row = DeviceStateTable.get_or_none(DeviceStateTable.uuid == uuid)
                 state = apply_patch(json.loads(row.state) if row is not None else {}, report)
-                self._write(DeviceState, row, DeviceState.uuid == uuid, key={"uuid": uuid},
+                self._write(DeviceStateTable, row, DeviceStateTable.uuid == uuid, key={"uuid": uuid},
                             values={"state": _dump(state), "updated_at": now})
-                DeviceReport.create(uuid=uuid, body=_dump(report), received_at=now)
+                DeviceReportTable.create(uuid=uuid, body=_dump(report), received_at=now)
             return state
 
         return self._optimistic(attempt)
 
     @_translated
     def device_state(self, uuid: str) -> StoredDeviceState | None:
-        row = DeviceState.get_or_none(DeviceState.uuid == uuid)
+        row = DeviceStateTable.get_or_none(DeviceStateTable.uuid == uuid)
         return None if row is None else StoredDeviceState(json.loads(row.state), row.updated_at)
 
     @_translated
     def report_count(self, uuid: str) -> int:
-        return DeviceReport.select().where(DeviceReport.uuid == uuid).count()
+        return DeviceReportTable.select().where(DeviceReportTable.uuid == uuid).count()
 
     # --- optimistic writes -------------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class CloudStore:
                     return attempt()
             except _Conflict:
                 continue
-        raise StoreError(f"gave up after {MAX_ATTEMPTS} conflicting concurrent writes")
+        raise CloudStoreError(f"gave up after {MAX_ATTEMPTS} conflicting concurrent writes")
 
 
 def _stored_shadow(row) -> StoredShadow:

@@ -205,7 +205,7 @@ def _from_wire(value, hint, where: str):
             return tuple(_from_wire(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise MessageError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_from_wire(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_from_wire(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise MessageError(f"{where}: expected a map, got {type(value).__name__}")

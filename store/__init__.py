@@ -6,7 +6,7 @@ from store.errors import (
     StoreTooNew,
     StoreValueError,
 )
-from store.facade import PendingReport, ShadowState, Store, TargetRejection, TargetState
+from store.facade import PendingReport, ShadowState, Store, TargetRecord, TargetRejection
 
 __all__ = [
     "PendingReport",
@@ -18,5 +18,5 @@ __all__ = [
     "StoreTooNew",
     "StoreValueError",
     "TargetRejection",
-    "TargetState",
+    "TargetRecord",
 ]

@@ -28,7 +28,7 @@ from store.values import (
 _SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
 
 
-class TargetState(NamedTuple):
+class TargetRecord(NamedTuple):
     document: dict
     etag: str | None
     received_at: float
@@ -117,7 +117,7 @@ class Store:
 
     @_writes
     def save_target(self, document: dict, etag: str | None, received_at: float) -> None:
-        self._models.Target.replace(
+        self._models.TargetRow.replace(
             id=_SINGLE_ROW,
             document=encode_object(document, "document"),
             etag=require_optional_text(etag, "etag"),
@@ -125,13 +125,13 @@ class Store:
         ).execute()
 
     @_reads
-    def load_target(self) -> TargetState | None:
-        row = self._models.Target.get_or_none()
-        return None if row is None else TargetState(decode_json(row.document), row.etag, row.received_at)
+    def load_target(self) -> TargetRecord | None:
+        row = self._models.TargetRow.get_or_none()
+        return None if row is None else TargetRecord(decode_json(row.document), row.etag, row.received_at)
 
     @_writes
     def record_target_rejection(self, etag: str | None, reason: str, at: float) -> None:
-        self._models.TargetRejection.replace(
+        self._models.TargetRejectionRow.replace(
             id=_SINGLE_ROW,
             etag=require_optional_text(etag, "etag"),
             reason=require_text(reason, "reason"),
@@ -140,7 +140,7 @@ class Store:
 
     @_reads
     def last_target_rejection(self) -> TargetRejection | None:
-        row = self._models.TargetRejection.get_or_none()
+        row = self._models.TargetRejectionRow.get_or_none()
         return None if row is None else TargetRejection(row.etag, row.reason, row.at)
 
     # Shadows (name "" is the classic shadow)
@@ -148,7 +148,7 @@ class Store:
     @_writes
     def save_shadow(self, thing: str, name: str, document: dict, version: int) -> bool:
         """Store the shadow unless the stored one has a higher version; True if stored."""
-        shadow = self._models.Shadow
+        shadow = self._models.ShadowRow
         insert = shadow.insert(
             thing=require_text(thing, "thing"),
             name=require_text(name, "name", allow_empty=True),
@@ -165,7 +165,7 @@ class Store:
 
     @_reads
     def load_shadow(self, thing: str, name: str) -> ShadowState | None:
-        shadow = self._models.Shadow
+        shadow = self._models.ShadowRow
         row = shadow.get_or_none((shadow.thing == thing) & (shadow.name == name))
         return None if row is None else ShadowState(decode_json(row.document), row.version)
 
@@ -179,7 +179,7 @@ class Store:
         merged data. When the merge cannot be one patch (see store.patches), the patch is queued
         as a separate report after it. An empty patch with nothing pending queues nothing.
         """
-        outbox = self._models.OutboxEntry
+        outbox = self._models.OutboxRow
         channel = require_text(channel, "channel")
         patch_text = encode_object(patch, "patch")
         newest = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id.desc()).first()
@@ -197,33 +197,33 @@ class Store:
     @_reads
     def pending_report(self, channel: str) -> PendingReport | None:
         """The channel's oldest unacknowledged report: send this one next."""
-        outbox = self._models.OutboxEntry
+        outbox = self._models.OutboxRow
         row = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id).first()
         return None if row is None else PendingReport(row.report_id, decode_json(row.patch))
 
     @_writes
     def ack_report(self, channel: str, report_id: int) -> bool:
         """Drop the report if it still has this id; False when it was merged into a newer one."""
-        outbox = self._models.OutboxEntry
+        outbox = self._models.OutboxRow
         deleted = outbox.delete().where((outbox.channel == channel) & (outbox.report_id == report_id))
         return deleted.execute() > 0
 
     @_reads
     def pending_channels(self) -> list[str]:
-        outbox = self._models.OutboxEntry
+        outbox = self._models.OutboxRow
         return [row.channel for row in outbox.select(outbox.channel).distinct().order_by(outbox.channel)]
 
     # Last state the receiver accepted, per channel
 
     @_writes
     def save_accepted(self, channel: str, state: dict) -> None:
-        self._models.AcceptedState.replace(
+        self._models.AcceptedStateRow.replace(
             channel=require_text(channel, "channel"), state=encode_object(state, "state")
         ).execute()
 
     @_reads
     def load_accepted(self, channel: str) -> dict | None:
-        row = self._models.AcceptedState.get_or_none(channel=channel)
+        row = self._models.AcceptedStateRow.get_or_none(channel=channel)
         return None if row is None else decode_json(row.state)
 
     # Errors and reasons, for status
@@ -231,7 +231,7 @@ class Store:
     @_writes
     def record_error(self, source: str, key: str, message: str, at: float) -> None:
         """Record or refresh an error; `since` keeps when it first appeared, `count` how often."""
-        error = self._models.Error
+        error = self._models.ErrorRow
         at = require_timestamp(at, "at")
         error.insert(
             source=require_text(source, "source"),
@@ -247,23 +247,23 @@ class Store:
 
     @_writes
     def clear_error(self, source: str, key: str) -> bool:
-        error = self._models.Error
+        error = self._models.ErrorRow
         return error.delete().where((error.source == source) & (error.key == key)).execute() > 0
 
     @_reads
     def errors(self) -> list[dict]:
         """[{source, key, message, at, since, count}] ordered by source then key."""
-        error = self._models.Error
+        error = self._models.ErrorRow
         return list(error.select().order_by(error.source, error.key).dicts())
 
     # Small key/value bookkeeping for actors
 
     @_writes
     def put(self, key: str, value: object) -> None:
-        key_value = self._models.KeyValue
+        key_value = self._models.KeyValueRow
         key_value.replace(key=require_text(key, "key"), value=encode_json(value, "value")).execute()
 
     @_reads
     def get(self, key: str, default: object = None) -> object:
-        row = self._models.KeyValue.get_or_none(key=key)
+        row = self._models.KeyValueRow.get_or_none(key=key)
         return default if row is None else decode_json(row.value)

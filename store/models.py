@@ -21,14 +21,14 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         class Meta:
             database = db
 
-    class KeyValue(Base):
+    class KeyValueRow(Base):
         key = TextField(primary_key=True)
         value = TextField()
 
         class Meta:
             table_name = "kv"
 
-    class Target(Base):
+    class TargetRow(Base):
         id = IntegerField(primary_key=True)
         document = TextField()
         etag = TextField(null=True)
@@ -37,7 +37,7 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         class Meta:
             table_name = "target"
 
-    class TargetRejection(Base):
+    class TargetRejectionRow(Base):
         id = IntegerField(primary_key=True)
         etag = TextField(null=True)
         reason = TextField()
@@ -46,7 +46,7 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         class Meta:
             table_name = "target_rejection"
 
-    class Shadow(Base):
+    class ShadowRow(Base):
         thing = TextField()
         name = TextField()
         document = TextField()
@@ -56,7 +56,7 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
             table_name = "shadow"
             primary_key = CompositeKey("thing", "name")
 
-    class OutboxEntry(Base):
+    class OutboxRow(Base):
         report_id = AutoField()
         channel = TextField()
         patch = TextField()
@@ -64,14 +64,14 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         class Meta:
             table_name = "outbox"
 
-    class AcceptedState(Base):
+    class AcceptedStateRow(Base):
         channel = TextField(primary_key=True)
         state = TextField()
 
         class Meta:
             table_name = "accepted_state"
 
-    class Error(Base):
+    class ErrorRow(Base):
         source = TextField()
         key = TextField()
         message = TextField()
@@ -84,11 +84,11 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
             primary_key = CompositeKey("source", "key")
 
     return SimpleNamespace(
-        KeyValue=KeyValue,
-        Target=Target,
-        TargetRejection=TargetRejection,
-        Shadow=Shadow,
-        OutboxEntry=OutboxEntry,
-        AcceptedState=AcceptedState,
-        Error=Error,
+        KeyValueRow=KeyValueRow,
+        TargetRow=TargetRow,
+        TargetRejectionRow=TargetRejectionRow,
+        ShadowRow=ShadowRow,
+        OutboxRow=OutboxRow,
+        AcceptedStateRow=AcceptedStateRow,
+        ErrorRow=ErrorRow,
     )

@@ -11,7 +11,7 @@ import messages
 from actors.runtime.hardening import capabilities, harden_thespian
 from actors.runtime.processes import children_of, port_in_use
 from actors.runtime.supervisor import GLOBAL_NAME
-from messages.bus.runtime import StatusReply, StatusRequest
+from messages.bus.runtime import GetStatus, StatusReply
 
 
 def query_status(config: dict, tell: tuple = (), timeout: float = 5.0) -> StatusReply | None:
@@ -41,7 +41,7 @@ def query_status(config: dict, tell: tuple = (), timeout: float = 5.0) -> Status
         supervisor = asys.createActor("actors.runtime.supervisor.Supervisor", globalName=GLOBAL_NAME)
         for msg in tell:
             asys.tell(supervisor, messages.encode(msg))
-        raw = asys.ask(supervisor, messages.encode(StatusRequest()), timeout)
+        raw = asys.ask(supervisor, messages.encode(GetStatus()), timeout)
         reply = None if raw is None else messages.decode(raw)
         asys = None
         return reply if isinstance(reply, StatusReply) else None

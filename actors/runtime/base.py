@@ -25,7 +25,7 @@ from thespian.actors import (
 import messages
 from actors.runtime.hardening import harden_actor_process
 from conf.schema import parse
-from messages.bus.runtime import ActorCrashed, Configure, Hello, Ping, Pong
+from messages.bus.runtime import ActorCrashed, ActorReady, Configure, Ping, Pong
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class FleetletActor(Actor):
             self.name, self.config = typed.name, typed.config
             self.options = parse(self.Settings, typed.settings, f"actors.{self.name}.settings")
             self.supervisor = sender
-            self.send(sender, messages.encode(Hello(self.name, os.getpid())))
+            self.send(sender, messages.encode(ActorReady(self.name, os.getpid())))
             self.started()
             return
         if isinstance(typed, Ping):

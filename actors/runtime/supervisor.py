@@ -20,15 +20,15 @@ from conf.schema import ConfigError
 from fleetlet_version import __version__
 from messages.bus.runtime import (
     ActorCrashed,
+    ActorReady,
     Boot,
     Booted,
     BootFailed,
     ChildStatus,
     Configure,
-    Hello,
+    GetStatus,
     Ping,
     StatusReply,
-    StatusRequest,
 )
 
 GLOBAL_NAME = "fleetlet-supervisor"
@@ -113,7 +113,7 @@ class Supervisor(FleetletActor):
         else:
             self.route(type(typed).__name__, raw)
 
-    def on_Hello(self, msg: Hello, sender) -> None:
+    def on_ActorReady(self, msg: ActorReady, sender) -> None:
         child = self.children.get(msg.name)
         if child is not None and child.address == sender:
             child.pid, child.state = msg.pid, "running"
@@ -123,7 +123,7 @@ class Supervisor(FleetletActor):
         if child is not None:
             child.last_error = msg.error
 
-    def on_StatusRequest(self, msg: StatusRequest, sender) -> None:
+    def on_GetStatus(self, msg: GetStatus, sender) -> None:
         state = "escalated" if self.escalated else "running"
         reply = StatusReply(state, self.escalated, tuple(c.status() for c in self.children.values()), __version__)
         self.send(sender, messages.encode(reply))

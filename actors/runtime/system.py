@@ -26,7 +26,7 @@ from actors.runtime.processes import (
     stat_fields,
 )
 from actors.runtime.supervisor import GLOBAL_NAME
-from messages.bus.runtime import Boot, Booted, BootFailed, StatusReply, StatusRequest
+from messages.bus.runtime import Boot, Booted, BootFailed, GetStatus, StatusReply
 from store import Store, StoreError
 
 log = logging.getLogger("fleetlet.system")
@@ -133,7 +133,7 @@ class AgentSystem:
         return None if raw is None else messages.decode(raw)
 
     def status(self, timeout: float = 5.0) -> StatusReply | None:
-        reply = self._ask(StatusRequest(), timeout)
+        reply = self._ask(GetStatus(), timeout)
         return reply if isinstance(reply, StatusReply) else None
 
     def pids(self) -> list[int]:

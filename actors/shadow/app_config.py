@@ -19,7 +19,7 @@ import tempfile
 
 from actors.runtime.base import FleetletActor
 from conf.schema import ConfigError, non_empty, setting
-from messages.bus.shadow import ShadowApplied, ShadowDelta
+from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated
 from messages.bus.target import RestartServices
 
 RESTART_MARKER_SUFFIX = ".restart-pending"
@@ -149,10 +149,10 @@ class AppConfig(FleetletActor):
         if os.path.exists(self.marker):  # the previous incarnation changed the file and died before telling
             self._restart(read_config(self.marker).get("reason", f"{self.options.path} changed"))
 
-    def on_ShadowDelta(self, msg: ShadowDelta) -> None:
+    def on_ShadowDeltaUpdated(self, msg: ShadowDeltaUpdated) -> None:
         if msg.thing != self.config["device"]["thing"] or msg.shadow != self.options.shadow:
             # Every handler answers every delta, so the listener knows when the apply is over.
-            self.publish(ShadowApplied(self.name, msg.thing, msg.shadow, msg.version, {}, {}))
+            self.publish(ShadowDeltaApplied(self.name, msg.thing, msg.shadow, msg.version, {}, {}))
             return
         current = read_config(self.options.path)
         content, failures = plan_config(current, msg.delta, msg.desired, self.options)
@@ -171,7 +171,7 @@ class AppConfig(FleetletActor):
             restart = False
             self._drop_marker()
         actual = read_config(self.options.path)
-        self.publish(ShadowApplied(self.name, msg.thing, msg.shadow, msg.version,
+        self.publish(ShadowDeltaApplied(self.name, msg.thing, msg.shadow, msg.version,
                                    reported_state(actual, msg.desired, self.options), failures))
         if restart:
             self._restart(reason)

@@ -3,9 +3,9 @@
 
 It recovers every shadow's last known document, pending report and recorded errors from the store when
 it (re)starts, so the device works from its last desired state even with the broker unreachable, and a
-crash of this process loses nothing. Deltas go out as ShadowDelta to the handlers (actors subscribed to
-ShadowDelta, plus handler functions named in ``shadow.handlers``); their ShadowApplied answers become
-reports through the persistence actor's outbox (EnqueueReport -> ReportPending -> AckReport).
+crash of this process loses nothing. Deltas go out as ShadowDeltaUpdated to the handlers (actors subscribed to
+ShadowDeltaUpdated, plus handler functions named in ``shadow.handlers``); their ShadowDeltaApplied answers become
+reports through the persistence actor's outbox (EnqueueReport -> ReportQueued -> AckReport).
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from actors.shadow.sync import (
     SyncSettings,
     channel_of,
 )
-from messages.bus.outbox import RecordError, ReportPending
-from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowInboxReady
+from messages.bus.outbox import RecordError, ReportQueued
+from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowInboxFilled
 from messages.bus.target import PollNow
 from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
@@ -41,14 +41,14 @@ POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if 
 
 
 def delta_handlers(config: dict) -> list[str]:
-    """Who answers a ShadowDelta: every enabled actor subscribed to it, and every handler function."""
+    """Who answers a ShadowDeltaUpdated: every enabled actor subscribed to it, and every handler function."""
     actors = [name for name, entry in config.get("actors", {}).items()
-              if entry.get("enabled", True) and "ShadowDelta" in entry.get("subscribes", [])]
+              if entry.get("enabled", True) and "ShadowDeltaUpdated" in entry.get("subscribes", [])]
     return actors + list(config["shadow"]["handlers"])
 
 
 def load_handler_function(path: str):
-    """``package.module:function``: called as ``function(ShadowDelta) -> (reported, failures)``."""
+    """``package.module:function``: called as ``function(ShadowDeltaUpdated) -> (reported, failures)``."""
     module_name, _, attribute = path.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), attribute) if attribute else None
@@ -116,9 +116,9 @@ class ShadowListener(FleetletActor):
     # -- wakeups ------------------------------------------------------------------------------------------
     def _ring(self) -> None:
         """Runs in the link's (or an HTTPS read's) thread: only a doorbell crosses into the actor."""
-        self.send(self.myAddress, messages.encode(ShadowInboxReady()))
+        self.send(self.myAddress, messages.encode(ShadowInboxFilled()))
 
-    def on_ShadowInboxReady(self, msg: ShadowInboxReady) -> None:
+    def on_ShadowInboxFilled(self, msg: ShadowInboxFilled) -> None:
         self._drain()
 
     def on_timer(self, payload) -> None:
@@ -146,12 +146,12 @@ class ShadowListener(FleetletActor):
             self.publish(PollNow(batch.poll_now))
 
     # -- from the other actors ----------------------------------------------------------------------------
-    def on_ShadowApplied(self, msg: ShadowApplied) -> None:
+    def on_ShadowDeltaApplied(self, msg: ShadowDeltaApplied) -> None:
         sync = self.syncs.get(msg.shadow) if msg.thing == self.thing else None
         if sync is not None:
             self._carry_out(sync, sync.on_applied(msg, time.monotonic()))
 
-    def on_ReportPending(self, msg: ReportPending) -> None:
+    def on_ReportQueued(self, msg: ReportQueued) -> None:
         sync = self.by_channel.get(msg.channel)  # other channels belong to other senders
         if sync is not None:
             self._carry_out(sync, sync.on_report_pending(msg.report_id, msg.patch, time.monotonic()))
@@ -168,14 +168,14 @@ class ShadowListener(FleetletActor):
                     effect = dataclasses.replace(effect, at=time.time())
                     self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
                 self.publish(effect)
-                if isinstance(effect, ShadowDelta):
+                if isinstance(effect, ShadowDeltaUpdated):
                     self._call_functions(sync, effect)
 
-    def _call_functions(self, sync: ShadowSync, delta: ShadowDelta) -> None:
+    def _call_functions(self, sync: ShadowSync, delta: ShadowDeltaUpdated) -> None:
         for path, function in self.functions.items():
             try:
                 reported, failures = function(delta)
-                answer = ShadowApplied(path, delta.thing, delta.shadow, delta.version, reported, failures)
+                answer = ShadowDeltaApplied(path, delta.thing, delta.shadow, delta.version, reported, failures)
                 messages.decode(messages.encode(answer))  # the same checks an actor's answer passes
             except Exception as exc:  # noqa: BLE001 - a handler's bug is recorded, never a listener crash
                 effects = sync.on_handler_failed(path, delta.version, f"raised {type(exc).__name__}: {exc}",

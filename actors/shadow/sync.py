@@ -29,7 +29,7 @@ from actors.shadow.payloads import (
 from conf.agent import MqttSection, ShadowSection
 from conf.schema import parse
 from messages.bus.outbox import ClearError, RecordError
-from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
+from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowDocumentSeen
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
     compute_delta,
@@ -120,8 +120,8 @@ def channel_of(thing: str, name: str) -> str:
 class ShadowSync:
     """One shadow (``name`` "" is the classic one) of one thing, from the device's side.
 
-    ``handlers`` names who answers every ShadowDelta with a ShadowApplied: the actors subscribed to
-    ShadowDelta and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
+    ``handlers`` names who answers every ShadowDeltaUpdated with a ShadowDeltaApplied: the actors subscribed to
+    ShadowDeltaUpdated and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
     value the device cannot apply, ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
     """
 
@@ -196,7 +196,7 @@ class ShadowSync:
             self.malformed = 0
         return self._flush()
 
-    def on_applied(self, msg: ShadowApplied, now: float) -> list:
+    def on_applied(self, msg: ShadowDeltaApplied, now: float) -> list:
         """A handler's answer: report what changed, surface what it could not apply."""
         enqueue = self.sender.report(as_stored(msg.reported))
         if enqueue is not None:
@@ -320,8 +320,8 @@ class ShadowSync:
         self._dispatch(0, {}, now)
 
     # -- applying ------------------------------------------------------------------------------------------
-    def _delta_message(self, version: int, delta: dict) -> ShadowDelta:
-        return ShadowDelta(self.thing, self.name, version, delta, self.desired)
+    def _delta_message(self, version: int, delta: dict) -> ShadowDeltaUpdated:
+        return ShadowDeltaUpdated(self.thing, self.name, version, delta, self.desired)
 
     def _dispatch(self, version: int, delta: dict, now: float) -> None:
         if self.apply is not None:  # one apply at a time; what arrives meanwhile is coalesced

@@ -3,7 +3,7 @@
 
 `EngineState` is rebuilt from the engine's labels alone and replaced by every read, never patched from memory,
 which is what lets the planner be level-triggered. (The bus message announcing the device's state in report form is
-`messages.bus.target.CurrentState`; this is the engine's raw view, planned from.)
+`messages.bus.target.CurrentStateObserved`; this is the engine's raw view, planned from.)
 """
 from __future__ import annotations
 

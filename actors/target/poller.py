@@ -25,7 +25,7 @@ from messages.protocol.target_state import (
 )
 from messages.transport.backoff import backoff_ceiling, jittered
 from messages.transport.http import CloudClient, CloudError, Response
-from store import Store, TargetRejection, TargetState
+from store import Store, TargetRecord, TargetRejection
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,14 @@ def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> floa
     return jittered(ceiling, fraction, settings.jitter)
 
 
-def known_etag(target: TargetState | None, rejection: TargetRejection | None) -> str | None:
+def known_etag(target: TargetRecord | None, rejection: TargetRejection | None) -> str | None:
     """The ETag of the newest document seen: the cloud answers 304 while it still serves that one."""
     if rejection is not None and (target is None or rejection.at > target.received_at):
         return rejection.etag
     return None if target is None else target.etag
 
 
-def interpret(response: Response, stored: TargetState | None,
+def interpret(response: Response, stored: TargetRecord | None,
               now: float) -> TargetStateFetched | TargetStateRejected | None:
     """What a 200 or 304 answer means: a new target to store, a rejected one, or nothing new."""
     if response.status == 304:

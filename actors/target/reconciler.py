@@ -46,15 +46,14 @@ from actors.target.scheduling import (
 )
 from conf.schema import ConfigError, non_negative, positive, setting
 from messages.bus.engine import (
-    EngineJob,
     EngineJobDone,
     EngineJobStarted,
     ReconcileNow,
-    ReconcilePass,
+    ReconcilePassFinished,
+    RunEngineJob,
 )
 from messages.bus.outbox import ClearError, RecordError
-from messages.bus.target import CurrentState as CurrentStateReport
-from messages.bus.target import RestartServices, TargetStateStored
+from messages.bus.target import CurrentStateObserved, RestartServices, TargetStateStored
 from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
@@ -216,7 +215,7 @@ class Reconciler(FleetletActor):
         address = self.createActor("actors.target.engine.worker.EngineWorker")
         job_id = self.pool.add(step, address)
         options = self.options
-        self.send(address, messages.encode(EngineJob(job_id, self.owner, options.engine_timeout,
+        self.send(address, messages.encode(RunEngineJob(job_id, self.owner, options.engine_timeout,
                                                      options.stop_timeout,
                                                      None if step is None else step_to_wire(step))))
 
@@ -325,7 +324,7 @@ class Reconciler(FleetletActor):
     def _report(self, state: dict) -> None:
         # Re-sent after a drift interval even when equal, so a restarted reporter learns it again.
         if state != self.last_report or time.monotonic() - self.last_report_at >= self.options.drift_interval:
-            self.publish(CurrentStateReport(state, time.time()))
+            self.publish(CurrentStateObserved(state, time.time()))
             self.last_report, self.last_report_at = state, time.monotonic()
 
     def _idle(self, verdicts: list[dict], backing_off: frozenset[Key]) -> None:
@@ -345,7 +344,7 @@ class Reconciler(FleetletActor):
                        done.trigger, done.steps, finished - done.started_at,
                        f"; failed: {', '.join(failed)}" if failed else "")
         self.pass_ = None
-        self.publish(ReconcilePass(done.trigger, self.etag, done.started_at, finished, done.steps, converged,
+        self.publish(ReconcilePassFinished(done.trigger, self.etag, done.started_at, finished, done.steps, converged,
                                    failed))
 
 

@@ -3,7 +3,7 @@
 Only what changed since what the cloud holds (or will hold once the queued reports are sent) is reported,
 as a merge patch; nothing when nothing changed; at most one new report per `throttle` seconds. Reports go
 through persistence's outbox first, so an unsent one survives a restart: persistence announces it
-(ReportPending), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds;
+(ReportQueued), the reporter sends it and acknowledges it (AckReport) with the state the cloud now holds;
 the bookkeeping is `actors.outbox.OutboxSender`, shared with the shadows.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from fleetlet_version import __version__
 from messages.bus.outbox import (
     ClearError,
     RecordError,
-    ReportPending,
+    ReportQueued,
 )
-from messages.bus.target import CurrentState, TargetStateRejected, TargetStateStored
+from messages.bus.target import CurrentStateObserved, TargetStateRejected, TargetStateStored
 from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
 from store import Store, TargetRejection
@@ -85,7 +85,7 @@ class Reporter(FleetletActor):
 
     # -- what to report -----------------------------------------------------------------------------
 
-    def on_CurrentState(self, msg: CurrentState) -> None:
+    def on_CurrentStateObserved(self, msg: CurrentStateObserved) -> None:
         self.latest.update(msg.state)
         self._request_flush()
 
@@ -117,7 +117,7 @@ class Reporter(FleetletActor):
 
     # -- sending ------------------------------------------------------------------------------------
 
-    def on_ReportPending(self, msg: ReportPending) -> None:
+    def on_ReportQueued(self, msg: ReportQueued) -> None:
         if msg.channel != CHANNEL:
             return
         self.sender.announced(msg.report_id, msg.patch)

@@ -28,7 +28,7 @@ class EngineStep:
 
 @message
 @dataclass(frozen=True)
-class EngineJob:
+class RunEngineJob:
     """Reconciler -> worker: run `step`, or read the current state when `step` is None."""
     job_id: int
     owner: str
@@ -64,7 +64,7 @@ class ReconcileNow:
 
 @message
 @dataclass(frozen=True)
-class ReconcilePass:
+class ReconcilePassFinished:
     """The reconciler went idle: what a pass ran since it was triggered and whether the device converged.
 
     `converged` is False when a service is failing or waits on one; `failed` names them as "app/service".

@@ -22,7 +22,7 @@ class EnqueueReport:
 
 @message
 @dataclass(frozen=True)
-class ReportPending:
+class ReportQueued:
     """A channel has a pending report; its sender sends it and acknowledges with AckReport."""
     channel: str
     report_id: int

@@ -18,7 +18,7 @@ class Configure:
 
 @message
 @dataclass(frozen=True)
-class Hello:
+class ActorReady:
     """A child's answer to Configure: it runs, in this process."""
     name: str
     pid: int
@@ -54,7 +54,7 @@ class BootFailed:
 
 @message
 @dataclass(frozen=True)
-class StatusRequest:
+class GetStatus:
     pass
 
 

@@ -1,6 +1,6 @@
 """Messages of the shadow conversation: the listener, its handlers, and what persistence keeps of it.
 
-The handler contract is ShadowDelta (to every handler) answered by ShadowApplied.
+The handler contract is ShadowDeltaUpdated (to every handler) answered by ShadowDeltaApplied.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from messages.codec import message
 
 @message
 @dataclass(frozen=True)
-class ShadowDelta:
+class ShadowDeltaUpdated:
     """Desired values that differ from reported, for the delta handlers to apply."""
     thing: str
     shadow: str  # "" for the classic shadow
@@ -22,7 +22,7 @@ class ShadowDelta:
 
 @message
 @dataclass(frozen=True)
-class ShadowApplied:
+class ShadowDeltaApplied:
     """A handler's answer: the device's actual state for the keys it handled, and what it could not apply."""
     handler: str
     thing: str
@@ -45,7 +45,7 @@ class ShadowDocumentSeen:
 
 @message
 @dataclass(frozen=True)
-class ShadowInboxReady:
+class ShadowInboxFilled:
     """The listener's MQTT thread put something in its inbox: drain it now.
 
     A doorbell, not a carrier: what arrived waits in the inbox, so a lost doorbell costs only the

@@ -42,7 +42,7 @@ class PollNow:
 
 @message
 @dataclass(frozen=True)
-class CurrentState:
+class CurrentStateObserved:
     """The device's current state as the reconciler read it from the engine, in report form."""
     state: dict
     at: float

@@ -143,8 +143,8 @@ def _converge_update_remove_repair_reject(device: SyncedDevice) -> None:
     assert rejected["etag"] == bad_etag and "apps.1.services[0].config.gpu: unknown field" in rejected["reason"]
     assert device.reported()["target_state"]["status"] == "rejected"
     assert device.stored_etag() == etag
-    passes = len(device.messages("ReconcilePass"))
-    wait_for(lambda: len(device.messages("ReconcilePass")) >= passes + 2, what="two more drift checks")
+    passes = len(device.messages("ReconcilePassFinished"))
+    wait_for(lambda: len(device.messages("ReconcilePassFinished")) >= passes + 2, what="two more drift checks")
     assert device.running_ids() == repaired
     assert all(c.restarts == 0 for c in system.status().children)
 

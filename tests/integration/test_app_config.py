@@ -19,7 +19,7 @@ from actors.shadow.app_config import (
     write_atomically,
 )
 from conf.schema import parse
-from messages.bus.shadow import ShadowDelta
+from messages.bus.shadow import ShadowDeltaUpdated
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
 from tests.support.probe_actors import recorded_rows
@@ -109,11 +109,11 @@ def recorded(tmp_path, kind):
 def handler_system(tmp_path, port, start_agent):
     def start():
         actors = {
-            "app_config": {"class": "actors.shadow.app_config.AppConfig", "subscribes": ["ShadowDelta"],
+            "app_config": {"class": "actors.shadow.app_config.AppConfig", "subscribes": ["ShadowDeltaUpdated"],
                            "settings": {"path": str(tmp_path / "app.json"), "keys": ["t", "mode"], "app_id": "1",
                                         "services": ["app"], "ranges": {"t": [16, 30]}}},
             "recorder": {"class": "tests.support.probe_actors.Recorder",
-                         "subscribes": ["ShadowApplied", "RestartServices"],
+                         "subscribes": ["ShadowDeltaApplied", "RestartServices"],
                          "settings": {"path": str(tmp_path / "recorded.jsonl")}},
         }
         return start_agent(agent_config(tmp_path, port, actors))
@@ -126,8 +126,8 @@ def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_pat
     tell = lambda msg: system.asys.tell(system.supervisor, messages.encode(msg))  # noqa: E731
     thing = conf.load("agent")["device"]["thing"]
     desired = {"t": 35, "mode": "cool", "requiresRestart": True, "ghost": 1}
-    tell(ShadowDelta(thing, "", 4, desired, desired))
-    (answer,) = wait_for(lambda: recorded(tmp_path, "ShadowApplied"), what="the answer")
+    tell(ShadowDeltaUpdated(thing, "", 4, desired, desired))
+    (answer,) = wait_for(lambda: recorded(tmp_path, "ShadowDeltaApplied"), what="the answer")
     assert answer["reported"] == {"t": 30, "mode": "cool", "requiresRestart": True}
     assert answer["failures"] == {"t": "35 is outside 16..30; applied 30"} and answer["version"] == 4
     assert read_config(str(tmp_path / "app.json")) == {"t": 30, "mode": "cool"}
@@ -135,10 +135,10 @@ def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_pat
     assert restart["app_id"] == "1" and restart["services"] == ["app"] and "changed (mode, t)" in restart["reason"]
     assert not os.path.exists(str(tmp_path / "app.json") + RESTART_MARKER_SUFFIX)
 
-    tell(ShadowDelta(thing, "named", 5, {"t": 20}, {"t": 20}))  # another shadow: answered, not applied
-    tell(ShadowDelta(thing, "", 6, {"t": 36}, {**desired, "t": 36}))  # clamps to the same value: no restart
-    wait_for(lambda: len(recorded(tmp_path, "ShadowApplied")) == 3, what="two more answers")
-    named, same = recorded(tmp_path, "ShadowApplied")[1:]
+    tell(ShadowDeltaUpdated(thing, "named", 5, {"t": 20}, {"t": 20}))  # another shadow: answered, not applied
+    tell(ShadowDeltaUpdated(thing, "", 6, {"t": 36}, {**desired, "t": 36}))  # clamps to the same value: no restart
+    wait_for(lambda: len(recorded(tmp_path, "ShadowDeltaApplied")) == 3, what="two more answers")
+    named, same = recorded(tmp_path, "ShadowDeltaApplied")[1:]
     assert (named["shadow"], named["reported"]) == ("named", {})
     assert same["reported"]["t"] == 30 and len(recorded(tmp_path, "RestartServices")) == 1
 

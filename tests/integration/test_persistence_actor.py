@@ -22,7 +22,7 @@ def system(tmp_path, port, start_agent):
         "persistence": {"class": "actors.persistence.Persistence",
                         "subscribes": ["TargetStateFetched", "EnqueueReport", "AckReport", "RecordError"]},
         "recorder": {"class": "tests.support.probe_actors.Recorder",
-                     "subscribes": ["TargetStateStored", "ReportPending"],
+                     "subscribes": ["TargetStateStored", "ReportQueued"],
                      "settings": {"path": str(tmp_path / "recorded.jsonl")}},
     }
     return start_agent(agent_config(tmp_path, port, actors))
@@ -39,14 +39,14 @@ def test_stores_then_announces_and_reannounces_after_a_kill(system, tmp_path):
     tell(EnqueueReport("device-state", {"a": 1}))
     tell(EnqueueReport("device-state", {"b": {"c": 2}}))
     tell(RecordError("shadow", "mode", "cannot apply 'turbo'", 5.0))
-    wait_for(lambda: seen(tmp_path, "TargetStateStored") and len(seen(tmp_path, "ReportPending")) == 2,
+    wait_for(lambda: seen(tmp_path, "TargetStateStored") and len(seen(tmp_path, "ReportQueued")) == 2,
              what="announcements")
-    assert seen(tmp_path, "ReportPending")[-1]["patch"] == {"a": 1, "b": {"c": 2}}
+    assert seen(tmp_path, "ReportQueued")[-1]["patch"] == {"a": 1, "b": {"c": 2}}
 
     pid = children(system)["persistence"].pid
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: len(seen(tmp_path, "TargetStateStored")) == 2, timeout=5, what="re-announced target")
-    wait_for(lambda: len(seen(tmp_path, "ReportPending")) == 3, timeout=5, what="re-announced report")
+    wait_for(lambda: len(seen(tmp_path, "ReportQueued")) == 3, timeout=5, what="re-announced report")
 
     with Store.open(str(tmp_path / "agent.db"), readonly=True) as store:
         assert store.load_target().document == {"apps": {}}

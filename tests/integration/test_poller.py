@@ -16,7 +16,7 @@ from conf.schema import ConfigError, parse
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
 from messages.protocol.target_state import parse_target_state, to_json
 from messages.transport.http import Response
-from store import Store, TargetRejection, TargetState
+from store import Store, TargetRecord, TargetRejection
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for, wait_quiet
 from tests.support.stub_cloud import StubCloud
@@ -44,7 +44,7 @@ def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_ba
 
 
 def test_the_etag_sent_is_the_newest_document_seen():
-    stored = TargetState({}, '"good"', 100.0)
+    stored = TargetRecord({}, '"good"', 100.0)
     assert known_etag(None, None) is None
     assert known_etag(stored, None) == '"good"'
     assert known_etag(stored, TargetRejection('"bad"', "why", 150.0)) == '"bad"'
@@ -60,7 +60,7 @@ def test_a_new_valid_document_is_fetched_in_canonical_form():
 
 
 def test_not_modified_and_the_same_document_again_mean_nothing_new():
-    stored = TargetState(to_json(parse_target_state(TARGET)), '"a"', 1.0)
+    stored = TargetRecord(to_json(parse_target_state(TARGET)), '"a"', 1.0)
     assert interpret(Response(304, {"etag": '"a"'}, b""), stored, 2.0) is None
     assert interpret(ok(TARGET, '"a"'), stored, 2.0) is None
     assert interpret(ok(TARGET, etag=None), stored, 2.0) is None  # no ETag: compared by content

@@ -48,7 +48,7 @@ class Device:
         return [row for row in rows if row["type"] == kind]
 
     def wait_converged(self, etag: str, timeout: float = 20.0) -> dict:
-        return wait_for(lambda: next((p for p in reversed(self.messages("ReconcilePass"))
+        return wait_for(lambda: next((p for p in reversed(self.messages("ReconcilePassFinished"))
                                       if p["etag"] == etag and p["converged"]), None),
                         timeout=timeout, what=f"convergence on {etag}")
 
@@ -82,7 +82,8 @@ class Device:
 
 
 def recorder(device: Device) -> dict:
-    return {"class": "tests.support.probe_actors.Recorder", "subscribes": ["ReconcilePass", "CurrentState"],
+    return {"class": "tests.support.probe_actors.Recorder",
+            "subscribes": ["ReconcilePassFinished", "CurrentStateObserved"],
             "settings": {"path": str(device.recorded)}}
 
 
@@ -131,13 +132,13 @@ def test_a_failing_service_is_marked_failed_while_the_rest_converges(engine_agen
 
     # download-then-kill (the default): the new image cannot be pulled, so the old container keeps running
     set_target(system, document({"1": {"web": {"image": "fleetlet-test/absent:1"}, "db": {}, "cache": {}}}), '"v2"')
-    failed = wait_for(lambda: next((p for p in device.messages("ReconcilePass")
+    failed = wait_for(lambda: next((p for p in device.messages("ReconcilePassFinished")
                                     if p["etag"] == '"v2"' and p["failed"]), None), what="web marked failed")
     assert failed["failed"] == ["1/web"] and not failed["converged"]
     assert device.running_ids() == {**before, "cache": device.running_ids()["cache"]}
     error = next(e for e in device.errors() if e["source"] == "reconciler")
     assert error["key"] == "1/web" and "fleetlet-test/absent:1" in error["message"]
-    report = device.messages("CurrentState")[-1]["state"]["apps"]["1"]
+    report = device.messages("CurrentStateObserved")[-1]["state"]["apps"]["1"]
     assert report["update_status"] == "failed"
     assert report["services"]["web"]["status"] == "running" and "absent" in report["services"]["web"]["reason"]
     assert report["services"]["cache"]["status"] == "running" and "reason" not in report["services"]["cache"]
@@ -146,7 +147,8 @@ def test_a_failing_service_is_marked_failed_while_the_rest_converges(engine_agen
     set_target(system, document({"1": {"web": {"image": "fleetlet-test/absent:1",
                                                "update_strategy": "kill-then-download"}, "db": {}}}), '"v3"')
     wait_for(lambda: "web" not in device.containers() and "cache" not in device.containers(), what="web and cache gone")
-    wait_for(lambda: any(p["etag"] == '"v3"' and p["failed"] == ["1/web"] for p in device.messages("ReconcilePass")),
+    wait_for(lambda: any(p["etag"] == '"v3"' and p["failed"] == ["1/web"]
+                         for p in device.messages("ReconcilePassFinished")),
              what="web failing again")
     assert device.running_ids()["db"] == before["db"]
 
@@ -162,11 +164,11 @@ def test_restart_services_restarts_the_same_containers(engine_agent, docker_clie
     device.wait_converged('"v1"')
     ids = {service: containers[0].id for service, containers in device.containers().items()}
     started = {service: docker_client.containers.get(ids[service]).attrs["State"]["StartedAt"] for service in ids}
-    passes = len(device.messages("ReconcilePass"))
+    passes = len(device.messages("ReconcilePassFinished"))
 
     tell(system, RestartServices("1", ("web", "once"), "config file changed"))
     wait_for(lambda: any(p["trigger"] == "restart services" and p["converged"] and p["steps"] == 4
-                         for p in device.messages("ReconcilePass")[passes:]), what="the restart done")
+                         for p in device.messages("ReconcilePassFinished")[passes:]), what="the restart done")
     after = {service: docker_client.containers.get(ids[service]).attrs["State"] for service in ids}
     assert all(after[service]["Running"] for service in ids)  # a one-shot too: restarting means running it again
     assert after["web"]["StartedAt"] != started["web"] and after["once"]["StartedAt"] != started["once"]
@@ -204,7 +206,7 @@ def test_a_newer_target_supersedes_a_hanging_pull(engine_agent):
         slow = f"127.0.0.1:{tarpit.port}/slow:1"
         set_target(system, document({"1": {"slow": {"image": slow}}}), '"v1"')
         wait_for(lambda: any(s["state"]["apps"]["1"]["update_status"] == "downloading"
-                             for s in device.messages("CurrentState")), what="the pull underway")
+                             for s in device.messages("CurrentStateObserved")), what="the pull underway")
         wait_for(lambda: tarpit.connections, what="the engine to reach the registry")
 
         sent = time.monotonic()
@@ -213,7 +215,7 @@ def test_a_newer_target_supersedes_a_hanging_pull(engine_agent):
         device.wait_converged('"v2"', timeout=10)
         assert time.monotonic() - sent < 5  # not after the pull's 60 s timeout
         assert list(device.running_ids()) == ["fast"]
-        report = device.messages("CurrentState")[-1]["state"]["apps"]["1"]
+        report = device.messages("CurrentStateObserved")[-1]["state"]["apps"]["1"]
         assert report["update_status"] == "done" and list(report["services"]) == ["fast"]
     finally:
         tarpit.close()

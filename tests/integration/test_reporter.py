@@ -13,7 +13,7 @@ from actors.runtime.system import AgentSystem
 from actors.target.reporter import ReporterSettings, target_section
 from conf.schema import parse
 from fleetlet_version import __version__
-from messages.bus.target import CurrentState, TargetStateRejected
+from messages.bus.target import CurrentStateObserved, TargetStateRejected
 from messages.protocol.patches import apply_patch, report_patch
 from store import Store, TargetRejection
 from tests.integration.test_supervision import agent_config
@@ -79,7 +79,7 @@ def reporter_agent(tmp_path, port):
                                 "subscribes": ["TargetStateRejected", "EnqueueReport", "AckReport", "RecordError",
                                                "ClearError"]},
                 "reporter": {"class": "actors.target.reporter.Reporter",
-                             "subscribes": ["CurrentState", "ReportPending", "TargetStateRejected"],
+                             "subscribes": ["CurrentStateObserved", "ReportQueued", "TargetStateRejected"],
                              "settings": {"throttle": 0.3, "retry_min": 0.1, "retry_max": 0.2}},
             })
             config["cloud"]["url"] = cloud.url
@@ -108,7 +108,7 @@ def held_by_cloud(cloud) -> dict:
 def test_reports_changes_only_throttled_and_nothing_when_nothing_changed(reporter_agent):
     start, cloud, answer = reporter_agent
     system = start()
-    tell(system, CurrentState(apps("running"), time.time()))
+    tell(system, CurrentStateObserved(apps("running"), time.time()))
     wait_for(lambda: "apps" in held_by_cloud(cloud), what="the first report of the current state")
     first = cloud.seen("PATCH")[0]
     assert first.path == "/api/v1/device/state" and first.headers["authorization"] == "Bearer demo-token"
@@ -116,9 +116,9 @@ def test_reports_changes_only_throttled_and_nothing_when_nothing_changed(reporte
                                     "target_state": {"status": "none"}}
 
     sent = len(cloud.seen("PATCH"))
-    tell(system, CurrentState(apps("running"), time.time()))  # the same again: nothing to send
-    tell(system, CurrentState(apps("exited"), time.time()))
-    tell(system, CurrentState(apps("running", container="c2"), time.time()))  # merged with the previous change
+    tell(system, CurrentStateObserved(apps("running"), time.time()))  # the same again: nothing to send
+    tell(system, CurrentStateObserved(apps("exited"), time.time()))
+    tell(system, CurrentStateObserved(apps("running", container="c2"), time.time()))  # merged with the previous change
     tell(system, TargetStateRejected('"9"', "apps: must be an object", 50.0))
     wait_for(lambda: len(cloud.seen("PATCH")) > sent, what="the next report")
     wait_quiet(lambda: len(cloud.seen("PATCH")), quiet=0.8, what="reports after the merged one")
@@ -135,7 +135,7 @@ def test_an_unsent_report_survives_a_restart_of_the_agent(reporter_agent, tmp_pa
     start, cloud, answer = reporter_agent
     answer["status"] = 503
     system = start()
-    tell(system, CurrentState(apps("running"), time.time()))
+    tell(system, CurrentStateObserved(apps("running"), time.time()))
 
     def pending():
         with Store.open(str(tmp_path / "agent.db"), readonly=True) as store:

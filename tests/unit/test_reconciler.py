@@ -20,7 +20,7 @@ from actors.target.reconciler import ReconcilerSettings, retry_delay
 from actors.target.report import report_state
 from actors.target.scheduling import finished_restarts, next_steps, obsolete_pulls, restart_steps
 from conf.schema import parse
-from messages.bus.engine import EngineJob, EngineJobDone
+from messages.bus.engine import EngineJobDone, RunEngineJob
 from tests.unit.test_planner import (
     IMAGE_1,
     IMAGE_2,
@@ -115,7 +115,7 @@ def test_steps_and_states_cross_the_wire_unchanged():
                                 "command": "sh -c 'sleep 1'"}})
     for step in plan(target, EngineState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}),
                                           volumes=frozenset({Resource("1", "data")}))):
-        job = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step))))
+        job = messages.decode(messages.encode(RunEngineJob(1, "owner", 30.0, 10, step_to_wire(step))))
         assert step_from_wire(job.step) == step
     state = converged_state(target)
     done = messages.decode(messages.encode(EngineJobDone(1, None, False, state_to_wire(state))))
@@ -137,6 +137,6 @@ def test_every_step_type_crosses_the_wire_as_itself(data):
     arguments = {"app_id": text, "service_name": names, "reason": text, "resource": text, "image": text,
                  "container_id": text, "service": st.just(service) if kind is Create else st.none() | st.just(service)}
     step = data.draw(st.builds(kind, **{field.name: arguments[field.name] for field in dataclasses.fields(kind)}))
-    wire = messages.decode(messages.encode(EngineJob(1, "owner", 30.0, 10, step_to_wire(step)))).step
+    wire = messages.decode(messages.encode(RunEngineJob(1, "owner", 30.0, 10, step_to_wire(step)))).step
     assert type(step_from_wire(wire)) is kind and step_from_wire(wire) == step
     assert wire.action == kind.action.value

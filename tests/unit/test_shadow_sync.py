@@ -29,7 +29,7 @@ from actors.shadow.sync import (
     as_stored,
 )
 from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
-from messages.bus.shadow import ShadowApplied, ShadowDelta, ShadowDocumentSeen
+from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowDocumentSeen
 from messages.protocol.patches import apply_patch, report_patch
 from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.backoff import backoff_delay
@@ -55,7 +55,7 @@ def synced(sync: ShadowSync, document: Document, now: float = 0.0) -> list:
 
 
 def applied(reported, version, failures=None, handler="app"):
-    return ShadowApplied(handler, "dev", "", version, reported, failures or {})
+    return ShadowDeltaApplied(handler, "dev", "", version, reported, failures or {})
 
 
 def report_sent(sync: ShadowSync, report_id: int, patch: dict, now: float = 0.0) -> dict:
@@ -193,7 +193,7 @@ def test_a_delta_from_the_read_is_applied_reported_and_acknowledged():
     effects = synced(sync, Document(3, {"t": 24, "mode": "cool"}, {"t": 20, "mode": "cool", "fan": 1}, None))
     (seen,) = only(effects, ShadowDocumentSeen)
     assert seen.version == 3 and seen.document["state"]["desired"] == {"t": 24, "mode": "cool"}
-    (delta,) = only(effects, ShadowDelta)
+    (delta,) = only(effects, ShadowDeltaUpdated)
     assert (delta.version, delta.delta, delta.desired) == (3, {"t": 24}, {"t": 24, "mode": "cool"})
 
     effects = sync.on_applied(applied({"t": 24, "mode": "cool"}, 3), 1.0)
@@ -219,19 +219,19 @@ def test_stale_deltas_are_dropped_equal_versions_are_not():
     synced(sync, Document(5, {}, {}, None))
     assert sync.receive(Delta(4, {"a": 1}), 1.0) == []
     assert sync.stale_dropped == 1
-    assert only(sync.receive(Delta(5, {"a": 2}), 1.0), ShadowDelta)[0].delta == {"a": 2}
+    assert only(sync.receive(Delta(5, {"a": 2}), 1.0), ShadowDeltaUpdated)[0].delta == {"a": 2}
 
 
 def test_deltas_arriving_during_an_apply_are_coalesced_newest_wins():
     sync = machine()
     synced(sync, Document(1, {}, {}, None))
-    first = only(sync.receive(Delta(2, {"a": 1}), 1.0), ShadowDelta)
+    first = only(sync.receive(Delta(2, {"a": 1}), 1.0), ShadowDeltaUpdated)
     assert [d.version for d in first] == [2]
     for version in (4, 3, 5, 5):
-        assert only(sync.receive(Delta(version, {"a": version}), 1.1), ShadowDelta) == []
-    after = only(sync.on_applied(applied({"a": 1}, 2), 1.2), ShadowDelta)
+        assert only(sync.receive(Delta(version, {"a": version}), 1.1), ShadowDeltaUpdated) == []
+    after = only(sync.on_applied(applied({"a": 1}, 2), 1.2), ShadowDeltaUpdated)
     assert [(d.version, d.delta) for d in after] == [(5, {"a": 5})]
-    assert only(sync.on_applied(applied({"a": 5}, 5), 1.3), ShadowDelta) == []
+    assert only(sync.on_applied(applied({"a": 5}, 5), 1.3), ShadowDeltaUpdated) == []
 
 
 @settings(max_examples=150, deadline=None)
@@ -243,7 +243,7 @@ def test_out_of_order_and_duplicate_deltas_apply_in_version_order_and_end_on_the
     dispatched = []
 
     def note(effects):
-        dispatched.extend(d.version for d in only(effects, ShadowDelta))
+        dispatched.extend(d.version for d in only(effects, ShadowDeltaUpdated))
 
     for version, answer in zip(versions, answer_after, strict=False):
         note(sync.receive(Delta(version, {"v": version}), 1.0))
@@ -260,7 +260,7 @@ def test_a_missing_shadow_is_created_from_the_actual_state_without_a_version():
     sync = machine()
     (get,) = sync.link_up(0.0)
     effects = sync.receive(Rejected(404, "No shadow exists with name: 'dev'", get.payload["clientToken"]), 0.1)
-    (request,) = only(effects, ShadowDelta)
+    (request,) = only(effects, ShadowDeltaUpdated)
     assert (request.version, request.delta) == (0, {})
     assert sync.on_applied(applied({"t": 21, "mode": None}, 0), 0.2) == [EnqueueReport("shadow:dev/", {"t": 21})]
     payload = report_sent(sync, 1, {"t": 21})
@@ -341,11 +341,11 @@ def test_a_value_the_device_cannot_apply_is_reported_as_it_is_recorded_once_and_
     payload = report_sent(sync, 1, {"t": 30})
     sync.receive(Accepted(4, payload["clientToken"]), 1.5)
     # The cloud publishes the delta again after that report; the same answer must cost nothing.
-    only(sync.receive(Delta(4, {"t": 40}), 2.0), ShadowDelta)
+    only(sync.receive(Delta(4, {"t": 40}), 2.0), ShadowDeltaUpdated)
     effects = sync.on_applied(applied({"t": 30}, 4, {"t": "40 is outside 16..30; applied 30"}), 2.1)
     assert effects == []
     # Once the value is applicable the record is cleared.
-    only(sync.receive(Delta(5, {"t": 25}), 3.0), ShadowDelta)
+    only(sync.receive(Delta(5, {"t": 25}), 3.0), ShadowDeltaUpdated)
     effects = sync.on_applied(applied({"t": 25}, 5), 3.1)
     assert ClearError("shadow:dev/", "desired.t") in effects
 
@@ -366,11 +366,11 @@ def test_a_silent_handler_is_asked_once_more_then_recorded_and_the_next_delta_go
     synced(sync, Document(3, {"t": 24}, {}, None))
     sync.on_applied(applied({"t": 24}, 3), 1.0)
     sync.receive(Delta(4, {"t": 25}), 2.0)
-    (again,) = only(sync.tick(10.0), ShadowDelta)
+    (again,) = only(sync.tick(10.0), ShadowDeltaUpdated)
     assert again.version == 3
     effects = sync.tick(20.0)
     assert [e.key for e in only(effects, RecordError)] == ["handler:other"]
-    assert [d.version for d in only(effects, ShadowDelta)] == [4]
+    assert [d.version for d in only(effects, ShadowDeltaUpdated)] == [4]
 
 
 def test_a_handler_function_that_fails_counts_as_an_answer():
@@ -453,6 +453,6 @@ def test_the_emqx_profile_reads_over_https():
     (read,) = sync.link_up(0.0)
     assert read == ReadOverHttp("dev", "t-1")
     effects = sync.receive(Document(2, {"t": 24}, {}, "t-1"), 0.1)
-    assert only(effects, ShadowDelta)[0].delta == {"t": 24}
+    assert only(effects, ShadowDeltaUpdated)[0].delta == {"t": 24}
     payload = report_sent(sync, 1, {"t": 24})
     assert sync.topics.update == "$emqx/things/dev/shadow/update" and payload["version"] == 2

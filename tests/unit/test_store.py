@@ -23,7 +23,7 @@ from store import (
     StoreTooNew,
     StoreValueError,
     TargetRejection,
-    TargetState,
+    TargetRecord,
 )
 from store.db import APPLICATION_ID
 from store.migrations import SCHEMA_VERSION
@@ -117,7 +117,7 @@ def test_data_survives_reopening(path):
         store.save_target({"apps": {}}, '"e1"', 10.0)
         store.enqueue_report("device-state", {"a": 1})
     with Store.open(path) as store:
-        assert store.load_target() == TargetState({"apps": {}}, '"e1"', 10.0)
+        assert store.load_target() == TargetRecord({"apps": {}}, '"e1"', 10.0)
         assert store.pending_report("device-state").patch == {"a": 1}
 
 
@@ -156,7 +156,7 @@ def test_version_1_database_is_migrated_with_its_data_kept(path):
     with Store.open(path) as store:
         assert store._db.pragma("user_version") == SCHEMA_VERSION
         assert store.get("poller") == {"backoff": 4}
-        assert store.load_target() == TargetState({"apps": {}}, "etag-1", 100.0)
+        assert store.load_target() == TargetRecord({"apps": {}}, "etag-1", 100.0)
         assert store.last_target_rejection() == TargetRejection("etag-2", "apps: not an object", 101.0)
         assert store.load_shadow("pi", "") == ShadowState({"state": {}}, 7)
         assert store.pending_report("device-state") == PendingReport(1, {"a": 1})

@@ -15,7 +15,7 @@ import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
 from actors.target.model import STEP_TYPES, Action, ContainerInfo, EngineState, Resource, Step
-from messages.bus.engine import EngineJob, EngineJobDone, EngineJobStarted, EngineStep
+from messages.bus.engine import EngineJobDone, EngineJobStarted, EngineStep, RunEngineJob
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
 
@@ -55,7 +55,7 @@ def state_from_wire(wire: dict) -> EngineState:
     )
 
 
-def run_job(job: EngineJob, engine: DockerEngine) -> EngineJobDone:
+def run_job(job: RunEngineJob, engine: DockerEngine) -> EngineJobDone:
     """Run one job against `engine`; every failure becomes an answer, never an exception."""
     try:
         if job.step is None:
@@ -76,7 +76,7 @@ class EngineWorker(FleetletActor):
     name = "engine-worker"
 
     def dispatch(self, typed, raw: bytes, sender) -> None:
-        if not isinstance(typed, EngineJob):
+        if not isinstance(typed, RunEngineJob):
             self.log.warning("ignored %s", type(typed).__name__)
             return
         self.send(sender, messages.encode(EngineJobStarted(typed.job_id, os.getpid())))
