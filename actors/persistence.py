@@ -56,7 +56,7 @@ class Persistence(FleetletActor):
         self.store.record_error("target", "rejected", msg.reason, msg.at)
 
     def on_ShadowDocumentSeen(self, msg: ShadowDocumentSeen) -> None:
-        self.store.save_shadow(msg.thing, msg.shadow, msg.document, msg.version)
+        self.store.save_shadow(msg.thing_name, msg.shadow_name, msg.document, msg.version)
 
     def on_EnqueueReport(self, msg: EnqueueReport) -> None:
         self.store.enqueue_report(msg.channel, msg.patch)

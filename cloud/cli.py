@@ -31,7 +31,7 @@ def register(subparsers, common) -> argparse._SubParsersAction:
         parser = actions.add_parser(action, help=f"{action} the thing's classic shadow, or a named one")
         common(parser)
         parser.add_argument("thing")
-        parser.add_argument("--name", help="a named shadow (default: the classic shadow)")
+        parser.add_argument("--name", default="", help="a named shadow (default: the classic shadow)")
         if action == "update":
             parser.add_argument("document", help='the request, e.g. \'{"state": {"desired": {...}}}\'; - reads stdin')
     shadow_actions = actions

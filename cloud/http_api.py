@@ -29,7 +29,7 @@ from cloud.store import CloudStore, CloudStoreError, DeviceRecord
 from messages.protocol import api
 from messages.protocol import json as strict_json
 from messages.protocol.shadow_document import ShadowError
-from messages.protocol.shadow_topics import validate_shadow_name, validate_thing_name
+from messages.protocol.shadow_topics import CLASSIC_SHADOW, validate_shadow_name, validate_thing_name
 from messages.protocol.target_state import (
     InvalidTargetState,
     parse_target_state,
@@ -243,10 +243,10 @@ class CloudApi:
 
         return handler
 
-    def _shadow_name(self, request: ApiRequest) -> str | None:
+    def _shadow_name(self, request: ApiRequest) -> str:
         names = request.query.get("name")
         if names is None:
-            return None
+            return CLASSIC_SHADOW
         try:
             if len(names) != 1:
                 raise ShadowError(400, "Give one shadow name")
@@ -256,7 +256,7 @@ class CloudApi:
 
     def _get_emqx_shadow(self, request: ApiRequest, thing: str) -> ApiResponse:
         self._for_thing(request, thing)
-        document = self._db(self._store.read_shadow, thing, None).document
+        document = self._db(self._store.read_shadow, thing, CLASSIC_SHADOW).document
         if document is None:
             err = shadow_not_found(thing)
             raise ApiError(404, body=error_payload(err, None, self._now()))

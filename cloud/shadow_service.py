@@ -32,6 +32,7 @@ from cloud.shadow_algebra import (
 from cloud.store import CloudStore, CloudStoreError
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import (
+    CLASSIC_SHADOW,
     parse_shadow_topic,
     shadow_topics,
     validate_shadow_name,
@@ -45,17 +46,17 @@ log = logging.getLogger("fleetlet.cloud.shadow")
 
 @dataclasses.dataclass(frozen=True)
 class ShadowAddress:
-    thing: str
-    name: str | None = None  # None: the classic shadow
+    thing_name: str
+    shadow_name: str = CLASSIC_SHADOW
 
     @property
     def label(self) -> str:
         """The name AWS puts in a 404: the shadow's, or the thing's for the classic shadow."""
-        return self.thing if self.name is None else self.name
+        return self.shadow_name or self.thing_name
 
     @property
     def profiles(self) -> tuple[str, ...]:
-        return PROFILES if self.name is None else ("aws",)
+        return PROFILES if self.shadow_name == CLASSIC_SHADOW else ("aws",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +100,9 @@ def route(topic: str) -> tuple[str, ShadowAddress, str]:
 def accepted_publications(address: ShadowAddress, operation: str, origin: str | None,
                           accepted: _Accepted) -> tuple[tuple[str, dict], ...]:
     if operation == "get":
-        return () if origin is None else ((shadow_topics(origin, address.thing, address.name).get_accepted,
+        return () if origin is None else ((shadow_topics(origin, address.thing_name, address.shadow_name).get_accepted,
                                            accepted.reply),)
-    views = [shadow_topics(profile, address.thing, address.name) for profile in address.profiles]
+    views = [shadow_topics(profile, address.thing_name, address.shadow_name) for profile in address.profiles]
     if operation == "delete":
         return tuple((topics.delete_accepted, accepted.reply) for topics in views)
     publications = [(topics.update_accepted, accepted.reply) for topics in views]
@@ -115,7 +116,7 @@ def rejected_publications(address: ShadowAddress, operation: str, origin: str | 
                           payload: dict) -> tuple[tuple[str, dict], ...]:
     if origin is None:
         return ()
-    topics = shadow_topics(origin, address.thing, address.name)
+    topics = shadow_topics(origin, address.thing_name, address.shadow_name)
     return ((getattr(topics, f"{operation}_rejected"), payload),)
 
 
@@ -124,7 +125,7 @@ def perform(store: CloudStore, address: ShadowAddress, operation: str, request: 
     """Run one parsed request against the store (blocking); ShadowError when AWS would reject it."""
     token = request.get("clientToken")
     if operation == "get":
-        document = store.read_shadow(address.thing, address.name).document
+        document = store.read_shadow(address.thing_name, address.shadow_name).document
         if document is None:
             err = shadow_not_found(address.label)
             raise ShadowError(err.code, err.message, token)
@@ -134,12 +135,12 @@ def perform(store: CloudStore, address: ShadowAddress, operation: str, request: 
             outcome = apply_update(current.document, request, now, limits, deleted_version=current.version)
             return outcome.document, outcome
 
-        outcome = store.change_shadow(address.thing, address.name, now, update)
+        outcome = store.change_shadow(address.thing_name, address.shadow_name, now, update)
         return _Accepted(outcome.accepted, outcome.delta, outcome.documents)
     def delete(current):
         return None, delete_document(current.document, request, now, address.label)
 
-    return _Accepted(store.change_shadow(address.thing, address.name, now, delete))
+    return _Accepted(store.change_shadow(address.thing_name, address.shadow_name, now, delete))
 
 
 @dataclasses.dataclass
@@ -187,7 +188,7 @@ class ShadowService:
             request = parse_request(payload, self._limits, require_state=operation == "update")
         except ShadowError as err:
             return self._reject(address, operation, origin, err, None)
-        queue = self._queues.setdefault(address.thing, _ThingQueue())
+        queue = self._queues.setdefault(address.thing_name, _ThingQueue())
         if queue.pending >= self._max_queued:
             return self._reject(address, operation, origin, too_many_requests(), request)
         queue.pending += 1
@@ -197,7 +198,7 @@ class ShadowService:
         finally:
             queue.pending -= 1
             if queue.pending == 0:
-                del self._queues[address.thing]
+                del self._queues[address.thing_name]
 
     async def _run(self, address, operation, request, origin) -> ShadowResult:
         loop = asyncio.get_running_loop()

@@ -115,12 +115,12 @@ class CloudStore:
     # --- shadows -----------------------------------------------------------------------------------------
 
     @_translated
-    def read_shadow(self, thing: str, name: str | None) -> StoredShadow:
+    def read_shadow(self, thing: str, name: str) -> StoredShadow:
         row = self._shadow_row(thing, name)
         return _stored_shadow(row)
 
     @_translated
-    def change_shadow(self, thing: str, name: str | None, now: int,
+    def change_shadow(self, thing: str, name: str, now: int,
                       change: Callable[[StoredShadow], tuple[dict | None, T]]) -> T:
         """Apply ``change`` (current -> (new document or None to delete, result)) and return its result.
 
@@ -132,8 +132,8 @@ class CloudStore:
             current = _stored_shadow(row)
             document, result = change(current)
             version = document["version"] if document is not None else current.version
-            self._write(ShadowTable, row, (ShadowTable.thing == thing) & (ShadowTable.name == (name or "")),
-                        key={"thing": thing, "name": name or ""},
+            self._write(ShadowTable, row, (ShadowTable.thing == thing) & (ShadowTable.name == name),
+                        key={"thing": thing, "name": name},
                         values={"document": None if document is None else _dump(document),
                                 "version": version, "updated_at": now})
             return result
@@ -141,8 +141,8 @@ class CloudStore:
         return self._optimistic(attempt)
 
     @staticmethod
-    def _shadow_row(thing: str, name: str | None):
-        return ShadowTable.get_or_none((ShadowTable.thing == thing) & (ShadowTable.name == (name or "")))
+    def _shadow_row(thing: str, name: str):
+        return ShadowTable.get_or_none((ShadowTable.thing == thing) & (ShadowTable.name == name))
 
     # --- target states -----------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from actors.shadow.payloads import PayloadError, PayloadLimits, decode_payload
 from messages.protocol.shadow_document import ShadowError
-from messages.protocol.shadow_topics import shadow_topics
+from messages.protocol.shadow_topics import CLASSIC_SHADOW, shadow_topics
 from messages.transport.mqtt import LinkSettings, MqttLink
 
 _LIMITS = PayloadLimits(max_bytes=1024 * 1024, max_depth=64)
@@ -30,7 +30,7 @@ def add_watch_parser(actions, common) -> None:
     parser = actions.add_parser("watch", help="print a shadow's deltas and reports as they happen")
     common(parser)
     parser.add_argument("thing")
-    parser.add_argument("--name", help="a named shadow (default: the classic shadow)")
+    parser.add_argument("--name", default="", help="a named shadow (default: the classic shadow)")
     parser.add_argument("--profile", choices=("aws", "emqx"), help="topic namespace (default: shadow.profile)")
     parser.add_argument("--count", type=int, help="stop after this many messages")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -61,7 +61,7 @@ def describe(kind: str, payload: bytes, at: float, as_json: bool = False) -> str
     return f"{stamp} {kind:<8} {version:<6} {body.get('clientToken', '-')} {detail}"
 
 
-def watch(config: dict, thing: str, name: str | None = None, profile: str | None = None,
+def watch(config: dict, thing: str, name: str = CLASSIC_SHADOW, profile: str | None = None,
           out: TextIO = sys.stdout, stop: threading.Event | None = None, count: int | None = None,
           as_json: bool = False) -> int:
     """Print until ``stop`` is set (Ctrl-C / SIGTERM when run from the main thread) or ``count`` messages."""

@@ -150,9 +150,9 @@ class AppConfig(FleetletActor):
             self._restart(read_config(self.marker).get("reason", f"{self.options.path} changed"))
 
     def on_ShadowDeltaUpdated(self, msg: ShadowDeltaUpdated) -> None:
-        if msg.thing != self.config["device"]["thing"] or msg.shadow != self.options.shadow:
+        if msg.thing_name != self.config["device"]["thing"] or msg.shadow_name != self.options.shadow:
             # Every handler answers every delta, so the listener knows when the apply is over.
-            self.publish(ShadowDeltaApplied(self.name, msg.thing, msg.shadow, msg.version, {}, {}))
+            self.publish(ShadowDeltaApplied(self.name, msg.thing_name, msg.shadow_name, msg.version, {}, {}))
             return
         current = read_config(self.options.path)
         content, failures = plan_config(current, msg.delta, msg.desired, self.options)
@@ -171,7 +171,7 @@ class AppConfig(FleetletActor):
             restart = False
             self._drop_marker()
         actual = read_config(self.options.path)
-        self.publish(ShadowDeltaApplied(self.name, msg.thing, msg.shadow, msg.version,
+        self.publish(ShadowDeltaApplied(self.name, msg.thing_name, msg.shadow_name, msg.version,
                                    reported_state(actual, msg.desired, self.options), failures))
         if restart:
             self._restart(reason)

@@ -42,7 +42,7 @@ class Inbox:
                  limits: PayloadLimits, uuid: str, ring: Callable[[], None]):
         self._routes: dict[str, tuple[str, str]] = {}  # topic -> (shadow name, operation)
         for name in names:
-            for topic in subscriptions(profile, shadow_topics(profile, thing, name or None)):
+            for topic in subscriptions(profile, shadow_topics(profile, thing, name)):
                 self._routes[topic] = (name, parse_shadow_topic(topic)[3])
         self.poll_now_topic = poll_now_topic(uuid)
         self._token_prefix, self._limits, self._ring = token_prefix, limits, ring
@@ -76,7 +76,7 @@ class Inbox:
             return
         if isinstance(incoming, Delta):
             self._file(lambda: self._keep_newest(name, incoming))
-        elif incoming.token is not None and incoming.token.startswith(self._token_prefix):
+        elif incoming.client_token is not None and incoming.client_token.startswith(self._token_prefix):
             self.put_response(name, incoming)
         # else: an answer to another client's request on the same topic
 

@@ -87,21 +87,21 @@ class ShadowListener(FleetletActor):
 
     def started(self) -> None:
         settings = SyncSettings.from_config(self.config)
-        self.thing = self.config["device"]["thing"]
+        self.thing_name = self.config["device"]["thing"]
         self.functions = {path: load_handler_function(path) for path in self.config["shadow"]["handlers"]}
         # Tokens differ per incarnation, so a late answer to a request of the previous one matches nothing.
         prefix = f"fl{secrets.token_hex(4)}-"
         handlers = delta_handlers(self.config)
-        recovered = recover(self.config["store"]["path"], self.thing, settings.names)
-        self.syncs = {name: ShadowSync(self.thing, name, settings, handlers, f"{prefix}{index}-", recovered[name])
+        recovered = recover(self.config["store"]["path"], self.thing_name, settings.names)
+        self.syncs = {name: ShadowSync(self.thing_name, name, settings, handlers, f"{prefix}{index}-", recovered[name])
                       for index, name in enumerate(settings.names)}
         self.by_channel = {sync.channel: sync for sync in self.syncs.values()}
         self.cloud = CloudClient.from_config(self.config)
-        self.inbox = Inbox(self.thing, settings.profile, settings.names, prefix, settings.limits,
+        self.inbox = Inbox(self.thing_name, settings.profile, settings.names, prefix, settings.limits,
                            self.config["device"]["uuid"], ring=self._ring)
         self.epoch, self.ready = 0, False
         logging.getLogger("gmqtt").setLevel(logging.WARNING)  # its INFO logs every SUBACK
-        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing), self.inbox.topics,
+        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name), self.inbox.topics,
                              self.inbox.receive, self.inbox.link_changed)
         now = time.monotonic()
         for sync in self.syncs.values():
@@ -147,7 +147,7 @@ class ShadowListener(FleetletActor):
 
     # -- from the other actors ----------------------------------------------------------------------------
     def on_ShadowDeltaApplied(self, msg: ShadowDeltaApplied) -> None:
-        sync = self.syncs.get(msg.shadow) if msg.thing == self.thing else None
+        sync = self.syncs.get(msg.shadow_name) if msg.thing_name == self.thing_name else None
         if sync is not None:
             self._carry_out(sync, sync.on_applied(msg, time.monotonic()))
 
@@ -162,7 +162,7 @@ class ShadowListener(FleetletActor):
             if isinstance(effect, Publish):
                 self.link.publish(effect.topic, json.dumps(effect.payload, separators=(",", ":")).encode())
             elif isinstance(effect, ReadOverHttp):
-                self._read_over_http(sync.name, effect)
+                self._read_over_http(sync.shadow_name, effect)
             else:
                 if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
                     effect = dataclasses.replace(effect, at=time.time())
@@ -175,7 +175,8 @@ class ShadowListener(FleetletActor):
         for path, function in self.functions.items():
             try:
                 reported, failures = function(delta)
-                answer = ShadowDeltaApplied(path, delta.thing, delta.shadow, delta.version, reported, failures)
+                answer = ShadowDeltaApplied(path, delta.thing_name, delta.shadow_name, delta.version, reported,
+                                            failures)
                 messages.decode(messages.encode(answer))  # the same checks an actor's answer passes
             except Exception as exc:  # noqa: BLE001 - a handler's bug is recorded, never a listener crash
                 effects = sync.on_handler_failed(path, delta.version, f"raised {type(exc).__name__}: {exc}",
@@ -190,12 +191,12 @@ class ShadowListener(FleetletActor):
 
         def read() -> None:
             try:
-                incoming = parse_emqx_view(client.emqx_shadow(effect.thing, ok=(200,)).json(), effect.token)
+                incoming = parse_emqx_view(client.emqx_shadow(effect.thing_name, ok=(200,)).json(), effect.client_token)
             except CloudError as exc:
                 code = exc.status if exc.status is not None and 400 <= exc.status <= 599 else 503
-                incoming = Rejected(code, str(exc)[:300], effect.token)
+                incoming = Rejected(code, str(exc)[:300], effect.client_token)
             except PayloadError as exc:
-                incoming = Rejected(502, f"the cloud's shadow is unusable: {exc}", effect.token)
+                incoming = Rejected(502, f"the cloud's shadow is unusable: {exc}", effect.client_token)
             inbox.put_response(name, incoming)
 
         threading.Thread(target=read, name="shadow-https-read", daemon=True).start()

@@ -31,14 +31,14 @@ class Document:
     version: int
     desired: dict
     reported: dict
-    token: str | None
+    client_token: str | None
 
 
 @dataclasses.dataclass(frozen=True)
 class Accepted:
     """update/accepted."""
     version: int
-    token: str | None
+    client_token: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Rejected:
     """get/rejected or update/rejected."""
     code: int
     message: str
-    token: str | None
+    client_token: str | None
 
 
 Incoming = Delta | Document | Accepted | Rejected
@@ -128,11 +128,11 @@ _PARSERS = {"update/delta": _parse_delta, "get/accepted": _parse_document, "get/
             "update/accepted": _parse_accepted, "update/rejected": _parse_rejected}
 
 
-def parse_emqx_view(body, token: str) -> Document:
+def parse_emqx_view(body, client_token: str) -> Document:
     """The EMQX Fleets HTTPS read (flat ``desired``, ``reported``, ``version``) as a Document."""
     if not isinstance(body, dict):
         raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
-    return Document(_version(body), _section(body, "desired"), _section(body, "reported"), token)
+    return Document(_version(body), _section(body, "desired"), _section(body, "reported"), client_token)
 
 
 def subscriptions(profile: str, topics: ShadowTopics) -> tuple[str, ...]:

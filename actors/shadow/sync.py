@@ -91,14 +91,14 @@ class Publish:
 
 @dataclasses.dataclass(frozen=True)
 class ReadOverHttp:
-    """Read the shadow over HTTPS; the answer comes back as a Document or Rejected carrying ``token``."""
-    thing: str
-    token: str
+    """Read the shadow over HTTPS; the answer comes back as a Document or Rejected carrying ``client_token``."""
+    thing_name: str
+    client_token: str
 
 
 @dataclasses.dataclass
 class _Request:
-    token: str
+    client_token: str
     deadline: float
 
 
@@ -112,24 +112,24 @@ class _Apply:
     retried: bool = False
 
 
-def channel_of(thing: str, name: str) -> str:
+def channel_of(thing_name: str, shadow_name: str) -> str:
     """The outbox channel (and error source) of one shadow."""
-    return f"shadow:{thing}/{name}"
+    return f"shadow:{thing_name}/{shadow_name}"
 
 
 class ShadowSync:
-    """One shadow (``name`` "" is the classic one) of one thing, from the device's side.
+    """One shadow (``shadow_name`` CLASSIC_SHADOW is the classic one) of one thing, from the device's side.
 
     ``handlers`` names who answers every ShadowDeltaUpdated with a ShadowDeltaApplied: the actors subscribed to
     ShadowDeltaUpdated and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
     value the device cannot apply, ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
     """
 
-    def __init__(self, thing: str, name: str, settings: SyncSettings, handlers: Iterable[str],
+    def __init__(self, thing_name: str, shadow_name: str, settings: SyncSettings, handlers: Iterable[str],
                  token_prefix: str, recovered: Recovered = Recovered()):
-        self.thing, self.name, self.settings = thing, name, settings
-        self.channel = channel_of(thing, name)
-        self.topics = shadow_topics(settings.profile, thing, name or None)
+        self.thing_name, self.shadow_name, self.settings = thing_name, shadow_name, settings
+        self.channel = channel_of(thing_name, shadow_name)
+        self.topics = shadow_topics(settings.profile, thing_name, shadow_name)
         self.handlers = frozenset(handlers)
         self._token_prefix, self._tokens = token_prefix, 0
         self.desired, self.held = recovered.desired, recovered.version
@@ -254,7 +254,7 @@ class ShadowSync:
         self._dispatch(delta.version, delta.state, now)
 
     def _on_document(self, doc: Document, now: float) -> None:
-        if self.read is None or doc.token != self.read.token:
+        if self.read is None or doc.client_token != self.read.client_token:
             return  # someone else's read, or one we gave up on
         self.read, self.read_failures, self.exists = None, 0, True
         self._clear("read")
@@ -271,7 +271,7 @@ class ShadowSync:
             self._dispatch(doc.version, delta, now)
 
     def _on_accepted(self, accepted: Accepted, now: float) -> None:
-        if self.report is None or accepted.token != self.report.token:
+        if self.report is None or accepted.client_token != self.report.client_token:
             return
         self.report = None
         ack = self.sender.accepted()
@@ -286,13 +286,13 @@ class ShadowSync:
 
     def _on_rejected(self, rejected: Rejected, now: float) -> None:
         what = f"{rejected.code} {rejected.message}".strip()
-        if self.read is not None and rejected.token == self.read.token:
+        if self.read is not None and rejected.client_token == self.read.client_token:
             self.read = None
             if rejected.code == 404:
                 self._shadow_missing(now)
             else:
                 self._read_failed(f"the read was rejected: {what}", now)
-        elif self.report is not None and rejected.token == self.report.token:
+        elif self.report is not None and rejected.client_token == self.report.client_token:
             if rejected.code == 409:
                 self._report_lost()
                 self.conflicts += 1
@@ -321,7 +321,7 @@ class ShadowSync:
 
     # -- applying ------------------------------------------------------------------------------------------
     def _delta_message(self, version: int, delta: dict) -> ShadowDeltaUpdated:
-        return ShadowDeltaUpdated(self.thing, self.name, version, delta, self.desired)
+        return ShadowDeltaUpdated(self.thing_name, self.shadow_name, version, delta, self.desired)
 
     def _dispatch(self, version: int, delta: dict, now: float) -> None:
         if self.apply is not None:  # one apply at a time; what arrives meanwhile is coalesced
@@ -363,16 +363,16 @@ class ShadowSync:
             self.read_needed, self.newest_since_read = False, None
             self.read = _Request(self._token(), now + self.settings.read_timeout)
             if self.settings.profile == "aws":
-                self._out.append(Publish(self.topics.get, {"clientToken": self.read.token}))
+                self._out.append(Publish(self.topics.get, {"clientToken": self.read.client_token}))
             else:
-                self._out.append(ReadOverHttp(self.thing, self.read.token))
+                self._out.append(ReadOverHttp(self.thing_name, self.read.client_token))
         if self.read or self.read_needed or self.report or now < self.report_not_before:
             return
         report = self.sender.take()
         if report is None:
             return
         self.report = _Request(self._token(), now + self.settings.report_timeout)
-        payload = {"state": {"reported": report.patch}, "clientToken": self.report.token}
+        payload = {"state": {"reported": report.patch}, "clientToken": self.report.client_token}
         if (self.settings.report_version and self.exists and self.held is not None
                 and self.conflicts <= self.settings.conflict_retries):
             payload["version"] = self.held
@@ -406,7 +406,7 @@ class ShadowSync:
     def _remember(self) -> None:
         if self.held is not None:
             document = {"state": {"desired": self.desired, "reported": self.sender.acked}, "version": self.held}
-            self._out.append(ShadowDocumentSeen(self.thing, self.name, document, self.held))
+            self._out.append(ShadowDocumentSeen(self.thing_name, self.shadow_name, document, self.held))
 
     def _record(self, key: str, message: str, now: float, force: bool = False) -> None:
         if force or self.errors.get(key) != message:

@@ -13,8 +13,8 @@ from messages.codec import message
 @dataclass(frozen=True)
 class ShadowDeltaUpdated:
     """Desired values that differ from reported, for the delta handlers to apply."""
-    thing: str
-    shadow: str  # "" for the classic shadow
+    thing_name: str
+    shadow_name: str  # "" for the classic shadow (messages.protocol.shadow_topics.CLASSIC_SHADOW)
     version: int
     delta: dict
     desired: dict
@@ -25,8 +25,8 @@ class ShadowDeltaUpdated:
 class ShadowDeltaApplied:
     """A handler's answer: the device's actual state for the keys it handled, and what it could not apply."""
     handler: str
-    thing: str
-    shadow: str
+    thing_name: str
+    shadow_name: str
     version: int
     reported: dict
     failures: dict  # dotted key path -> reason
@@ -36,8 +36,8 @@ class ShadowDeltaApplied:
 @dataclass(frozen=True)
 class ShadowDocumentSeen:
     """The last full shadow document the device knows (from a get or an accepted update)."""
-    thing: str
-    shadow: str
+    thing_name: str
+    shadow_name: str
     document: dict
     version: int
 

@@ -11,6 +11,9 @@ _SHADOW_NAME = r"[$a-zA-Z0-9:_-]{1,64}"
 OPERATIONS = ("get", "get/accepted", "get/rejected", "update", "update/accepted", "update/rejected",
               "update/delta", "update/documents", "delete", "delete/accepted", "delete/rejected")
 _PREFIXES = {"aws": "$aws", "emqx": "$emqx"}
+# The classic (unnamed) shadow's name, on both sides and in every store: TOML has no null, both stores key a
+# shadow by (thing, name), and the topics and the HTTPS API simply leave the name out.
+CLASSIC_SHADOW = ""
 _TOPIC = re.compile(rf"\$(aws|emqx)/things/({_THING_NAME})/shadow(?:/name/({_SHADOW_NAME}))?"
                     rf"/({'|'.join(map(re.escape, OPERATIONS))})")
 
@@ -46,27 +49,28 @@ class ShadowTopics:
     delete_rejected: str
 
 
-def shadow_topics(profile: str, thing: str, shadow_name: str | None = None) -> ShadowTopics:
-    """Topics for the classic (``shadow_name`` None) or a named shadow under profile aws or emqx.
+def shadow_topics(profile: str, thing_name: str, shadow_name: str = CLASSIC_SHADOW) -> ShadowTopics:
+    """Topics for the classic (``shadow_name`` CLASSIC_SHADOW) or a named shadow under profile aws or emqx.
 
     EMQX Fleets has only the classic shadow, so a name is refused there.
     """
     if profile not in _PREFIXES:
         raise ValueError(f"unknown shadow profile {profile!r}; expected one of {sorted(_PREFIXES)}")
-    prefix = f"{_PREFIXES[profile]}/things/{validate_thing_name(thing)}/shadow"
-    if shadow_name is not None:
+    prefix = f"{_PREFIXES[profile]}/things/{validate_thing_name(thing_name)}/shadow"
+    if shadow_name != CLASSIC_SHADOW:
         if profile != "aws":
             raise ValueError(f"profile {profile!r} has no named shadows")
         prefix += f"/name/{validate_shadow_name(shadow_name)}"
     return ShadowTopics(**{op.replace("/", "_"): f"{prefix}/{op}" for op in OPERATIONS})
 
 
-def parse_shadow_topic(topic: str) -> tuple[str, str, str | None, str] | None:
-    """``(profile, thing, shadow_name or None, operation)`` for a shadow topic, None for any other."""
+def parse_shadow_topic(topic: str) -> tuple[str, str, str, str] | None:
+    """``(profile, thing_name, shadow_name, operation)`` for a shadow topic (CLASSIC_SHADOW for the classic
+    one), None for any other."""
     match = _TOPIC.fullmatch(topic)
     if match is None:
         return None
-    profile, thing, shadow_name, operation = match.groups()
+    profile, thing_name, shadow_name, operation = match.groups()
     if profile != "aws" and shadow_name is not None:
         return None
-    return profile, thing, shadow_name, operation
+    return profile, thing_name, shadow_name or CLASSIC_SHADOW, operation

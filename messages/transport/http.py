@@ -20,6 +20,7 @@ import time
 from urllib.parse import quote, urlsplit
 
 from messages.protocol import api
+from messages.protocol.shadow_topics import CLASSIC_SHADOW
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
 
@@ -138,13 +139,13 @@ class CloudClient:
 
     # --- shadows (AWS HTTPS, and EMQX's view) -----------------------------------------------------------------
 
-    def get_shadow(self, thing: str, name: str | None = None) -> Response:
+    def get_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:
         return self.request("GET", _shadow_path(thing, name))
 
-    def update_shadow(self, thing: str, request: dict | bytes, name: str | None = None) -> Response:
+    def update_shadow(self, thing: str, request: dict | bytes, name: str = CLASSIC_SHADOW) -> Response:
         return self.request("POST", _shadow_path(thing, name), request)
 
-    def delete_shadow(self, thing: str, name: str | None = None) -> Response:
+    def delete_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:
         return self.request("DELETE", _shadow_path(thing, name))
 
     def emqx_shadow(self, thing: str, ok: tuple[int, ...] | None = None) -> Response:
@@ -179,6 +180,6 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def _shadow_path(thing: str, name: str | None) -> str:
+def _shadow_path(thing: str, name: str) -> str:
     path = api.shadow_path(thing)
-    return path if name is None else f"{path}?name={_segment(name)}"
+    return path if name == CLASSIC_SHADOW else f"{path}?name={_segment(name)}"

@@ -299,7 +299,7 @@ def report_behind_the_devices_back(delta):
     version moves on with no delta to tell the device, whose own report then gets 409."""
     if delta.delta:
         CloudClient(os.environ["FLEETLET_TEST_CLOUD"], os.environ["FLEETLET_TEST_TOKEN"]).update_shadow(
-            delta.thing, {"state": {"reported": delta.delta}})
+            delta.thing_name, {"state": {"reported": delta.delta}})
     return {}, {}
 
 

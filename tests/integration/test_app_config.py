@@ -139,7 +139,7 @@ def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_pat
     tell(ShadowDeltaUpdated(thing, "", 6, {"t": 36}, {**desired, "t": 36}))  # clamps to the same value: no restart
     wait_for(lambda: len(recorded(tmp_path, "ShadowDeltaApplied")) == 3, what="two more answers")
     named, same = recorded(tmp_path, "ShadowDeltaApplied")[1:]
-    assert (named["shadow"], named["reported"]) == ("named", {})
+    assert (named["shadow_name"], named["reported"]) == ("named", {})
     assert same["reported"]["t"] == 30 and len(recorded(tmp_path, "RestartServices")) == 1
 
 

@@ -61,19 +61,19 @@ def set_key(key: str, value):
 
 
 def test_shadow_changes_keep_versions_across_deletion_and_refusals_write_nothing(store):
-    assert store.read_shadow("t", None) == StoredShadow(None, 0)
-    assert store.change_shadow("t", None, 100, set_key("a", 1)) == 1
+    assert store.read_shadow("t", "") == StoredShadow(None, 0)
+    assert store.change_shadow("t", "", 100, set_key("a", 1)) == 1
     assert store.change_shadow("t", "named", 100, set_key("a", 1)) == 1  # a separate shadow
-    assert store.change_shadow("t", None, 101, set_key("b", 2)) == 2
+    assert store.change_shadow("t", "", 101, set_key("b", 2)) == 2
 
     def refuse(current):
         raise ShadowError(409, "Version conflict")
 
     with pytest.raises(ShadowError):
-        store.change_shadow("t", None, 102, refuse)
-    assert store.read_shadow("t", None).document == {"state": {"a": 1, "b": 2}, "version": 2}
-    assert store.change_shadow("t", None, 103, lambda current: (None, "deleted")) == "deleted"
-    assert store.read_shadow("t", None) == StoredShadow(None, 2)  # gone, its version remembered
+        store.change_shadow("t", "", 102, refuse)
+    assert store.read_shadow("t", "").document == {"state": {"a": 1, "b": 2}, "version": 2}
+    assert store.change_shadow("t", "", 103, lambda current: (None, "deleted")) == "deleted"
+    assert store.read_shadow("t", "") == StoredShadow(None, 2)  # gone, its version remembered
     assert store.read_shadow("t", "named").document["version"] == 1
 
 
@@ -83,7 +83,7 @@ def test_concurrent_writers_on_separate_connections_lose_nothing(store):
     def write(index: int) -> None:
         try:
             for number in range(per_writer):
-                store.change_shadow("busy", None, 0, set_key(f"{index}-{number}", number))
+                store.change_shadow("busy", "", 0, set_key(f"{index}-{number}", number))
         finally:
             store.close()  # this thread's connection
 
@@ -92,7 +92,7 @@ def test_concurrent_writers_on_separate_connections_lose_nothing(store):
         thread.start()
     for thread in threads:
         thread.join(60)
-    document = store.read_shadow("busy", None).document
+    document = store.read_shadow("busy", "").document
     assert document["version"] == writers * per_writer
     assert len(document["state"]) == writers * per_writer
 

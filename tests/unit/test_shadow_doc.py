@@ -514,7 +514,7 @@ def test_classic_named_and_emqx_topics():
     assert shadow_topics("emqx", "lamp").delete == "$emqx/things/lamp/shadow/delete"
 
 
-@pytest.mark.parametrize("profile, shadow_name", [("aws", None), ("aws", "$cfg"), ("emqx", None)])
+@pytest.mark.parametrize("profile, shadow_name", [("aws", ""), ("aws", "$cfg"), ("emqx", "")])
 def test_every_topic_parses_back(profile, shadow_name):
     topics = shadow_topics(profile, "lamp-1", shadow_name)
     for operation in OPERATIONS:

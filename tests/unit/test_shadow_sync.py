@@ -51,7 +51,7 @@ def only(effects, kind):
 def synced(sync: ShadowSync, document: Document, now: float = 0.0) -> list:
     """Connect and answer the read with ``document``; the effects of the answer."""
     (get,) = only(sync.link_up(now), Publish)
-    return sync.receive(dataclasses.replace(document, token=get.payload["clientToken"]), now)
+    return sync.receive(dataclasses.replace(document, client_token=get.payload["clientToken"]), now)
 
 
 def applied(reported, version, failures=None, handler="app"):
@@ -211,7 +211,7 @@ def test_tokens_are_fresh_and_answers_to_other_clients_are_ignored():
     payload = report_sent(sync, 1, {"a": 1})
     assert sync.receive(Accepted(2, "someone-else"), 0.5) == []
     assert sync.receive(Rejected(409, "Version conflict", None), 0.5) == []
-    assert sync.report is not None and sync.report.token == payload["clientToken"]
+    assert sync.report is not None and sync.report.client_token == payload["clientToken"]
 
 
 def test_stale_deltas_are_dropped_equal_versions_are_not():

@@ -22,8 +22,8 @@ from store import (
     StoreMissing,
     StoreTooNew,
     StoreValueError,
-    TargetRejection,
     TargetRecord,
+    TargetRejection,
 )
 from store.db import APPLICATION_ID
 from store.migrations import SCHEMA_VERSION
