@@ -26,7 +26,7 @@ from store import Store
 
 class Persistence(FleetletActor):
     uses = ("store",)
-    store: Store | None = None
+    store: Store  # set in started(); stopping() may come before it
 
     def started(self) -> None:
         section = self.config["store"]
@@ -38,8 +38,9 @@ class Persistence(FleetletActor):
             self._announce(channel)
 
     def stopping(self) -> None:
-        if self.store is not None:
-            self.store.close()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
 
     def _announce(self, channel: str) -> None:
         pending = self.store.pending_report(channel)

@@ -140,7 +140,7 @@ class CloudApi:
     def _for_device(self, request: ApiRequest, uuid: str) -> DeviceRecord | str:
         caller = self._caller(request)
         _valid_name("device uuid", uuid)
-        if caller != ADMIN and caller.uuid != uuid:
+        if isinstance(caller, DeviceRecord) and caller.uuid != uuid:
             raise ApiError(403, f"this token is not device {uuid}'s")
         return caller
 
@@ -150,7 +150,7 @@ class CloudApi:
             validate_thing_name(thing)
         except ShadowError as err:
             raise ApiError(400, body=error_payload(err, None, self._now())) from None
-        if caller != ADMIN and caller.thing != thing:
+        if isinstance(caller, DeviceRecord) and caller.thing != thing:
             raise ApiError(403, f"this token is not thing {thing}'s")
 
     def _admin(self, request: ApiRequest) -> None:
@@ -194,7 +194,7 @@ class CloudApi:
             raise ApiError(400, "the body must map at least one device uuid to its report")
         for uuid, report in body.items():
             _valid_name("device uuid", uuid)
-            if caller != ADMIN and caller.uuid != uuid:
+            if isinstance(caller, DeviceRecord) and caller.uuid != uuid:
                 raise ApiError(403, f"this token is not device {uuid}'s")
             if not isinstance(report, dict):
                 raise ApiError(400, f"the report of {uuid} must be an object")

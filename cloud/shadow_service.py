@@ -108,7 +108,8 @@ def accepted_publications(address: ShadowAddress, operation: str, origin: str | 
     publications = [(topics.update_accepted, accepted.reply) for topics in views]
     if accepted.delta is not None:
         publications += [(topics.update_delta, accepted.delta) for topics in views]
-    publications += [(topics.update_documents, accepted.documents) for topics in views]
+    if accepted.documents is not None:
+        publications += [(topics.update_documents, accepted.documents) for topics in views]
     return tuple(publications)
 
 

@@ -50,7 +50,9 @@ def describe(kind: str, payload: bytes, at: float, as_json: bool = False) -> str
         if as_json:
             return json.dumps({"at": stamp, "kind": kind, "error": str(exc)})
         return f"{stamp} {kind:<8} unreadable ({exc}): {payload[:80]!r}"
-    state = body.get("state") if isinstance(body.get("state"), dict) else {}
+    state = body.get("state")
+    if not isinstance(state, dict):
+        state = {}
     if kind == "update" and "reported" in state and "desired" not in state:
         kind = "report"
     if as_json:

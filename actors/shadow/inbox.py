@@ -43,7 +43,9 @@ class Inbox:
         self._routes: dict[str, tuple[str, str]] = {}  # topic -> (shadow name, operation)
         for name in names:
             for topic in subscriptions(profile, shadow_topics(profile, thing, name)):
-                self._routes[topic] = (name, parse_shadow_topic(topic)[3])
+                parsed = parse_shadow_topic(topic)
+                assert parsed is not None  # shadow_topics built it
+                self._routes[topic] = (name, parsed[3])
         self.poll_now_topic = poll_now_topic(uuid)
         self._token_prefix, self._limits, self._ring = token_prefix, limits, ring
         self._lock = threading.Lock()

@@ -21,7 +21,7 @@ import conf
 import messages
 from actors.runtime.base import FleetletActor
 from actors.shadow.inbox import Inbox
-from actors.shadow.payloads import PayloadError, Rejected, parse_emqx_view
+from actors.shadow.payloads import Document, PayloadError, Rejected, parse_emqx_view
 from actors.shadow.sync import (
     Publish,
     ReadOverHttp,
@@ -38,6 +38,11 @@ from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
 POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if a doorbell went missing
+
+
+@dataclasses.dataclass(frozen=True)
+class Tick:
+    """The listener's one timer: time out reads, reports and applies; drain an inbox whose doorbell was lost."""
 
 
 def delta_handlers(config: dict) -> list[str]:
@@ -83,7 +88,7 @@ def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Re
 
 class ShadowListener(FleetletActor):
     uses = ("device", "device.token", "mqtt", "shadow", "store", "cloud", "actors")
-    link: MqttLink | None = None
+    link: MqttLink  # set in started(); stopping() may come before it
 
     def started(self) -> None:
         settings = SyncSettings.from_config(self.config)
@@ -107,11 +112,12 @@ class ShadowListener(FleetletActor):
         for sync in self.syncs.values():
             self._carry_out(sync, sync.start(now))
         self.link.start()
-        self.after(POLL_INTERVAL, "poll")
+        self.after(POLL_INTERVAL, Tick())
 
     def stopping(self) -> None:
-        if self.link is not None:
-            self.link.stop()
+        link = getattr(self, "link", None)
+        if link is not None:
+            link.stop()
 
     # -- wakeups ------------------------------------------------------------------------------------------
     def _ring(self) -> None:
@@ -121,12 +127,12 @@ class ShadowListener(FleetletActor):
     def on_ShadowInboxFilled(self, msg: ShadowInboxFilled) -> None:
         self._drain()
 
-    def on_timer(self, payload) -> None:
+    def on_timer(self, payload: Tick) -> None:
         self._drain()
         now = time.monotonic()
         for sync in self.syncs.values():
             self._carry_out(sync, sync.tick(now))
-        self.after(POLL_INTERVAL, "poll")
+        self.after(POLL_INTERVAL, Tick())
 
     def _drain(self) -> None:
         batch = self.inbox.take()
@@ -190,6 +196,7 @@ class ShadowListener(FleetletActor):
         client, inbox = self.cloud, self.inbox
 
         def read() -> None:
+            incoming: Document | Rejected
             try:
                 incoming = parse_emqx_view(client.emqx_shadow(effect.thing_name, ok=(200,)).json(), effect.client_token)
             except CloudError as exc:

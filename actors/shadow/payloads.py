@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from messages.protocol import json as strict_json
 from messages.protocol.shadow_topics import ShadowTopics
@@ -22,15 +24,15 @@ class PayloadLimits:
 class Delta:
     """update/delta: desired values that differ from reported (full paths kept)."""
     version: int
-    state: dict
+    state: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class Document:
     """get/accepted (or the EMQX HTTPS read): the whole shadow."""
     version: int
-    desired: dict
-    reported: dict
+    desired: dict[str, Any]
+    reported: dict[str, Any]
     client_token: str | None
 
 
@@ -52,7 +54,7 @@ class Rejected:
 Incoming = Delta | Document | Accepted | Rejected
 
 
-def decode_payload(payload: bytes, limits: PayloadLimits) -> dict:
+def decode_payload(payload: bytes, limits: PayloadLimits) -> dict[str, Any]:
     """A JSON object within the size and nesting limits, strictly decoded (messages.protocol.json), or
     PayloadError."""
     try:
@@ -76,21 +78,21 @@ def parse_payload(operation: str, payload: bytes, limits: PayloadLimits) -> Inco
     return parser(decode_payload(payload, limits))
 
 
-def _version(body: dict) -> int:
+def _version(body: dict[str, Any]) -> int:
     version = body.get("version")
     if type(version) is not int or version < 0:
         raise PayloadError(f"version must be a non-negative integer, got {version!r:.40}")
     return version
 
 
-def _token(body: dict) -> str | None:
+def _token(body: dict[str, Any]) -> str | None:
     token = body.get("clientToken")
     if token is not None and not isinstance(token, str):
         raise PayloadError(f"clientToken must be a string, got {type(token).__name__}")
     return token
 
 
-def _section(container: dict, name: str) -> dict:
+def _section(container: dict[str, Any], name: str) -> dict[str, Any]:
     value = container.get(name)
     if value is None:
         return {}
@@ -99,23 +101,23 @@ def _section(container: dict, name: str) -> dict:
     return value
 
 
-def _parse_delta(body: dict) -> Delta:
+def _parse_delta(body: dict[str, Any]) -> Delta:
     state = body.get("state")
     if not isinstance(state, dict):
         raise PayloadError("a delta needs a state object")
     return Delta(_version(body), state)
 
 
-def _parse_document(body: dict) -> Document:
+def _parse_document(body: dict[str, Any]) -> Document:
     state = _section(body, "state")
     return Document(_version(body), _section(state, "desired"), _section(state, "reported"), _token(body))
 
 
-def _parse_accepted(body: dict) -> Accepted:
+def _parse_accepted(body: dict[str, Any]) -> Accepted:
     return Accepted(_version(body), _token(body))
 
 
-def _parse_rejected(body: dict) -> Rejected:
+def _parse_rejected(body: dict[str, Any]) -> Rejected:
     code, message = body.get("code"), body.get("message", "")
     if type(code) is not int or not 400 <= code <= 599:
         raise PayloadError(f"code must be an HTTP error status, got {code!r:.40}")
@@ -124,11 +126,12 @@ def _parse_rejected(body: dict) -> Rejected:
     return Rejected(code, message[:500], _token(body))
 
 
-_PARSERS = {"update/delta": _parse_delta, "get/accepted": _parse_document, "get/rejected": _parse_rejected,
-            "update/accepted": _parse_accepted, "update/rejected": _parse_rejected}
+_PARSERS: dict[str, Callable[[dict[str, Any]], Incoming]] = {
+    "update/delta": _parse_delta, "get/accepted": _parse_document, "get/rejected": _parse_rejected,
+    "update/accepted": _parse_accepted, "update/rejected": _parse_rejected}
 
 
-def parse_emqx_view(body, client_token: str) -> Document:
+def parse_emqx_view(body: object, client_token: str) -> Document:
     """The EMQX Fleets HTTPS read (flat ``desired``, ``reported``, ``version``) as a Document."""
     if not isinstance(body, dict):
         raise PayloadError(f"expected a JSON object, got {type(body).__name__}")

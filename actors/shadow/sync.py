@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from actors.outbox import OutboxSender
 from actors.shadow.payloads import (
@@ -28,7 +29,7 @@ from actors.shadow.payloads import (
 )
 from conf.agent import MqttSection, ShadowSection
 from conf.schema import parse
-from messages.bus.outbox import ClearError, RecordError
+from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowDocumentSeen
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
@@ -43,7 +44,7 @@ from store import PendingReport
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
 
 
-def as_stored(reported: dict) -> dict:
+def as_stored(reported: dict[str, Any]) -> dict[str, Any]:
     """A handler's answer as the shadow will store it, for ``report_patch``: each top-level key is the
     device's truth for that key, None (also for what prunes to nothing) when the device does not have it."""
     return {key: stored_form(value) for key, value in reported.items()}
@@ -63,7 +64,7 @@ class SyncSettings:
     limits: PayloadLimits
 
     @classmethod
-    def from_config(cls, config: dict) -> "SyncSettings":
+    def from_config(cls, config: dict[str, Any]) -> "SyncSettings":
         """The [shadow] and [mqtt] sections, checked by their declared schema; ConfigError names the key."""
         shadow = parse(ShadowSection, config["shadow"], "shadow")
         mqtt = parse(MqttSection, config["mqtt"], "mqtt")
@@ -75,18 +76,18 @@ class SyncSettings:
 @dataclasses.dataclass(frozen=True)
 class Recovered:
     """What the store holds for one shadow when the listener (re)starts."""
-    desired: dict = dataclasses.field(default_factory=dict)
-    reported: dict = dataclasses.field(default_factory=dict)  # as the cloud last accepted it
+    desired: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reported: dict[str, Any] = dataclasses.field(default_factory=dict)  # as the cloud last accepted it
     version: int | None = None
-    outbox: tuple[int, dict] | None = None  # the pending report: (report_id, patch)
-    errors: dict = dataclasses.field(default_factory=dict)  # error key -> message, as recorded
+    outbox: tuple[int, dict[str, Any]] | None = None  # the pending report: (report_id, patch)
+    errors: dict[str, Any] = dataclasses.field(default_factory=dict)  # error key -> message, as recorded
 
 
 @dataclasses.dataclass(frozen=True)
 class Publish:
     """An MQTT publish, QoS 1, of ``payload`` as JSON."""
     topic: str
-    payload: dict
+    payload: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,11 @@ class ReadOverHttp:
     """Read the shadow over HTTPS; the answer comes back as a Document or Rejected carrying ``client_token``."""
     thing_name: str
     client_token: str
+
+
+# What the state machine asks its shell to do: a publish, an HTTPS read, or a bus message to publish.
+Effect = (Publish | ReadOverHttp | ShadowDeltaUpdated | ShadowDocumentSeen | EnqueueReport | AckReport | RecordError
+          | ClearError)
 
 
 @dataclasses.dataclass
@@ -105,10 +111,10 @@ class _Request:
 @dataclasses.dataclass
 class _Apply:
     version: int
-    delta: dict
-    waiting: set
+    delta: dict[str, Any]
+    waiting: set[str]
     deadline: float
-    covered: set = dataclasses.field(default_factory=set)  # top-level keys some handler answered for
+    covered: set[str] = dataclasses.field(default_factory=set)  # top-level keys some handler answered for
     retried: bool = False
 
 
@@ -149,31 +155,32 @@ class ShadowSync:
         self.apply: _Apply | None = None
         self.pending: Delta | None = None
         self.stale_dropped = 0
-        self.malformed, self.malformed_recorded_at = 0, None
-        self._out: list = []
+        self.malformed = 0
+        self.malformed_recorded_at: float | None = None
+        self._out: list[Effect] = []
 
     # -- events -----------------------------------------------------------------------------------------
-    def start(self, now: float) -> list:
+    def start(self, now: float) -> list[Effect]:
         """After a (re)start, before any link: the handlers apply the whole desired state of the local copy
         (idempotent; it restores what the device lost, and reports only what differs)."""
         if self.desired:
             self._dispatch(self.held or 0, self.desired, now)
         return self._flush()
 
-    def link_up(self, now: float) -> list:
+    def link_up(self, now: float) -> list[Effect]:
         """Connected and every subscription acknowledged: read the whole shadow."""
         self.link_ready, self.read_needed = True, True
         self.read_failures, self.read_not_before = 0, now
         self._progress(now)
         return self._flush()
 
-    def link_down(self) -> list:
+    def link_down(self) -> list[Effect]:
         """Answers to what is in flight may never come: read and resend after the next connection."""
         self.link_ready, self.read = False, None
         self._report_lost()
         return self._flush()
 
-    def receive(self, incoming: Incoming, now: float) -> list:
+    def receive(self, incoming: Incoming, now: float) -> list[Effect]:
         if isinstance(incoming, Delta):
             self._on_delta(incoming, now)
         elif isinstance(incoming, Document):
@@ -187,7 +194,7 @@ class ShadowSync:
         self._progress(now)
         return self._flush()
 
-    def receive_malformed(self, count: int, reason: str, now: float) -> list:
+    def receive_malformed(self, count: int, reason: str, now: float) -> list[Effect]:
         """Dropped input: recorded at most every MALFORMED_RECORD_INTERVAL s, so a flood costs no writes."""
         self.malformed += count
         if self.malformed_recorded_at is None or now - self.malformed_recorded_at >= MALFORMED_RECORD_INTERVAL:
@@ -196,7 +203,7 @@ class ShadowSync:
             self.malformed = 0
         return self._flush()
 
-    def on_applied(self, msg: ShadowDeltaApplied, now: float) -> list:
+    def on_applied(self, msg: ShadowDeltaApplied, now: float) -> list[Effect]:
         """A handler's answer: report what changed, surface what it could not apply."""
         enqueue = self.sender.report(as_stored(msg.reported))
         if enqueue is not None:
@@ -212,19 +219,19 @@ class ShadowSync:
         self._answered(msg.handler, msg.version, answered, now)
         return self._flush()
 
-    def on_handler_failed(self, handler: str, version: int, reason: str, now: float) -> list:
+    def on_handler_failed(self, handler: str, version: int, reason: str, now: float) -> list[Effect]:
         """A handler function raised or answered nonsense: it has answered, for no key."""
         self._record(f"handler:{handler}", reason, now)
         self._answered(handler, version, set(), now)
         return self._flush()
 
-    def on_report_pending(self, report_id: int, patch: dict, now: float) -> list:
+    def on_report_pending(self, report_id: int, patch: dict[str, Any], now: float) -> list[Effect]:
         """Persistence announces the channel's oldest pending report (after a merge, under a new id)."""
         self.sender.announced(report_id, patch)
         self._progress(now)
         return self._flush()
 
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Effect]:
         """Time passes: time out reads, reports and applies, and send what is due."""
         if self.read is not None and now >= self.read.deadline:
             self.read = None
@@ -302,9 +309,10 @@ class ShadowSync:
                                            "reporting without a version", now)
             elif rejected.code in (400, 413):
                 # Resending would be rejected forever: drop this report, keep the reason.
-                self.report = None
+                self.report, refused = None, self.sender.in_flight
+                assert refused is not None  # a report's request exists only while the report is in flight
                 self._record("report", f"the cloud refused a report for good ({what}): "
-                                       f"{json.dumps(self.sender.in_flight.patch)[:300]}", now)
+                                       f"{json.dumps(refused.patch)[:300]}", now)
                 self._out.append(self.sender.refused())
             else:
                 self._report_lost()
@@ -320,10 +328,10 @@ class ShadowSync:
         self._dispatch(0, {}, now)
 
     # -- applying ------------------------------------------------------------------------------------------
-    def _delta_message(self, version: int, delta: dict) -> ShadowDeltaUpdated:
+    def _delta_message(self, version: int, delta: dict[str, Any]) -> ShadowDeltaUpdated:
         return ShadowDeltaUpdated(self.thing_name, self.shadow_name, version, delta, self.desired)
 
-    def _dispatch(self, version: int, delta: dict, now: float) -> None:
+    def _dispatch(self, version: int, delta: dict[str, Any], now: float) -> None:
         if self.apply is not None:  # one apply at a time; what arrives meanwhile is coalesced
             if self.pending is None or version >= self.pending.version:
                 self.pending = Delta(version, delta)
@@ -333,7 +341,7 @@ class ShadowSync:
         if not self.handlers:
             self._finish_apply(now)
 
-    def _answered(self, handler: str, version: int, keys: set, now: float) -> None:
+    def _answered(self, handler: str, version: int, keys: set[str], now: float) -> None:
         apply = self.apply
         if apply is not None and version == apply.version and handler in apply.waiting:
             apply.waiting.discard(handler)
@@ -343,6 +351,7 @@ class ShadowSync:
 
     def _finish_apply(self, now: float) -> None:
         apply, self.apply = self.apply, None
+        assert apply is not None  # called only while an apply is under way
         if apply.waiting:
             for handler in sorted(apply.waiting):
                 self._record(f"handler:{handler}", f"did not answer the delta of version {apply.version} "
@@ -372,7 +381,7 @@ class ShadowSync:
         if report is None:
             return
         self.report = _Request(self._token(), now + self.settings.report_timeout)
-        payload = {"state": {"reported": report.patch}, "clientToken": self.report.client_token}
+        payload: dict[str, Any] = {"state": {"reported": report.patch}, "clientToken": self.report.client_token}
         if (self.settings.report_version and self.exists and self.held is not None
                 and self.conflicts <= self.settings.conflict_retries):
             payload["version"] = self.held
@@ -423,12 +432,12 @@ class ShadowSync:
             if not _has_path(self.desired, key[len("desired."):].split(".")):
                 self._clear(key)
 
-    def _flush(self) -> list:
+    def _flush(self) -> list[Effect]:
         out, self._out = self._out, []
         return out
 
 
-def _has_path(document: dict, path: list[str]) -> bool:
+def _has_path(document: dict[str, Any], path: list[str]) -> bool:
     node = document
     for part in path:
         if not isinstance(node, dict) or part not in node:

@@ -5,6 +5,7 @@ The handler contract is ShadowDeltaUpdated (to every handler) answered by Shadow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from messages.codec import message
 
@@ -16,8 +17,8 @@ class ShadowDeltaUpdated:
     thing_name: str
     shadow_name: str  # "" for the classic shadow (messages.protocol.shadow_topics.CLASSIC_SHADOW)
     version: int
-    delta: dict
-    desired: dict
+    delta: dict[str, Any]
+    desired: dict[str, Any]
 
 
 @message
@@ -28,8 +29,8 @@ class ShadowDeltaApplied:
     thing_name: str
     shadow_name: str
     version: int
-    reported: dict
-    failures: dict  # dotted key path -> reason
+    reported: dict[str, Any]
+    failures: dict[str, Any]  # dotted key path -> reason
 
 
 @message
@@ -38,7 +39,7 @@ class ShadowDocumentSeen:
     """The last full shadow document the device knows (from a get or an accepted update)."""
     thing_name: str
     shadow_name: str
-    document: dict
+    document: dict[str, Any]
     version: int
 
 

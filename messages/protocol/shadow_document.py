@@ -7,6 +7,7 @@ The cloud's update/get/delete algebra lives in :mod:`cloud.shadow_algebra`; topi
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from messages.protocol.json import json_equal
 from messages.protocol.patches import diff
@@ -28,7 +29,7 @@ class ShadowError(Exception):
         self.client_token = client_token
 
 
-def compute_delta(desired: dict | None, reported: dict | None) -> dict:
+def compute_delta(desired: dict[str, Any] | None, reported: dict[str, Any] | None) -> dict[str, Any]:
     """Every desired leaf whose value differs from reported (or is missing there), full path kept.
 
     Arrays are compared whole, numbers by value (1 == 1.0, but true != 1); reported-only fields
@@ -52,7 +53,7 @@ def is_stale(held_version: int | None, incoming_version: int) -> bool:
     return held_version is not None and incoming_version < held_version
 
 
-def changed_fields(previous_reported: dict | None, actual: dict | None) -> dict:
+def changed_fields(previous_reported: dict[str, Any] | None, actual: dict[str, Any] | None) -> dict[str, Any]:
     """The smallest reported patch turning ``previous_reported`` into ``actual``; null for removals.
 
     Null values and empty objects count as absent on both sides, as they do in a shadow.
@@ -60,7 +61,7 @@ def changed_fields(previous_reported: dict | None, actual: dict | None) -> dict:
     return diff(stored_form(previous_reported or {}) or {}, stored_form(actual or {}) or {})
 
 
-def stored_form(value):
+def stored_form(value: Any) -> Any:
     """``value`` as a shadow stores it: no nulls and no empty objects below objects (array elements are
     kept whole); None when nothing is left of an object."""
     if not isinstance(value, dict):

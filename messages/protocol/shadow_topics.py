@@ -18,14 +18,14 @@ _TOPIC = re.compile(rf"\$(aws|emqx)/things/({_THING_NAME})/shadow(?:/name/({_SHA
                     rf"/({'|'.join(map(re.escape, OPERATIONS))})")
 
 
-def validate_thing_name(name) -> str:
+def validate_thing_name(name: object) -> str:
     """Return ``name`` if it is a valid thing name, else raise a 400 ShadowError."""
     if not isinstance(name, str) or not re.fullmatch(_THING_NAME, name):
         raise ShadowError(400, f"Thing name must match {_THING_NAME}")
     return name
 
 
-def validate_shadow_name(name) -> str:
+def validate_shadow_name(name: object) -> str:
     """Return ``name`` if it is a valid named-shadow name, else raise a 400 ShadowError."""
     if not isinstance(name, str) or not re.fullmatch(_SHADOW_NAME, name):
         raise ShadowError(400, f"Shadow name must match {_SHADOW_NAME}")
