@@ -45,6 +45,7 @@ def message(cls: type[_T] | None = None, *, version: int = 1) -> type[_T] | Call
         if not dataclasses.is_dataclass(klass):
             klass = dataclasses.dataclass(frozen=True)(klass)
         params = getattr(klass, "__dataclass_params__", None)  # set by @dataclass; not in typeshed's stubs
+        # is_dataclass again (always true by now) so that mypy knows it too, for dataclasses.fields below
         if not dataclasses.is_dataclass(klass) or params is None or not params.frozen:
             raise TypeError(f"message {klass.__name__} must be a frozen dataclass")
         name = klass.__name__
