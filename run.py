@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 
 import conf
 from actors.cli import plan as plan_cli
@@ -87,7 +88,7 @@ def run_status(config: dict, as_json: bool) -> int:
     return 0
 
 
-def recorded_errors(config: dict) -> list[dict]:
+def recorded_errors(config: dict) -> Sequence[Mapping[str, object]]:
     """What the device could not do (a value it cannot apply, a rejected target), from the store."""
     from store import Store, StoreError
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable, Mapping
 
 import msgpack
 
@@ -25,19 +26,27 @@ class MessageError(ValueError):
 class _Schema:
     cls: type
     version: int
-    fields: dict[str, typing.Any]  # field name -> resolved type hint
+    fields: dict[str, object]  # field name -> resolved type hint (a class, or a typing form such as `int | None`)
 
 
 _REGISTRY: dict[str, _Schema] = {}
+_T = typing.TypeVar("_T")
 
 
-def message(cls=None, *, version: int = 1):
+@typing.overload
+def message(cls: type[_T], *, version: int = 1) -> type[_T]: ...
+@typing.overload
+def message(cls: None = None, *, version: int = 1) -> Callable[[type[_T]], type[_T]]: ...
+@typing.dataclass_transform(frozen_default=True)
+def message(cls: type[_T] | None = None, *, version: int = 1) -> type[_T] | Callable[[type[_T]], type[_T]]:
     """Class decorator: make ``cls`` a frozen dataclass and register it under its class name."""
 
-    def register(klass):
+    def register(klass: type[_T]) -> type[_T]:
         if not dataclasses.is_dataclass(klass):
             klass = dataclasses.dataclass(frozen=True)(klass)
-        if not klass.__dataclass_params__.frozen:
+        params = getattr(klass, "__dataclass_params__", None)  # set by @dataclass; not in typeshed's stubs
+        # is_dataclass again (always true by now) so that mypy knows it too, for dataclasses.fields below
+        if not dataclasses.is_dataclass(klass) or params is None or not params.frozen:
             raise TypeError(f"message {klass.__name__} must be a frozen dataclass")
         name = klass.__name__
         if name in _REGISTRY and _REGISTRY[name].cls is not klass:
@@ -55,7 +64,7 @@ def message(cls=None, *, version: int = 1):
 _SCALAR_HINTS = (bool, int, float, str, bytes, type(None), dict)
 
 
-def _check_supported(hint, where: str) -> None:
+def _check_supported(hint: object, where: str) -> None:
     """Refuse at import time a field type the codec could not round-trip."""
     origin = typing.get_origin(hint)
     if hint in _SCALAR_HINTS or origin is dict:
@@ -84,17 +93,18 @@ def message_class(name: str) -> type:
         raise MessageError(f"unknown message type {name!r}") from None
 
 
-def encode(msg) -> bytes:
+def encode(msg: object) -> bytes:
     """Pack a registered message; raises MessageError for anything else."""
     name = type(msg).__name__
     schema = _REGISTRY.get(name)
     if schema is None or schema.cls is not type(msg):
         raise MessageError(f"cannot encode {type(msg).__qualname__}: not a registered message")
     body = {fname: _to_wire(getattr(msg, fname)) for fname in schema.fields}
-    return msgpack.packb([name, schema.version, body], use_bin_type=True)
+    packed: bytes = msgpack.packb([name, schema.version, body], use_bin_type=True)
+    return packed
 
 
-def decode(buf: bytes):
+def decode(buf: bytes | bytearray | memoryview) -> object:
     """Unpack and validate a message; raises MessageError naming what was wrong."""
     if not isinstance(buf, (bytes, bytearray, memoryview)):
         raise MessageError(f"expected bytes, got {type(buf).__name__}")
@@ -123,7 +133,7 @@ def decode(buf: bytes):
     return _build(schema, body, name)
 
 
-def _build(schema: _Schema, body: dict, where: str):
+def _build(schema: _Schema, body: Mapping[object, object], where: str) -> object:
     missing = schema.fields.keys() - body.keys()
     extra = body.keys() - schema.fields.keys()
     if missing:
@@ -134,7 +144,7 @@ def _build(schema: _Schema, body: dict, where: str):
     return schema.cls(**values)
 
 
-def _to_wire(value):
+def _to_wire(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
@@ -147,7 +157,7 @@ def _to_wire(value):
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
-def _check_json(value, where: str, depth: int = 0) -> None:
+def _check_json(value: object, where: str, depth: int = 0) -> None:
     """dict-typed fields carry JSON documents: string keys, JSON values only."""
     if depth > 64:
         raise MessageError(f"{where}: nested too deeply")
@@ -163,7 +173,7 @@ def _check_json(value, where: str, depth: int = 0) -> None:
         raise MessageError(f"{where}: {type(value).__name__} is not a JSON value")
 
 
-def _from_wire(value, hint, where: str):
+def _from_wire(value: object, hint: object, where: str) -> object:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -185,10 +195,10 @@ def _from_wire(value, hint, where: str):
             raise MessageError(f"{where}: expected int, got {type(value).__name__}")
         return value
     if hint is float:
-        if type(value) not in (int, float):
+        if type(value) is not int and type(value) is not float:
             raise MessageError(f"{where}: expected float, got {type(value).__name__}")
         return float(value)
-    if hint in (str, bytes):
+    if isinstance(hint, type) and hint in (str, bytes):
         if type(value) is not hint:
             raise MessageError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
         return value
@@ -206,7 +216,7 @@ def _from_wire(value, hint, where: str):
         if len(args) != len(value):
             raise MessageError(f"{where}: expected {len(args)} items, got {len(value)}")
         return tuple(_from_wire(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise MessageError(f"{where}: expected a map, got {type(value).__name__}")
         hints = typing.get_type_hints(hint)

@@ -6,9 +6,10 @@ from store.errors import (
     StoreTooNew,
     StoreValueError,
 )
-from store.facade import PendingReport, ShadowState, Store, TargetRecord, TargetRejection
+from store.facade import ErrorRecord, PendingReport, ShadowState, Store, TargetRecord, TargetRejection
 
 __all__ = [
+    "ErrorRecord",
     "PendingReport",
     "ShadowState",
     "Store",

@@ -7,16 +7,18 @@ A Store is used from the thread that opened it.
 import functools
 import os
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import Concatenate, NamedTuple, ParamSpec, TypedDict, TypeVar
 
 from peewee import EXCLUDED, SqliteDatabase
 
+from messages.protocol.json import JSONObject
 from messages.protocol.patches import compose
 from store.db import open_database, translated_errors
 from store.errors import StoreError
 from store.models import bind_models
 from store.values import (
     decode_json,
+    decode_object,
     encode_json,
     encode_object,
     require_count,
@@ -29,7 +31,7 @@ _SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
 
 
 class TargetRecord(NamedTuple):
-    document: dict
+    document: JSONObject
     etag: str | None
     received_at: float
 
@@ -41,21 +43,33 @@ class TargetRejection(NamedTuple):
 
 
 class ShadowState(NamedTuple):
-    document: dict
+    document: JSONObject
     version: int
 
 
 class PendingReport(NamedTuple):
     report_id: int
-    patch: dict
+    patch: JSONObject
 
 
-Method = TypeVar("Method", bound=Callable)
+class ErrorRecord(TypedDict):
+    """One row of :meth:`Store.errors`."""
+    source: str
+    key: str
+    message: str
+    at: float
+    since: float  # when it first appeared
+    count: int  # how often it was recorded
 
 
-def _reads(method: Method) -> Method:
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_StoreMethod = Callable[Concatenate["Store", _P], _R]
+
+
+def _reads(method: _StoreMethod[_P, _R]) -> _StoreMethod[_P, _R]:
     @functools.wraps(method)
-    def guarded(self: "Store", *args, **kwargs):
+    def guarded(self: "Store", *args: _P.args, **kwargs: _P.kwargs) -> _R:
         self._require_open()
         with translated_errors(self.path, method.__name__):
             return method(self, *args, **kwargs)
@@ -63,9 +77,9 @@ def _reads(method: Method) -> Method:
     return guarded
 
 
-def _writes(method: Method) -> Method:
+def _writes(method: _StoreMethod[_P, _R]) -> _StoreMethod[_P, _R]:
     @functools.wraps(method)
-    def in_transaction(self: "Store", *args, **kwargs):
+    def in_transaction(self: "Store", *args: _P.args, **kwargs: _P.kwargs) -> _R:
         self._require_open()
         if self.readonly:
             raise StoreError(f"{method.__name__}: opened read-only; only the writer process writes", self.path)
@@ -86,7 +100,7 @@ class Store:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         readonly: bool = False,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
@@ -106,7 +120,7 @@ class Store:
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _require_open(self) -> None:
@@ -116,7 +130,7 @@ class Store:
     # Target state
 
     @_writes
-    def save_target(self, document: dict, etag: str | None, received_at: float) -> None:
+    def save_target(self, document: JSONObject, etag: str | None, received_at: float) -> None:
         self._models.TargetRow.replace(
             id=_SINGLE_ROW,
             document=encode_object(document, "document"),
@@ -127,7 +141,7 @@ class Store:
     @_reads
     def load_target(self) -> TargetRecord | None:
         row = self._models.TargetRow.get_or_none()
-        return None if row is None else TargetRecord(decode_json(row.document), row.etag, row.received_at)
+        return None if row is None else TargetRecord(decode_object(row.document, "document"), row.etag, row.received_at)
 
     @_writes
     def record_target_rejection(self, etag: str | None, reason: str, at: float) -> None:
@@ -146,7 +160,7 @@ class Store:
     # Shadows (name "" is the classic shadow)
 
     @_writes
-    def save_shadow(self, thing: str, name: str, document: dict, version: int) -> bool:
+    def save_shadow(self, thing: str, name: str, document: JSONObject, version: int) -> bool:
         """Store the shadow unless the stored one has a higher version; True if stored."""
         shadow = self._models.ShadowRow
         insert = shadow.insert(
@@ -167,12 +181,12 @@ class Store:
     def load_shadow(self, thing: str, name: str) -> ShadowState | None:
         shadow = self._models.ShadowRow
         row = shadow.get_or_none((shadow.thing == thing) & (shadow.name == name))
-        return None if row is None else ShadowState(decode_json(row.document), row.version)
+        return None if row is None else ShadowState(decode_object(row.document, "document"), row.version)
 
     # Outbox: reports that must survive a restart, one queue per channel
 
     @_writes
-    def enqueue_report(self, channel: str, patch: dict) -> int | None:
+    def enqueue_report(self, channel: str, patch: JSONObject) -> int | None:
         """Merge `patch` into the channel's newest pending report; the id now holding it.
 
         A merge gives the report a new id, so an ack of what was sent before does not drop the
@@ -185,7 +199,7 @@ class Store:
         newest = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id.desc()).first()
         if newest is None and not patch:
             return None
-        merged = compose(decode_json(newest.patch), patch) if newest else None
+        merged = compose(decode_object(newest.patch, "patch"), patch) if newest else None
         if merged is None:
             return outbox.insert(channel=channel, patch=patch_text).execute()
         merged_text = encode_json(merged, "patch")
@@ -199,7 +213,7 @@ class Store:
         """The channel's oldest unacknowledged report: send this one next."""
         outbox = self._models.OutboxRow
         row = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id).first()
-        return None if row is None else PendingReport(row.report_id, decode_json(row.patch))
+        return None if row is None else PendingReport(row.report_id, decode_object(row.patch, "patch"))
 
     @_writes
     def ack_report(self, channel: str, report_id: int) -> bool:
@@ -216,15 +230,15 @@ class Store:
     # Last state the receiver accepted, per channel
 
     @_writes
-    def save_accepted(self, channel: str, state: dict) -> None:
+    def save_accepted(self, channel: str, state: JSONObject) -> None:
         self._models.AcceptedStateRow.replace(
             channel=require_text(channel, "channel"), state=encode_object(state, "state")
         ).execute()
 
     @_reads
-    def load_accepted(self, channel: str) -> dict | None:
+    def load_accepted(self, channel: str) -> JSONObject | None:
         row = self._models.AcceptedStateRow.get_or_none(channel=channel)
-        return None if row is None else decode_json(row.state)
+        return None if row is None else decode_object(row.state, "state")
 
     # Errors and reasons, for status
 
@@ -251,7 +265,7 @@ class Store:
         return error.delete().where((error.source == source) & (error.key == key)).execute() > 0
 
     @_reads
-    def errors(self) -> list[dict]:
+    def errors(self) -> list[ErrorRecord]:
         """[{source, key, message, at, since, count}] ordered by source then key."""
         error = self._models.ErrorRow
         return list(error.select().order_by(error.source, error.key).dicts())

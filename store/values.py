@@ -2,6 +2,7 @@
 import math
 
 from messages.protocol import json as strict_json
+from messages.protocol.json import JSONObject
 from store.errors import StoreValueError
 
 # Deeper documents are hostile or buggy; refusing them cleanly beats a RecursionError.
@@ -26,6 +27,14 @@ def decode_json(text: str) -> object:
         return strict_json.decode(text, max_depth=MAX_DEPTH + 1)
     except strict_json.JSONRefused as exc:
         raise StoreValueError(f"stored JSON is unreadable: {exc}") from None
+
+
+def decode_object(text: str, what: str) -> JSONObject:
+    """What encode_object wrote: decode_json, and refuse anything but an object (no row this store wrote)."""
+    value = decode_json(text)
+    if not isinstance(value, dict):
+        raise StoreValueError(f"stored JSON is unreadable: {what} is {type(value).__name__}, not an object")
+    return value
 
 
 def _check_json(value: object, path: str, depth: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.codec import message
+from messages.protocol.json import JSONObject
 from messages.protocol.target_state import Service
 
 
@@ -52,7 +53,7 @@ class EngineJobDone:
     job_id: int
     error: str | None
     unavailable: bool  # the engine could not be reached at all
-    state: dict | None
+    state: JSONObject | None
 
 
 @message

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.codec import message
+from messages.protocol.json import JSONObject
 
 
 @message
@@ -17,7 +18,7 @@ from messages.codec import message
 class EnqueueReport:
     """Merge a patch into a channel's pending report (sent merged once the link is back)."""
     channel: str
-    patch: dict
+    patch: JSONObject
 
 
 @message
@@ -26,7 +27,7 @@ class ReportQueued:
     """A channel has a pending report; its sender sends it and acknowledges with AckReport."""
     channel: str
     report_id: int
-    patch: dict
+    patch: JSONObject
 
 
 @message
@@ -35,7 +36,7 @@ class AckReport:
     """The cloud accepted report ``report_id``; ``accepted_state`` is what the cloud now holds."""
     channel: str
     report_id: int
-    accepted_state: dict
+    accepted_state: JSONObject
 
 
 @message

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.codec import message
+from messages.protocol.json import JSONObject
 
 
 @message
@@ -12,8 +13,8 @@ class Configure:
     """First message a child receives after every (re)start: who it is, the part of the configuration its
     class ``uses`` (no secret it does not name), and its settings table, as checked at load."""
     name: str
-    config: dict
-    settings: dict
+    config: JSONObject
+    settings: JSONObject
 
 
 @message
@@ -36,7 +37,7 @@ class ActorCrashed:
 @dataclass(frozen=True)
 class Boot:
     """From run.py to the root supervisor: start the children the configuration lists."""
-    config: dict
+    config: JSONObject
 
 
 @message

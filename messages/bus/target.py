@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messages.codec import message
+from messages.protocol.json import JSONObject
 
 
 @message
 @dataclass(frozen=True)
 class TargetStateFetched:
     """The poller fetched a new, valid target state; persistence stores it, then announces it."""
-    document: dict
+    document: JSONObject
     etag: str | None
     fetched_at: float
 
@@ -44,7 +45,7 @@ class PollNow:
 @dataclass(frozen=True)
 class CurrentStateObserved:
     """The device's current state as the reconciler read it from the engine, in report form."""
-    state: dict
+    state: JSONObject
     at: float
 
 

@@ -14,12 +14,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any, NoReturn, TypeAlias
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 64  # containers inside containers; no document of ours comes near it
 _MAX_INT_CHARS = 20  # "-9223372036854775808": int() never sees a longer digit string (CPython stops at 4300)
 # A string (escapes included) or a bracket: what the depth scan needs to see, in one pass without recursion.
 _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+# A JSON object as Python holds it once decoded: string keys, JSON values (checked where it enters: this
+# module's decode, the bus codec, the store). The values stay Any on purpose: a document's shape is its
+# reader's to check, field by field (as target_state.parse does), not something one alias can say.
+JSONObject: TypeAlias = dict[str, Any]
 
 
 class JSONRefused(ValueError):
@@ -136,7 +142,7 @@ def _check_depth(text: str, max_depth: int) -> None:
             depth -= 1
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     value = dict(pairs)
     if len(value) != len(pairs):
         seen: set[str] = set()
@@ -147,7 +153,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return value
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> NoReturn:
     raise JSONInvalid(f"{name} is not allowed")
 
 

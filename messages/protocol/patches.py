@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import copy
 
-from messages.protocol.json import json_equal
+from messages.protocol.json import JSONObject, json_equal
 
 _ABSENT = object()
 
 
-def apply_patch(state: dict, patch: dict) -> dict:
+def apply_patch(state: JSONObject, patch: JSONObject) -> JSONObject:
     """What a receiver holds after applying ``patch`` to ``state``: a new document sharing nothing with
     either (neither is modified). Nulls in a patch never land: below a replaced or new object they
     delete from nothing; inside arrays they are values."""
@@ -28,7 +28,7 @@ def apply_patch(state: dict, patch: dict) -> dict:
     return result
 
 
-def _merge_into(target: dict, patch: dict) -> None:
+def _merge_into(target: JSONObject, patch: JSONObject) -> None:
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
@@ -40,7 +40,7 @@ def _merge_into(target: dict, patch: dict) -> None:
             target[key] = copy.deepcopy(value)
 
 
-def compose(earlier: dict, later: dict) -> dict | None:
+def compose(earlier: JSONObject, later: JSONObject) -> JSONObject | None:
     """One patch equal to ``earlier`` then ``later``, or None when no single patch is."""
     result = dict(earlier)
     for key, value in later.items():
@@ -56,13 +56,13 @@ def compose(earlier: dict, later: dict) -> dict | None:
     return result
 
 
-def diff(held: dict, latest: dict) -> dict:
+def diff(held: JSONObject, latest: JSONObject) -> JSONObject:
     """The smallest patch ``p`` with ``apply_patch(held, p) == without_nulls(latest)``.
 
     Keys of ``held`` missing from ``latest`` (or null there) are deleted; values are compared as JSON
     (1 == 1.0, true != 1); arrays are compared and sent whole; empty objects are kept.
     """
-    change = {key: None for key in held if latest.get(key) is None}
+    change: JSONObject = {key: None for key in held if latest.get(key) is None}
     for key, value in latest.items():
         if value is None:
             continue
@@ -76,7 +76,7 @@ def diff(held: dict, latest: dict) -> dict:
     return change
 
 
-def report_patch(held: dict, latest: dict) -> dict:
+def report_patch(held: JSONObject, latest: JSONObject) -> JSONObject:
     """The report a sender makes: the patch bringing the receiver from ``held`` to ``latest``, key by key.
 
     ``held`` is what the receiver holds once everything already queued is applied. Each top-level key
@@ -89,7 +89,7 @@ def report_patch(held: dict, latest: dict) -> dict:
     return diff({key: held[key] for key in latest if key in held}, latest)
 
 
-def without_nulls(value):
+def without_nulls(value: object) -> object:
     """``value`` with every null member of an object removed, at any depth (arrays are kept as they are)."""
     if isinstance(value, dict):
         return {key: without_nulls(child) for key, child in value.items() if child is not None}

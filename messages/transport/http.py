@@ -17,9 +17,12 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from messages.protocol import api
+from messages.protocol.json import JSONObject
 from messages.protocol.shadow_topics import CLASSIC_SHADOW
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
@@ -43,7 +46,7 @@ class Response:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
-    def json(self):
+    def json(self) -> object:
         """The body decoded; CloudError when it is not JSON (an empty body included)."""
         try:
             return json.loads(self.body)
@@ -59,7 +62,8 @@ class CloudClient:
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0,
                  max_response_bytes: int = MAX_RESPONSE_BYTES):
         parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
             raise CloudError(f"{base_url!r}: expected http://host:port or https://host:port")
         try:
             parts.port  # noqa: B018 - a malformed port raises here, not at the first request
@@ -67,17 +71,18 @@ class CloudClient:
             raise CloudError(f"{base_url!r}: {exc}") from None
         self.base_url = base_url.rstrip("/")
         self._parts = parts
+        self._host = host
         self._prefix = parts.path.rstrip("/")
         self._token = token
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
 
     @classmethod
-    def from_config(cls, config: dict) -> "CloudClient":
+    def from_config(cls, config: Mapping[str, Any]) -> "CloudClient":
         """The agent's client: ``cloud.url``, ``cloud.timeout`` and the device's token."""
         return cls(config["cloud"]["url"], config["device"]["token"], config["cloud"]["timeout"])
 
-    def request(self, method: str, path: str, body: bytes | dict | list | None = None,
+    def request(self, method: str, path: str, body: bytes | JSONObject | list[object] | None = None,
                 headers: dict[str, str] | None = None, ok: tuple[int, ...] | None = None) -> Response:
         """Send one request; a dict or list ``body`` is sent as JSON. Statuses outside ``ok`` (when given) raise
         CloudError carrying the status."""
@@ -90,7 +95,7 @@ class CloudClient:
         if body is not None:
             sent["Content-Length"] = str(len(body))
         kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
-        connection = kind(self._parts.hostname, self._parts.port, timeout=self._timeout)
+        connection = kind(self._host, self._parts.port, timeout=self._timeout)
         started, watchdog = time.monotonic(), None
         try:
             connection.connect()  # bounded by the socket timeout; the watchdog takes the rest of the time
@@ -122,10 +127,10 @@ class CloudClient:
         headers = {api.IF_NONE_MATCH: etag} if etag else {}
         return self.request("GET", api.target_state_path(uuid), headers=headers, ok=ok)
 
-    def set_target(self, uuid: str, document: dict | bytes) -> Response:
+    def set_target(self, uuid: str, document: JSONObject | bytes) -> Response:
         return self.request("POST", api.target_state_path(uuid), document)
 
-    def report_state(self, reports: dict | bytes, ok: tuple[int, ...] | None = None) -> Response:
+    def report_state(self, reports: JSONObject | bytes, ok: tuple[int, ...] | None = None) -> Response:
         return self.request("PATCH", api.DEVICE_STATE_PATH, reports, ok=ok)
 
     def device_state(self, uuid: str) -> Response:
@@ -142,7 +147,7 @@ class CloudClient:
     def get_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:
         return self.request("GET", _shadow_path(thing, name))
 
-    def update_shadow(self, thing: str, request: dict | bytes, name: str = CLASSIC_SHADOW) -> Response:
+    def update_shadow(self, thing: str, request: JSONObject | bytes, name: str = CLASSIC_SHADOW) -> Response:
         return self.request("POST", _shadow_path(thing, name), request)
 
     def delete_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:

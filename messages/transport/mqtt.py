@@ -25,7 +25,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -60,7 +61,7 @@ class LinkSettings:
     outbox_limit: int = 1000  # publishes waiting for the window or a connection; the oldest go first
     # TLS goes here: an ssl.SSLContext field, handed to gmqtt's connect(ssl=...) in MqttLink._connect.
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"mqtt.protocol must be 4 (3.1.1) or 5, got {self.protocol}")
         if not 0 < self.reconnect_min <= self.reconnect_max:
@@ -71,18 +72,18 @@ class LinkSettings:
             raise ValueError("mqtt.publish_window and mqtt.outbox_limit must be at least 1")
 
     @classmethod
-    def from_config(cls, config: dict, client_id: str, clean: bool = False) -> "LinkSettings":
+    def from_config(cls, config: Mapping[str, Any], client_id: str, clean: bool = False) -> "LinkSettings":
         mqtt = config["mqtt"]
         return cls(mqtt["host"], mqtt["port"], client_id, mqtt["protocol"], mqtt["keepalive"],
                    mqtt["session_expiry"], mqtt["reconnect_min"], mqtt["reconnect_max"], clean)
 
 
-class _Client(gmqtt.Client):
-    async def reconnect(self, delay=False):
+class _Client(gmqtt.Client):  # type: ignore[misc]  # gmqtt ships no type information
+    async def reconnect(self, delay: bool = False) -> None:
         """Switched off: MqttLink reconnects, with backoff and a fresh client."""
 
 
-class _InFlight(PersistentStorage):
+class _InFlight(PersistentStorage):  # type: ignore[misc]  # gmqtt ships no type information
     """One connection's unacknowledged QoS 1 publishes (gmqtt's store), kept with their topic and payload so
     that they can be sent again on the next connection, and telling the link when a PUBACK frees the window."""
 
@@ -92,12 +93,12 @@ class _InFlight(PersistentStorage):
         self.sending: tuple[str, bytes] | None = None  # set around client.publish, which stores the packet
         self._on_ack = on_ack
 
-    def push_message(self, mid, raw_package):
+    def push_message(self, mid: int, raw_package: bytes) -> None:
         super().push_message(mid, raw_package)
         if self.sending is not None:
             self.sent[mid] = self.sending
 
-    def remove_message_by_mid(self, mid):
+    def remove_message_by_mid(self, mid: int) -> None:
         super().remove_message_by_mid(mid)
         if self.sent.pop(mid, None) is not None:
             self._on_ack()
@@ -135,8 +136,9 @@ class MqttLink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """End what :meth:`start` began: disconnect (the broker keeps the session) and join the thread."""
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._thread_stop.set)
+        loop, thread_stop = self._loop, self._thread_stop
+        if loop is not None and thread_stop is not None and self._thread is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(thread_stop.set)
             self._thread.join(timeout)
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -187,11 +189,12 @@ class MqttLink:
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        thread_stop = asyncio.Event()
+        self._thread_stop = thread_stop  # before _loop: stop() takes a set _loop to mean that it can stop
         self._loop = loop
-        self._thread_stop = asyncio.Event()
         self._started.set()
         try:
-            loop.run_until_complete(self.run(self._thread_stop))
+            loop.run_until_complete(self.run(thread_stop))
         finally:
             pending = asyncio.all_tasks(loop)
             for task in pending:
@@ -217,9 +220,10 @@ class MqttLink:
         settings = self.settings
         await asyncio.wait_for(client.connect(settings.host, settings.port, keepalive=settings.keepalive,  # TLS: ssl=
                                               version=PROTOCOLS[settings.protocol]), CONNECT_TIMEOUT)
-        acked = asyncio.get_running_loop().create_future()
+        acked: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
-        def subscribed(_client, mid, granted, _properties):  # runs later in this loop: expected_mid is set
+        # runs later in this loop: expected_mid is set
+        def subscribed(_client: object, mid: int, granted: list[int], _properties: object) -> None:
             if mid == expected_mid and not acked.done():
                 acked.set_result(granted)
 
@@ -238,7 +242,7 @@ class MqttLink:
     async def _close(self, client: _Client) -> None:
         """Drop the connection; what it left unacknowledged goes back to the front of the outbox."""
         if self._client is client:
-            unacked = list(self._in_flight.sent.values())
+            unacked = [] if self._in_flight is None else list(self._in_flight.sent.values())  # both set, or neither
             self._client, self._in_flight = None, None
             self._outbox.extendleft(reversed(unacked))
             self._trim()
@@ -254,7 +258,7 @@ class MqttLink:
         except Exception:  # noqa: BLE001 - a failing callback must not take the connection down
             log.exception("MQTT link: on_ready callback failed")
 
-    def _message(self, _client, topic: str, payload: bytes, _qos, _properties) -> int:
+    def _message(self, _client: object, topic: str, payload: bytes, _qos: int, _properties: object) -> int:
         try:
             self._on_message(topic, payload)
         except Exception:  # noqa: BLE001 - one bad message must not take the connection down
@@ -275,7 +279,7 @@ class MqttLink:
 
     def _drain(self) -> None:
         client, in_flight = self._client, self._in_flight
-        while self._outbox and self.ready and client is not None and \
+        while self._outbox and self.ready and client is not None and in_flight is not None and \
                 len(in_flight.sent) < self.settings.publish_window:
             topic, payload = self._outbox.popleft()
             in_flight.sending = (topic, payload)
@@ -292,7 +296,7 @@ class MqttLink:
                 in_flight.sending = None
 
 
-async def _first(*awaitables) -> None:
+async def _first(*awaitables: Awaitable[object]) -> None:
     """Wait until one finishes; cancel the coroutines left (a future passed in is left alone)."""
     tasks = [a if asyncio.isfuture(a) else asyncio.ensure_future(a) for a in awaitables]
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 from messages.protocol import json as strict_json
+from messages.protocol.json import JSONObject
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
@@ -15,7 +16,7 @@ from messages.protocol.target_state.model import App, Service, ServiceConfig, Ta
 HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels")
 
 
-def to_json(target: TargetState) -> dict:
+def to_json(target: TargetState) -> JSONObject:
     """The canonical document: every field explicit and normalised; `parse_target_state` of it is equal."""
     return {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
 
@@ -31,7 +32,7 @@ def config_field_hashes(service: Service) -> dict[str, str]:
     return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
 
 
-def _config_to_json(config: ServiceConfig) -> dict:
+def _config_to_json(config: ServiceConfig) -> JSONObject:
     return {
         "image": config.image,
         "ports": [mapping.spec() for mapping in config.ports],
@@ -47,12 +48,12 @@ def _config_to_json(config: ServiceConfig) -> dict:
     }
 
 
-def _hashed_config(config: ServiceConfig) -> dict:
+def _hashed_config(config: ServiceConfig) -> JSONObject:
     canonical = _config_to_json(config)
     return {name: canonical[name] for name in HASHED_FIELDS}
 
 
-def _app_to_json(app: App) -> dict:
+def _app_to_json(app: App) -> JSONObject:
     return {"appId": app.app_id, "appName": app.app_name, "services": [
         {**({} if service.service_id is None else {"serviceId": service.service_id}),
          "serviceName": service.service_name,

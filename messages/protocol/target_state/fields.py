@@ -51,7 +51,7 @@ def _require_object(value: Any, path: str, required: tuple[str, ...], optional: 
         raise _fail(f"{path}.{missing[0]}", "required field is missing")
 
 
-def _require_list(value: Any, path: str) -> list:
+def _require_list(value: Any, path: str) -> list[object]:
     if not isinstance(value, list):
         raise _fail(path, f"must be an array, not {_type_name(value)}")
     return value
