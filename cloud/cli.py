@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 import conf
 from cloud.settings import CloudSettings, load_cloud_settings
@@ -17,7 +18,9 @@ from messages.transport.http import CloudClient, CloudError, Response
 COMMANDS = ("cloud", "shadow", "target")
 
 
-def register(subparsers, common) -> argparse._SubParsersAction:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: Callable[[argparse.ArgumentParser], object],
+             ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Add the cloud's commands to run.py's ``subparsers``; ``common(parser)`` adds --config/--set.
 
     Returns the ``shadow`` sub-commands, so that run.py can add the device-side ``watch`` beside them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import peewee
 
@@ -53,7 +53,7 @@ def parse_store_url(url: str) -> StoreLocation:
     raise StoreUrlError(f"{url!r}: the scheme must be sqlite or postgresql")
 
 
-def _postgres_params(url: str, parts) -> tuple[tuple[str, str | int], ...]:
+def _postgres_params(url: str, parts: SplitResult) -> tuple[tuple[str, str | int], ...]:
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise StoreUrlError(f"{url!r}: name one database, as postgresql://user@host:port/database")
@@ -148,6 +148,7 @@ def open_store(location: StoreLocation) -> peewee.Database:
 
     Connections are per thread (peewee's default): each worker thread keeps its own.
     """
+    database: peewee.Database
     if location.kind == "sqlite":
         directory = pathlib.Path(location.path).parent
         directory.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,12 @@ def open_store(location: StoreLocation) -> peewee.Database:
                                          pragmas=[("journal_mode", "wal"), ("synchronous", "full")])
     else:
         params = dict(location.params)
-        database = peewee.PostgresqlDatabase(params.pop("database"), **params)
+        name = params.pop("database")
+        if not isinstance(name, str):
+            raise StoreUrlError(f"the database name must be text, got {name!r}")
+        # The stub matches **params against PostgresqlDatabase's own keywords; the keys are POSTGRES_OPTIONS
+        # and the connection fields (_postgres_params), none of which it names: all go on to psycopg2.
+        database = peewee.PostgresqlDatabase(name, **params)  # type: ignore[arg-type]
     database.bind(MODELS)
     with database.connection_context():
         database.create_tables(MODELS, safe=True)

@@ -10,6 +10,7 @@ import contextlib
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 from cloud.loopback import Mosquitto, listening, stop_process, wait_until
 from cloud.settings import load_cloud_settings
@@ -35,7 +36,7 @@ def with_demo_handler(agent_config: dict) -> dict:
     return config
 
 
-def run(agent_config: dict, run_agent) -> int:
+def run(agent_config: dict, run_agent: Callable[[dict], int]) -> int:
     agent_config = with_demo_handler(agent_config)
     mqtt = agent_config["mqtt"]
     var = ROOT / "var"

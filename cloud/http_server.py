@@ -24,16 +24,18 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fleetlet-cloud"
     server: "ApiServer"
 
-    def setup(self):
-        self.timeout = self.server.api.settings.client_timeout  # slow or silent clients are dropped
+    def setup(self) -> None:
         super().setup()
+        # Slow or silent clients are dropped. What StreamRequestHandler does with its class-level ``timeout``,
+        # done per connection: the timeout is this server's setting, not the class's.
+        self.connection.settimeout(self.server.api.settings.client_timeout)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._serve()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def _serve(self):
+    def _serve(self) -> None:
         try:
             body = self._read_body()
         except ApiError as exc:
@@ -74,20 +76,20 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # What the standard library refuses itself (a malformed request line, an unknown method...):
         # answered in JSON like everything else, instead of its HTML page.
         self.close_connection = True
         self._send(ApiResponse(code, {"error": message or HTTPStatus(code).phrase}))
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client never holds up a stop
 
-    def __init__(self, api: CloudApi):
+    def __init__(self, api: CloudApi) -> None:
         self.api = api
         if ":" in api.settings.http_host:
             self.address_family = socket.AF_INET6

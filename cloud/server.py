@@ -32,16 +32,18 @@ def run(settings: CloudSettings) -> int:
     """Serve until SIGTERM/SIGINT; 0 then, 2 when the cloud cannot start."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gmqtt").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    seed = settings.seed
     try:
         store = CloudStore(open_store(settings.store))
-        if settings.seed is not None:
-            store.register_device(settings.seed.uuid, settings.seed.thing, settings.seed.token)
+        if seed is not None:
+            try:
+                store.register_device(seed.uuid, seed.thing, seed.token)
+            except ValueError as exc:  # the seed's token is already another device's
+                log.error("cannot register the seed device %s: %s", seed.uuid, exc)
+                return 2
         store.close()
-    except (peewee.PeeweeException, CloudStoreError) as exc:
+    except (peewee.PeeweeException, CloudStoreError, ValueError) as exc:  # ValueError: a bad path or URL
         log.error("cannot open the store (%s): %s", settings.store.describe(), exc)
-        return 2
-    except ValueError as exc:
-        log.error("cannot register the seed device %s: %s", settings.seed.uuid, exc)
         return 2
     with ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="store") as executor:
         try:

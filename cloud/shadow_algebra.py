@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Any, Final, TypeAlias
 
 from messages.protocol import json as strict_json
 from messages.protocol.shadow_document import SECTIONS, ShadowError, compute_delta
 
-MAX_STATE_BYTES_CEILING = 30 * 1024  # the highest quota AWS grants for desired + reported
+MAX_STATE_BYTES_CEILING: Final = 30 * 1024  # the highest quota AWS grants for desired + reported
 
 
-_MAX_VERSION = strict_json.INT64_MAX  # versions are stored as 64-bit integers
-_MAX_UNSIGNED = 2**64 - 1
+_MAX_VERSION: Final = strict_json.INT64_MAX  # versions are stored as 64-bit integers
+_MAX_UNSIGNED: Final = 2**64 - 1
+
+# A decoded JSON object (a document, a request, a section of state): its values are whatever JSON holds,
+# checked where they are read (_state, _check_nodes, _version, _client_token).
+JsonObject: TypeAlias = dict[str, Any]
+# What _metadata_of builds: {"timestamp": t} at each leaf, mirroring objects and arrays.
+Metadata: TypeAlias = "dict[str, object] | list[object]"
 
 
 def _bad_request(message: str) -> ShadowError:
@@ -44,9 +51,9 @@ def internal_failure() -> ShadowError:
     return ShadowError(500, "Internal service failure")
 
 
-def error_payload(err: ShadowError, client_token: str | None, now: int) -> dict:
+def error_payload(err: ShadowError, client_token: str | None, now: int) -> dict[str, object]:
     """The body published on a ``*/rejected`` topic; falls back to the token carried by ``err``."""
-    payload = {"code": err.code, "message": err.message, "timestamp": now}
+    payload: dict[str, object] = {"code": err.code, "message": err.message, "timestamp": now}
     token = client_token if client_token is not None else err.client_token
     if token is not None:
         payload["clientToken"] = token
@@ -62,7 +69,7 @@ class Limits:
     max_client_token_bytes: int = 64
     max_payload_bytes: int = 128 * 1024
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 < self.max_state_bytes <= MAX_STATE_BYTES_CEILING:
             raise ValueError(f"max_state_bytes must be in 1..{MAX_STATE_BYTES_CEILING}")
         for name in ("max_depth", "max_client_token_bytes", "max_payload_bytes"):
@@ -73,7 +80,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> dict:
+def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> JsonObject:
     """Validate a request body; return ``{"state"?, "clientToken"?, "version"?}``.
 
     ``require_state`` is true for ``update``; ``get`` and ``delete`` bodies may be empty and only their
@@ -87,7 +94,7 @@ def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state
     body = _decode_json(payload)
     if not isinstance(body, dict):
         raise _bad_request("Invalid JSON")
-    request = {}
+    request: JsonObject = {}
     if "clientToken" in body:
         request["clientToken"] = _client_token(body["clientToken"], limits)
     try:
@@ -100,7 +107,7 @@ def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state
     return request
 
 
-def _decode_json(payload: bytes):
+def _decode_json(payload: bytes) -> object:
     try:
         # Versions up to 2^64 - 1 reach _version, so that an out-of-range one is "Invalid version" as at AWS;
         # _check_nodes holds state values to the signed 64 bits every other reader accepts.
@@ -111,19 +118,19 @@ def _decode_json(payload: bytes):
         raise _bad_request("Invalid JSON") from None
 
 
-def _client_token(token, limits: Limits) -> str:
+def _client_token(token: object, limits: Limits) -> str:
     if not isinstance(token, str) or len(token.encode("utf-8")) > limits.max_client_token_bytes:
         raise _bad_request("Invalid clientToken")
     return token
 
 
-def _version(version) -> int:
+def _version(version: object) -> int:
     if type(version) is not int or not 0 < version <= _MAX_VERSION:
         raise _bad_request("Invalid version")
     return version
 
 
-def _state(body: dict, limits: Limits) -> dict:
+def _state(body: JsonObject, limits: Limits) -> dict[str, JsonObject | None]:
     if "state" not in body:
         raise _bad_request("Missing required node: state")
     state = body["state"]
@@ -140,7 +147,7 @@ def _state(body: dict, limits: Limits) -> dict:
     return state
 
 
-def _check_nodes(value, level: int, max_depth: int) -> None:
+def _check_nodes(value: object, level: int, max_depth: int) -> None:
     """Reject nesting deeper than ``max_depth`` (the section object is level 1), null in arrays and
     integers beyond signed 64 bits."""
     if isinstance(value, int) and not strict_json.INT64_MIN <= value <= strict_json.INT64_MAX:
@@ -160,13 +167,13 @@ def _check_nodes(value, level: int, max_depth: int) -> None:
 class UpdateOutcome:
     """What an accepted update produces: the new document and the payloads to publish."""
 
-    document: dict
-    accepted: dict  # update/accepted
-    delta: dict | None  # update/delta, None when there is nothing to publish
-    documents: dict  # update/documents
+    document: JsonObject
+    accepted: JsonObject  # update/accepted
+    delta: JsonObject | None  # update/delta, None when there is nothing to publish
+    documents: JsonObject  # update/documents
 
 
-def apply_update(document: dict | None, request: dict, now: int, limits: Limits = DEFAULT_LIMITS,
+def apply_update(document: JsonObject | None, request: JsonObject, now: int, limits: Limits = DEFAULT_LIMITS,
                  *, deleted_version: int = 0) -> UpdateOutcome:
     """Apply an update ``request`` (as returned by :func:`parse_request`) to ``document``.
 
@@ -191,7 +198,7 @@ def apply_update(document: dict | None, request: dict, now: int, limits: Limits 
                          _with_token(documents, token))
 
 
-def delete_document(document: dict | None, request: dict, now: int, shadow_name: str) -> dict:
+def delete_document(document: JsonObject | None, request: JsonObject, now: int, shadow_name: str) -> JsonObject:
     """The delete/accepted payload for deleting ``document``; 404 if absent, 409 on version mismatch.
 
     The caller drops the document and keeps the returned ``version`` for a later re-creation.
@@ -203,7 +210,7 @@ def delete_document(document: dict | None, request: dict, now: int, shadow_name:
     return _with_token({"version": document["version"], "timestamp": now}, token)
 
 
-def get_accepted(document: dict, client_token: str | None, now: int) -> dict:
+def get_accepted(document: JsonObject, client_token: str | None, now: int) -> JsonObject:
     """The get/accepted payload: the full document with its delta (when there is one)."""
     state = copy.deepcopy(document["state"])
     delta = compute_delta(state.get("desired"), state.get("reported"))
@@ -213,12 +220,12 @@ def get_accepted(document: dict, client_token: str | None, now: int) -> dict:
                         "version": document["version"], "timestamp": now}, client_token)
 
 
-def _check_version(request: dict, current_version: int) -> None:
+def _check_version(request: JsonObject, current_version: int) -> None:
     if "version" in request and request["version"] != current_version:
         raise ShadowError(409, "Version conflict", request.get("clientToken"))
 
 
-def _merge(state: dict, metadata: dict, patch: dict, now: int) -> tuple[dict, dict]:
+def _merge(state: JsonObject, metadata: JsonObject, patch: JsonObject, now: int) -> tuple[JsonObject, JsonObject]:
     """Merge ``patch`` into ``state`` and its ``metadata`` (both copied, then changed and returned).
 
     Objects merge recursively, any other value replaces (arrays whole), null deletes, and an object
@@ -226,10 +233,13 @@ def _merge(state: dict, metadata: dict, patch: dict, now: int) -> tuple[dict, di
     """
     state, metadata = dict(state), dict(metadata)
     for key, value in patch.items():
+        value_metadata: object
         if isinstance(value, dict):
             old = state.get(key)
-            base = (old, metadata.get(key, {})) if isinstance(old, dict) else ({}, {})
-            value, value_metadata = _merge(*base, value, now)
+            if isinstance(old, dict):
+                value, value_metadata = _merge(old, metadata.get(key, {}), value, now)
+            else:
+                value, value_metadata = _merge({}, {}, value, now)
         else:
             value_metadata = _metadata_of(value, now)
         if value is None or value == {}:
@@ -240,7 +250,7 @@ def _merge(state: dict, metadata: dict, patch: dict, now: int) -> tuple[dict, di
     return state, metadata
 
 
-def _metadata_of(value, now: int):
+def _metadata_of(value: object, now: int) -> Metadata:
     """Metadata mirroring ``value``: a timestamp per leaf, arrays of them for arrays."""
     if isinstance(value, dict):
         return {key: _metadata_of(child, now) for key, child in value.items()}
@@ -249,13 +259,13 @@ def _metadata_of(value, now: int):
     return {"timestamp": now}
 
 
-def _metadata_for(delta: dict, metadata: dict) -> dict:
+def _metadata_for(delta: JsonObject, metadata: JsonObject) -> JsonObject:
     """The part of ``metadata`` that describes the leaves of ``delta``."""
     return {key: _metadata_for(value, metadata[key]) if isinstance(value, dict) else metadata[key]
             for key, value in delta.items()}
 
 
-def _delta_payload(document: dict, token: str | None, now: int) -> dict | None:
+def _delta_payload(document: JsonObject, token: str | None, now: int) -> JsonObject | None:
     delta = compute_delta(document["state"].get("desired"), document["state"].get("reported"))
     if not delta:
         return None
@@ -264,15 +274,15 @@ def _delta_payload(document: dict, token: str | None, now: int) -> dict | None:
                         "version": document["version"], "timestamp": now}, token)
 
 
-def _snapshot(document: dict) -> dict:
+def _snapshot(document: JsonObject) -> JsonObject:
     return copy.deepcopy({key: document[key] for key in ("state", "metadata", "version")})
 
 
-def _with_token(payload: dict, token: str | None) -> dict:
+def _with_token(payload: JsonObject, token: str | None) -> JsonObject:
     if token is not None:
         payload["clientToken"] = token
     return payload
 
 
-def _json_size(value) -> int:
+def _json_size(value: object) -> int:
     return len(strict_json.canonical_bytes(value))

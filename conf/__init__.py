@@ -86,10 +86,10 @@ def _parse_override(item: str) -> tuple[str, object]:
     return key, value
 
 
-def _nest(dotted: str, value) -> dict:
-    parts = dotted.split(".")
-    node = value
-    for part in reversed(parts):
+def _nest(dotted: str, value: object) -> dict[str, object]:
+    *parents, leaf = dotted.split(".")
+    node = {leaf: value}
+    for part in reversed(parents):
         node = {part: node}
     return node
 

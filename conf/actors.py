@@ -10,11 +10,22 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import messages
 from conf.schema import ConfigError, one_of, parse, setting
 
 SECRETS = frozenset({("device", "token")})
+
+
+class ConfiguredActor(Protocol):
+    """What configuration needs of the actor an entry names (``actors.runtime.base.FleetletActor`` has it)."""
+
+    Settings: type  # the schema dataclass of its [actors.NAME.settings] table
+    uses: tuple[str, ...]  # the global sections and keys it reads
+
+    @classmethod
+    def check_config(cls, config: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,7 @@ class ActorEntry:
     settings: dict = dataclasses.field(default_factory=dict)
 
 
-def resolve(name: str, path: str) -> type:
+def resolve(name: str, path: str) -> type[ConfiguredActor]:
     """Import the class an entry names; importing its module registers the message types it defines."""
     module, _, attribute = path.rpartition(".")
     try:
@@ -38,7 +49,7 @@ def resolve(name: str, path: str) -> type:
     return found
 
 
-def check_actors(config: dict) -> dict[str, type]:
+def check_actors(config: dict) -> dict[str, type[ConfiguredActor]]:
     """Every entry's shape; for the enabled ones, the class, the message types, the settings table and the
     class's own rules on the keys it uses (``check_config``).
 
