@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from messages.protocol import json as strict_json
+from messages.protocol.json import JSONObject
 from messages.protocol.shadow_document import SECTIONS, ShadowError, compute_delta
 
 MAX_STATE_BYTES_CEILING: Final = 30 * 1024  # the highest quota AWS grants for desired + reported
@@ -25,9 +26,6 @@ MAX_STATE_BYTES_CEILING: Final = 30 * 1024  # the highest quota AWS grants for d
 _MAX_VERSION: Final = strict_json.INT64_MAX  # versions are stored as 64-bit integers
 _MAX_UNSIGNED: Final = 2**64 - 1
 
-# A decoded JSON object (a document, a request, a section of state): its values are whatever JSON holds,
-# checked where they are read (_state, _check_nodes, _version, _client_token).
-JsonObject: TypeAlias = dict[str, Any]
 # What _metadata_of builds: {"timestamp": t} at each leaf, mirroring objects and arrays.
 Metadata: TypeAlias = "dict[str, object] | list[object]"
 
@@ -80,7 +78,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> JsonObject:
+def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state: bool = True) -> JSONObject:
     """Validate a request body; return ``{"state"?, "clientToken"?, "version"?}``.
 
     ``require_state`` is true for ``update``; ``get`` and ``delete`` bodies may be empty and only their
@@ -94,7 +92,7 @@ def parse_request(payload: bytes, limits: Limits = DEFAULT_LIMITS, require_state
     body = _decode_json(payload)
     if not isinstance(body, dict):
         raise _bad_request("Invalid JSON")
-    request: JsonObject = {}
+    request: JSONObject = {}
     if "clientToken" in body:
         request["clientToken"] = _client_token(body["clientToken"], limits)
     try:
@@ -130,7 +128,7 @@ def _version(version: object) -> int:
     return version
 
 
-def _state(body: JsonObject, limits: Limits) -> dict[str, JsonObject | None]:
+def _state(body: JSONObject, limits: Limits) -> dict[str, JSONObject | None]:
     if "state" not in body:
         raise _bad_request("Missing required node: state")
     state = body["state"]
@@ -167,13 +165,13 @@ def _check_nodes(value: object, level: int, max_depth: int) -> None:
 class UpdateOutcome:
     """What an accepted update produces: the new document and the payloads to publish."""
 
-    document: JsonObject
-    accepted: JsonObject  # update/accepted
-    delta: JsonObject | None  # update/delta, None when there is nothing to publish
-    documents: JsonObject  # update/documents
+    document: JSONObject
+    accepted: JSONObject  # update/accepted
+    delta: JSONObject | None  # update/delta, None when there is nothing to publish
+    documents: JSONObject  # update/documents
 
 
-def apply_update(document: JsonObject | None, request: JsonObject, now: int, limits: Limits = DEFAULT_LIMITS,
+def apply_update(document: JSONObject | None, request: JSONObject, now: int, limits: Limits = DEFAULT_LIMITS,
                  *, deleted_version: int = 0) -> UpdateOutcome:
     """Apply an update ``request`` (as returned by :func:`parse_request`) to ``document``.
 
@@ -198,7 +196,7 @@ def apply_update(document: JsonObject | None, request: JsonObject, now: int, lim
                          _with_token(documents, token))
 
 
-def delete_document(document: JsonObject | None, request: JsonObject, now: int, shadow_name: str) -> JsonObject:
+def delete_document(document: JSONObject | None, request: JSONObject, now: int, shadow_name: str) -> JSONObject:
     """The delete/accepted payload for deleting ``document``; 404 if absent, 409 on version mismatch.
 
     The caller drops the document and keeps the returned ``version`` for a later re-creation.
@@ -210,7 +208,7 @@ def delete_document(document: JsonObject | None, request: JsonObject, now: int, 
     return _with_token({"version": document["version"], "timestamp": now}, token)
 
 
-def get_accepted(document: JsonObject, client_token: str | None, now: int) -> JsonObject:
+def get_accepted(document: JSONObject, client_token: str | None, now: int) -> JSONObject:
     """The get/accepted payload: the full document with its delta (when there is one)."""
     state = copy.deepcopy(document["state"])
     delta = compute_delta(state.get("desired"), state.get("reported"))
@@ -220,12 +218,12 @@ def get_accepted(document: JsonObject, client_token: str | None, now: int) -> Js
                         "version": document["version"], "timestamp": now}, client_token)
 
 
-def _check_version(request: JsonObject, current_version: int) -> None:
+def _check_version(request: JSONObject, current_version: int) -> None:
     if "version" in request and request["version"] != current_version:
         raise ShadowError(409, "Version conflict", request.get("clientToken"))
 
 
-def _merge(state: JsonObject, metadata: JsonObject, patch: JsonObject, now: int) -> tuple[JsonObject, JsonObject]:
+def _merge(state: JSONObject, metadata: JSONObject, patch: JSONObject, now: int) -> tuple[JSONObject, JSONObject]:
     """Merge ``patch`` into ``state`` and its ``metadata`` (both copied, then changed and returned).
 
     Objects merge recursively, any other value replaces (arrays whole), null deletes, and an object
@@ -259,13 +257,13 @@ def _metadata_of(value: object, now: int) -> Metadata:
     return {"timestamp": now}
 
 
-def _metadata_for(delta: JsonObject, metadata: JsonObject) -> JsonObject:
+def _metadata_for(delta: JSONObject, metadata: JSONObject) -> JSONObject:
     """The part of ``metadata`` that describes the leaves of ``delta``."""
     return {key: _metadata_for(value, metadata[key]) if isinstance(value, dict) else metadata[key]
             for key, value in delta.items()}
 
 
-def _delta_payload(document: JsonObject, token: str | None, now: int) -> JsonObject | None:
+def _delta_payload(document: JSONObject, token: str | None, now: int) -> JSONObject | None:
     delta = compute_delta(document["state"].get("desired"), document["state"].get("reported"))
     if not delta:
         return None
@@ -274,11 +272,11 @@ def _delta_payload(document: JsonObject, token: str | None, now: int) -> JsonObj
                         "version": document["version"], "timestamp": now}, token)
 
 
-def _snapshot(document: JsonObject) -> JsonObject:
+def _snapshot(document: JSONObject) -> JSONObject:
     return copy.deepcopy({key: document[key] for key in ("state", "metadata", "version")})
 
 
-def _with_token(payload: JsonObject, token: str | None) -> JsonObject:
+def _with_token(payload: JSONObject, token: str | None) -> JSONObject:
     if token is not None:
         payload["clientToken"] = token
     return payload
