@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from messages.protocol import api
+from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.shadow_topics import CLASSIC_SHADOW
 
@@ -47,10 +48,11 @@ class Response:
         return 200 <= self.status < 300
 
     def json(self) -> object:
-        """The body decoded; CloudError when it is not JSON (an empty body included)."""
+        """The body decoded strictly (messages.protocol.json: no duplicate keys, 64-bit integers, finite
+        numbers, no lone surrogates, bounded depth); CloudError when it is not such JSON (an empty body too)."""
         try:
-            return json.loads(self.body)
-        except (ValueError, RecursionError) as exc:
+            return strict_json.decode(self.body)
+        except strict_json.JSONRefused as exc:
             raise CloudError(f"the cloud answered {self.status} with a body that is not JSON: {exc}",
                              self.status) from None
 

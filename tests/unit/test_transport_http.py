@@ -73,6 +73,14 @@ def test_a_body_that_is_not_json_raises_cloud_error_with_the_status(body):
     assert raised.value.status == 200
 
 
+@pytest.mark.parametrize("body", [b'{"a": 1, "a": 2}', b'{"v": 18446744073709551616}', b'{"v": 1e999}',
+                                  b'{"v": NaN}', b'{"v": "\\ud800"}'])
+def test_a_body_the_strict_decoder_refuses_raises_cloud_error(body):
+    """What the cloud answers is hostile input like any other: json.loads would let each of these through."""
+    with pytest.raises(CloudError, match="not JSON"):
+        Response(200, {}, body).json()
+
+
 @given(st.text())
 def test_a_segment_never_changes_the_path_and_decodes_back(value):
     escaped = _segment(value)
