@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from thespian.actors import ActorExitRequest, InvalidActorSpecification
 
@@ -60,12 +61,12 @@ class Child:
 
 class Supervisor(FleetletActor):
     name = "supervisor"
+    policy: RestartPolicy  # set by Boot, before any child exists (only children's deaths read it)
 
     def __init__(self):
         super().__init__()
         self.children: dict[str, Child] = {}
         self.escalated: str | None = None
-        self.policy: RestartPolicy | None = None
         self.section: dict = {}
 
     # -- boot ---------------------------------------------------------------------------------------
@@ -85,7 +86,8 @@ class Supervisor(FleetletActor):
             entry = msg.config["actors"][name]
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
-                config_slice(msg.config, cls.uses), entry.get("settings", {}),
+                # check_actors read `uses` of each class it returns (its return type says only `type`)
+                config_slice(msg.config, cast(type[FleetletActor], cls).uses), entry.get("settings", {}),
                 entry.get("on_limit") or self.section["on_limit"])
         for child in self.children.values():
             self._start(child)
