@@ -70,7 +70,7 @@ class Supervisor(FleetletActor):
     name = "supervisor"
     policy: RestartPolicy  # set by Boot, before any child exists (only children's deaths read it)
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.children: dict[str, Child] = {}
         self.escalated: str | None = None
