@@ -103,7 +103,8 @@ class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
     uses = ("device.uuid", "store")
     options: ReconcilerSettings
-    # Set in started(); stopping() and crash() may come before it, so they use only `pool` (made with the actor).
+    # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
+    # close `store` only once opened.
     owner: str
     store: Store
     target: TargetState | None  # None until a target is stored
