@@ -71,19 +71,18 @@ def run_status(config: dict, as_json: bool) -> int:
     if reply is None:
         print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
         return 1
-    doc = {"state": reply.state, "reason": reply.reason, "version": reply.version,
-           "actors": [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state,
-                       "restarts": c.restarts, "last_error": c.last_error,
-                       "held_messages": c.held_messages} for c in reply.children],
-           "errors": recorded_errors(config)}
+    actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
+               "last_error": c.last_error, "held_messages": c.held_messages} for c in reply.children]
+    errors = recorded_errors(config)
+    doc = {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors, "errors": errors}
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
         print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
-        for actor in doc["actors"]:
+        for actor in actors:
             print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
                   f"restarts={actor['restarts']} last_error={actor['last_error']}")
-        for error in doc["errors"]:
+        for error in errors:
             print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
     return 0
 

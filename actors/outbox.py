@@ -56,7 +56,7 @@ class OutboxSender:
 
     def accepted(self) -> AckReport:
         """The receiver applied the report in flight: it now holds ``acked``."""
-        self.acked = apply_patch(self.acked, self.in_flight.patch)
+        self.acked = apply_patch(self.acked, self._in_flight().patch)
         return self._done()
 
     def refused(self) -> AckReport:
@@ -67,8 +67,13 @@ class OutboxSender:
         """No answer, or one that asks for a resend: the pending report goes again (``take``)."""
         self.in_flight = None
 
+    def _in_flight(self) -> PendingReport:
+        if self.in_flight is None:
+            raise RuntimeError(f"{self.channel}: an answer with no report in flight")
+        return self.in_flight
+
     def _done(self) -> AckReport:
-        report, self.in_flight = self.in_flight, None
+        report, self.in_flight = self._in_flight(), None
         self.acked_up_to = report.report_id
         if self.pending is not None and self.pending.report_id == report.report_id:
             self.pending = None

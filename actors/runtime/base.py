@@ -11,10 +11,13 @@ import datetime
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from thespian.actors import (
     Actor,
+    ActorAddress,
     ActorExitRequest,
     ChildActorExited,
     DeadEnvelope,
@@ -36,12 +39,12 @@ class NoSettings:
 class FleetletActor(Actor):
     """Subclasses declare ``Settings`` (checked at configuration load, handed over as ``self.options``)
     and ``uses``, the global sections and keys they read (all they get as ``self.config``)."""
-    Settings: type = NoSettings
+    Settings: type[object] = NoSettings
     uses: tuple[str, ...] = ()
     name = "unconfigured"
-    config: dict = {}
-    options = NoSettings()
-    supervisor = None
+    config: dict[str, Any] = {}  # a parsed TOML table: each section's value types are its schema's
+    options: object = NoSettings()  # subclasses narrow it to their `Settings` (`options: ReporterSettings`)
+    supervisor: ActorAddress | None = None
     _hardened = False
     _crashed = False
 
@@ -50,19 +53,20 @@ class FleetletActor(Actor):
         return logging.getLogger(f"fleetlet.{self.name}")
 
     # -- thespian entry point -------------------------------------------------------------------
-    def receiveMessage(self, msg, sender):
+    def receiveMessage(self, msg: object, sender: ActorAddress) -> None:
         if not self._hardened:
             harden_actor_process()
             self._hardened = True
         if self._crashed:
             return  # exiting; the restarted instance recovers from persisted state
         if isinstance(msg, (bytes, bytearray)):
+            raw = bytes(msg)
             try:
-                typed = messages.decode(msg)
+                typed = messages.decode(raw)
             except messages.MessageError as exc:
                 self.log.error("rejected a message: %s", exc)
                 return
-            self._guard(self.dispatch, typed, msg, sender)
+            self._guard(self.dispatch, typed, raw, sender)
         elif isinstance(msg, WakeupMessage):
             self._guard(self.on_timer, msg.payload)
         elif isinstance(msg, ChildActorExited):
@@ -76,7 +80,7 @@ class FleetletActor(Actor):
         else:
             self.log.debug("ignored %s", type(msg).__name__)
 
-    def dispatch(self, typed, raw: bytes, sender) -> None:
+    def dispatch(self, typed: object, raw: bytes, sender: ActorAddress) -> None:
         if isinstance(typed, Configure):
             self.name, self.config = typed.name, typed.config
             self.options = parse(self.Settings, typed.settings, f"actors.{self.name}.settings")
@@ -87,17 +91,17 @@ class FleetletActor(Actor):
         if isinstance(typed, Ping):
             self.send(sender, messages.encode(Pong(typed.seq, typed.sent_at, self.name)))
             return
-        handler = getattr(self, f"on_{type(typed).__name__}", None)
+        handler: Callable[[object], None] | None = getattr(self, f"on_{type(typed).__name__}", None)
         if handler is None:
             self.unhandled(typed, raw, sender)
         else:
             handler(typed)
 
     @classmethod
-    def check_config(cls, config: dict) -> None:
+    def check_config(cls, config: dict[str, Any]) -> None:
         """This class's rules on the configuration it uses, checked before boot; raises conf's ConfigError."""
 
-    def _guard(self, fn, *args) -> None:
+    def _guard(self, fn: Callable[..., None], *args: object) -> None:
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - any handler failure crashes the actor on purpose
@@ -110,25 +114,25 @@ class FleetletActor(Actor):
     def stopping(self) -> None:
         """Called when the actor is asked to exit: release resources."""
 
-    def on_timer(self, payload) -> None:
+    def on_timer(self, payload: object) -> None:
         """A timer set with :meth:`after` fired."""
 
-    def on_child_exited(self, address) -> None:
+    def on_child_exited(self, address: ActorAddress) -> None:
         """A child actor (a worker) exited."""
 
-    def on_dead_letter(self, address, message) -> None:
+    def on_dead_letter(self, address: ActorAddress, message: object) -> None:
         """A message sent to an actor that had died (only for actors that handle dead letters)."""
 
-    def unhandled(self, typed, raw: bytes, sender) -> None:
+    def unhandled(self, typed: object, raw: bytes, sender: ActorAddress) -> None:
         self.log.warning("no handler for %s", type(typed).__name__)
 
-    def publish(self, msg) -> None:
+    def publish(self, msg: object) -> None:
         """Hand a message to the supervisor, which routes it to every subscriber of its type."""
         if self.supervisor is None:
             raise RuntimeError(f"{self.name}: publish before Configure")
         self.send(self.supervisor, messages.encode(msg))
 
-    def after(self, seconds: float, payload) -> None:
+    def after(self, seconds: float, payload: object) -> None:
         self.wakeupAfter(datetime.timedelta(seconds=max(0.0, seconds)), payload=payload)
 
     def crash(self, exc: BaseException) -> None:

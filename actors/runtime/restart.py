@@ -1,7 +1,9 @@
 """OTP-style restart intensity, as a pure function; the delay is the shared backoff (messages.transport.backoff)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from messages.transport.backoff import backoff_delay
 
@@ -14,7 +16,8 @@ class RestartPolicy:
     period: float
 
     @classmethod
-    def from_config(cls, section: dict) -> "RestartPolicy":
+    def from_config(cls, section: Mapping[str, Any]) -> "RestartPolicy":
+        """From the checked `supervisor` section (a parsed TOML table: its values' types are its schema's)."""
         return cls(section["restart_base_delay"], section["restart_max_delay"],
                    section["intensity"], section["period"])
 

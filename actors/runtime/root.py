@@ -22,7 +22,8 @@ def supervise(config: dict, stop: threading.Event, poll: float = 2.0) -> int:
     returns 1 so the service manager sees the failure. Returns 0 once ``stop`` is set, 2 when the agent
     cannot start at all.
     """
-    policy, history = RestartPolicy.from_config(config["supervisor"]), ()
+    policy = RestartPolicy.from_config(config["supervisor"])
+    history: tuple[float, ...] = ()
     while True:
         system = AgentSystem(config)
         try:

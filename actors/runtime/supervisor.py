@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from thespian.actors import ActorExitRequest, InvalidActorSpecification
 
@@ -58,14 +59,21 @@ class Child:
                            self.last_error, len(self.held))
 
 
+@dataclass(frozen=True)
+class RestartDue:
+    """Timer payload: restart the child `name`, unless it died or was restarted since (`generation`)."""
+    name: str
+    generation: int
+
+
 class Supervisor(FleetletActor):
     name = "supervisor"
+    policy: RestartPolicy  # set by Boot, before any child exists (only children's deaths read it)
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.children: dict[str, Child] = {}
         self.escalated: str | None = None
-        self.policy: RestartPolicy | None = None
         self.section: dict = {}
 
     # -- boot ---------------------------------------------------------------------------------------
@@ -85,7 +93,8 @@ class Supervisor(FleetletActor):
             entry = msg.config["actors"][name]
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
-                config_slice(msg.config, cls.uses), entry.get("settings", {}),
+                # check_actors read `uses` of each class it returns (its return type says only `type`)
+                config_slice(msg.config, cast(type[FleetletActor], cls).uses), entry.get("settings", {}),
                 entry.get("on_limit") or self.section["on_limit"])
         for child in self.children.values():
             self._start(child)
@@ -173,20 +182,21 @@ class Supervisor(FleetletActor):
         child.generation += 1
         if decision.delay is not None:
             child.state = "restarting"
-            self.after(decision.delay, ("restart", child.name, child.generation))
+            self.after(decision.delay, RestartDue(child.name, child.generation))
         elif child.on_limit == "cooldown":
             child.state = "failed"
             self.log.error("%s keeps dying (%s); retrying in %.0f s", child.name, child.last_error,
                            self.section["cooldown"])
-            self.after(self.section["cooldown"], ("restart", child.name, child.generation))
+            self.after(self.section["cooldown"], RestartDue(child.name, child.generation))
         else:
             self._escalate(f"{child.name} exceeded {self.policy.intensity} restarts in "
                            f"{self.policy.period:g} s; last error: {child.last_error}")
 
-    def on_timer(self, payload) -> None:
-        kind, name, generation = payload
-        child = self.children.get(name)
-        if kind != "restart" or child is None or child.generation != generation or self.escalated:
+    def on_timer(self, payload: object) -> None:
+        if not isinstance(payload, RestartDue):
+            return
+        child = self.children.get(payload.name)
+        if child is None or child.generation != payload.generation or self.escalated:
             return
         if child.state == "failed":
             child.history = ()  # after a cooldown the child gets a fresh intensity budget

@@ -128,7 +128,10 @@ class AgentSystem:
         return ended
 
     # -- query ---------------------------------------------------------------------------------------
-    def _ask(self, msg, timeout: float):
+    def _ask(self, msg: object, timeout: float) -> object:
+        """The supervisor's decoded answer; None without one (or with no actor system: not started, stopped)."""
+        if self.asys is None:
+            return None
         raw = self.asys.ask(self.supervisor, messages.encode(msg), timeout)
         return None if raw is None else messages.decode(raw)
 

@@ -15,6 +15,7 @@ from typing import ClassVar, Iterable, assert_never
 from messages.protocol.target_state import Service
 
 Key = tuple[str, str | None]  # (app id, service name); None: the app's housekeeping
+ServiceKey = tuple[str, str]  # (app id, service name) of a service: a container always belongs to one
 
 ACTIVE_STATUSES = frozenset({"running", "restarting", "paused"})  # a process exists: stop before removing
 
@@ -171,9 +172,9 @@ def describe_step(step: Step) -> str:
     return f"{step.action.value} {subject}"
 
 
-def containers_by_key(containers: Iterable[ContainerInfo]) -> dict[Key, list[ContainerInfo]]:
+def containers_by_key(containers: Iterable[ContainerInfo]) -> dict[ServiceKey, list[ContainerInfo]]:
     """The containers of each service, in the order given (a service may have several: duplicates, leftovers)."""
-    grouped: dict[Key, list[ContainerInfo]] = defaultdict(list)
+    grouped: dict[ServiceKey, list[ContainerInfo]] = defaultdict(list)
     for container in containers:
         grouped[container.app_id, container.service_name].append(container)
     return grouped

@@ -9,7 +9,7 @@ label), so foreign containers can never appear in a plan.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, TypedDict
 
 from actors.target.model import (
     ACTIVE_STATUSES,
@@ -52,8 +52,17 @@ def plan(target: TargetState, current: EngineState,
     return _without_duplicate_pulls(steps)
 
 
+class VerdictRow(TypedDict):
+    """A verdict as `explain` reports it: plain values, for logs, reports and the plan CLI."""
+    app_id: str
+    service_name: str | None  # None: the app's housekeeping
+    status: str  # converged | pending | waiting | failed | removing
+    reason: str
+    steps: list[str]  # the actions of its steps
+
+
 def explain(target: TargetState, current: EngineState,
-            failed_services: frozenset[Key] = frozenset()) -> list[dict]:
+            failed_services: frozenset[Key] = frozenset()) -> list[VerdictRow]:
     """Per service (and per app housekeeping): status and reason, for reporting why a device is not converged."""
     return [{"app_id": verdict.app_id, "service_name": verdict.service_name, "status": verdict.status,
              "reason": verdict.reason, "steps": [step.action.value for step in verdict.steps]}
@@ -75,13 +84,13 @@ def _verdicts(target: TargetState, current: EngineState,
                 yield _service_verdict(app, service, by_service.get(key, []), keepers, current,
                                        resource_steps.get(service.service_name, ()))
     for (app_id, service_name), containers in sorted(by_service.items()):
-        app = target.app(app_id)
-        if app is not None and app.service(service_name) is not None:
+        target_app = target.app(app_id)
+        if target_app is not None and target_app.service(service_name) is not None:
             continue
         if (app_id, service_name) in failed:
             yield Verdict(app_id, service_name, "failed", "a step failed this round")
         else:
-            reason = "app removed from target" if app is None else "service removed from target"
+            reason = "app removed from target" if target_app is None else "service removed from target"
             yield Verdict(app_id, service_name, "removing", reason,
                           tuple(_stop_or_remove(container, reason) for container in containers))
     yield from _housekeeping(target, current, failed)
@@ -91,8 +100,9 @@ def _service_verdict(app: App, service: Service, containers: list[ContainerInfo]
                      keepers: Mapping[str, ContainerInfo | None], current: EngineState,
                      resource_steps: tuple[Step, ...]) -> Verdict:
     keeper = keepers[service.service_name]
-    extras = tuple(_stop_or_remove(container, f"duplicate of container {keeper.id[:12]}")
-                   for container in containers if container is not keeper)
+    extras = () if keeper is None else tuple(  # no keeper: there are no containers
+        _stop_or_remove(container, f"duplicate of container {keeper.id[:12]}")
+        for container in containers if container is not keeper)
     step, waiting_for = _next_step(app, service, keeper, keepers, current)
     steps = resource_steps + extras + ((step,) if step else ())
     if steps:
@@ -181,9 +191,9 @@ def _finished(container: ContainerInfo, service: Service) -> bool:
 
 def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
     """A dependency is ready when its up-to-date container runs, or has completed successfully as a one-shot."""
-    if container is None:
+    service = None if container is None else app.service(container.service_name)
+    if container is None or service is None:  # a keeper is a service's of this app: None only without one
         return False
-    service = app.service(container.service_name)
     completed = _finished(container, service) and container.exit_code == 0
     return not _outdated_reason(container, service) and (container.status == "running" or completed)
 

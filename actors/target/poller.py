@@ -82,11 +82,17 @@ def interpret(response: Response, stored: TargetRecord | None,
 # -- actor -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PollDue:
+    """Timer payload: poll now, if no newer poll was scheduled since (`generation`)."""
+    generation: int
+
+
 class Poller(FleetletActor):
     Settings = PollerSettings
     uses = ("device.uuid", "device.token", "cloud", "store")
     options: PollerSettings
-    store: Store | None = None
+    store: Store  # opened in started(); stopping() may come before it
 
     def started(self) -> None:
         self.client = CloudClient.from_config(self.config)
@@ -99,7 +105,7 @@ class Poller(FleetletActor):
         self._schedule(0.0)
 
     def stopping(self) -> None:
-        if self.store is not None:
+        if "store" in vars(self):
             self.store.close()
 
     def on_PollNow(self, msg: PollNow) -> None:
@@ -107,14 +113,13 @@ class Poller(FleetletActor):
         self.log.debug("poll now (%s)", msg.reason)
         self._schedule(max(0.0, self.options.min_gap - since))
 
-    def on_timer(self, payload) -> None:
-        kind, generation = payload
-        if kind == "poll" and generation == self.generation:
+    def on_timer(self, payload: object) -> None:
+        if isinstance(payload, PollDue) and payload.generation == self.generation:
             self._poll()
 
     def _schedule(self, delay: float) -> None:
         self.generation += 1
-        self.after(delay, ("poll", self.generation))
+        self.after(delay, PollDue(self.generation))
 
     def _poll(self) -> None:
         self.last_poll = time.monotonic()

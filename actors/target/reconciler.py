@@ -32,8 +32,8 @@ from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError, EngineUnavailable
 from actors.target.engine.worker import state_from_wire, step_to_wire
 from actors.target.model import EngineState, Key, Step, describe_step
-from actors.target.planner import explain
-from actors.target.report import report_state
+from actors.target.planner import VerdictRow, explain
+from actors.target.report import AppReport, report_state
 from actors.target.scheduling import (
     RESTART_REASON,
     Job,
@@ -103,8 +103,25 @@ class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
     uses = ("device.uuid", "store")
     options: ReconcilerSettings
-    store: Store | None = None
-    pool: JobPool | None = None  # set in started(); stopping() and crash() may come before it
+    # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
+    # close `store` only once opened.
+    owner: str
+    store: Store
+    target: TargetState | None  # None until a target is stored
+    etag: str | None
+    current: EngineState | None  # None until the first read is back
+    retries: RetryTracker
+    restarts: dict[Key, str]
+    retry_timer_at: float | None
+    engine_error_cleared: bool
+    last_report: dict[str, dict[str, AppReport]] | None
+    last_report_at: float
+    passes: int
+    pass_: Pass | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = JobPool()
 
     @classmethod
     def check_config(cls, config: dict) -> None:
@@ -115,25 +132,25 @@ class Reconciler(FleetletActor):
     def started(self) -> None:
         self.owner = self.config["device"]["uuid"]
         self.store = Store.open(self.config["store"]["path"], readonly=True)
-        self.target: TargetState | None = None
-        self.etag: str | None = None
-        self.current: EngineState | None = None
+        self.target = None
+        self.etag = None
+        self.current = None
         self.pool = JobPool()
         self.retries = RetryTracker(partial(retry_delay, self.options), self.options.max_attempts)
-        self.restarts: dict[Key, str] = {}
-        self.retry_timer_at: float | None = None
+        self.restarts = {}
+        self.retry_timer_at = None
         self.engine_error_cleared = False
-        self.last_report: dict | None = None
+        self.last_report = None
         self.last_report_at = 0.0
         self.passes = 0
-        self.pass_: Pass | None = None
+        self.pass_ = None
         self._load_target()
         self.after(self.options.drift_interval, DriftCheck())
         self._trigger("start")
 
     def stopping(self) -> None:
         self._kill_workers()
-        if self.store is not None:
+        if "store" in vars(self):  # opened by started()
             self.store.close()
 
     def crash(self, exc: BaseException) -> None:
@@ -141,7 +158,7 @@ class Reconciler(FleetletActor):
         self._kill_workers()
         super().crash(exc)
 
-    def _log(self, level: int, text: str, *args) -> None:
+    def _log(self, level: int, text: str, *args: object) -> None:
         """Log, prefixed with the number of the pass underway (if any)."""
         if self.pass_ is not None:
             text, args = "pass %d: " + text, (self.pass_.number, *args)
@@ -151,8 +168,8 @@ class Reconciler(FleetletActor):
 
     def on_TargetStateStored(self, msg: TargetStateStored) -> None:
         self._begin_pass("new target")
-        if self._load_target():
-            for job_id in obsolete_pulls(self.target, self.pool.pulls()):
+        if (target := self._load_target()) is not None:
+            for job_id in obsolete_pulls(target, self.pool.pulls()):
                 self._cancel(job_id)
             for key in self.retries.keys():
                 self._forget_failure(key)
@@ -175,7 +192,7 @@ class Reconciler(FleetletActor):
             self._forget_failure((msg.app_id, service_name))
         self._request_read()
 
-    def on_timer(self, payload) -> None:
+    def on_timer(self, payload: object) -> None:
         match payload:
             case DriftCheck():
                 self.after(self.options.drift_interval, DriftCheck())
@@ -194,20 +211,20 @@ class Reconciler(FleetletActor):
             self.passes += 1
             self.pass_ = Pass(self.passes, reason)
 
-    def _load_target(self) -> bool:
-        """Take the stored target; True if it differs from the one in force."""
+    def _load_target(self) -> TargetState | None:
+        """Take the stored target; it if it differs from the one in force, else None."""
         stored = self.store.load_target()
         if stored is None:
-            return False
+            return None
         try:
             target = parse_target_state(stored.document)
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
-            return False
+            return None
         changed = target != self.target
         self.target, self.etag = target, stored.etag
-        return changed
+        return target if changed else None
 
     # -- jobs ---------------------------------------------------------------------------------------
 
@@ -226,12 +243,13 @@ class Reconciler(FleetletActor):
     def _cancel(self, job_id: int) -> None:
         job = self.pool.jobs[job_id]
         job.cancelled = True
-        self._log(logging.INFO, "cancelling %s: the new target does not need it", describe_step(job.step))
+        what = "the read" if job.step is None else describe_step(job.step)  # only pulls are cancelled
+        self._log(logging.INFO, "cancelling %s: the new target does not need it", what)
         if job.pid is not None:
             _kill(job.pid)
 
     def _kill_workers(self) -> None:
-        for pid in [] if self.pool is None else self.pool.pids():
+        for pid in self.pool.pids():
             _kill(pid)
 
     def on_EngineJobStarted(self, msg: EngineJobStarted) -> None:
@@ -246,20 +264,21 @@ class Reconciler(FleetletActor):
         if job is None:
             return
         if msg.unavailable:
-            self.publish(RecordError("reconciler", "engine", msg.error, time.time()))
-            raise EngineUnavailable(job.step, msg.error)
+            error = msg.error or "the engine is unavailable"  # the worker always says why
+            self.publish(RecordError("reconciler", "engine", error, time.time()))
+            raise EngineUnavailable(job.step, error)
         if job.step is None:
-            if msg.error:
+            if msg.error or msg.state is None:  # a read that did not fail has a state
                 raise EngineError(None, f"cannot read the engine: {msg.error}")
             self._read_done(job, state_from_wire(msg.state))
         else:
             self._step_done(job.step, msg.error)
 
-    def on_child_exited(self, address) -> None:
+    def on_child_exited(self, address: object) -> None:
         job_id = self.pool.id_of(address)
-        if job_id is None:
+        job = None if job_id is None else self.pool.pop(job_id)
+        if job is None:
             return  # it answered before exiting
-        job = self.pool.pop(job_id)
         if job.step is None:
             raise EngineError(None, "the engine worker reading the state died")
         self._step_done(job.step, None if job.cancelled else "the engine worker died without an answer")
@@ -294,40 +313,40 @@ class Reconciler(FleetletActor):
             self.engine_error_cleared = True
         if self.pool.take_read_wanted():
             self._launch(None)
-        self._act(self.pool.unseen_by(job.read_number))
+        self._act(current, self.pool.unseen_by(job.read_number))
 
-    def _act(self, unseen: list[Step]) -> None:
-        """Start what the plan says now; `unseen`: steps that ended after the current state was read."""
+    def _act(self, current: EngineState, unseen: list[Step]) -> None:
+        """Start what the plan says now, from `current` (the last read); `unseen`: steps that ended after it."""
         running = self.pool.running_steps()
         backing_off = self.retries.backing_off(time.monotonic())
         excluded = frozenset(step.key for step in running + unseen) | backing_off
         target = self.target if self.target is not None else TargetState()
-        for key in finished_restarts(self.current, self.restarts) - excluded:
+        for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
         steps = [] if self.target is None else next_steps(
-            target, self.current, running + unseen, backing_off, self.restarts,
+            target, current, running + unseen, backing_off, self.restarts,
             self.options.max_parallel - len(running))
         for step in steps:
             self._log(logging.INFO, "%s %s: %s", step.action.value, key_text(step.key), step.reason)
             self._launch(step)
-        verdicts = [] if self.target is None else explain(target, self.current, excluded)
+        verdicts = [] if self.target is None else explain(target, current, excluded)
         for row in verdicts:
             if row["status"] == "converged":
                 self._forget_failure((row["app_id"], row["service_name"]))
         shown = {(row["app_id"], row["service_name"]) for row in verdicts}
         for key in [key for key in self.retries.keys() if key not in shown and key not in excluded]:
             self._forget_failure(key)  # its service is gone from the target and the engine
-        self._report(report_state(target, self.current, verdicts, self.retries.marked_errors(), running + steps))
+        self._report(report_state(target, current, verdicts, self.retries.marked_errors(), running + steps))
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
 
-    def _report(self, state: dict) -> None:
+    def _report(self, state: dict[str, dict[str, AppReport]]) -> None:
         # Re-sent after a drift interval even when equal, so a restarted reporter learns it again.
         if state != self.last_report or time.monotonic() - self.last_report_at >= self.options.drift_interval:
             self.publish(CurrentStateObserved(state, time.time()))
             self.last_report, self.last_report_at = state, time.monotonic()
 
-    def _idle(self, verdicts: list[dict], backing_off: frozenset[Key]) -> None:
+    def _idle(self, verdicts: list[VerdictRow], backing_off: frozenset[Key]) -> None:
         if backing_off:
             retry_at = self.retries.next_retry(backing_off)
             if self.retry_timer_at is None or retry_at < self.retry_timer_at:

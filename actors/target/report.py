@@ -5,41 +5,51 @@ report says where each service stands *now* (downloading, applying, failed), not
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypedDict
 
 from actors.target.model import ACTIVE_STATUSES, EngineState, Key, Pull, Step, containers_by_key
+from actors.target.planner import VerdictRow
 from messages.protocol.target_state import TargetState
 
 
-def report_state(target: TargetState, current: EngineState, verdicts: list[dict], failed: Mapping[Key, str],
-                 in_flight: Iterable[Step]) -> dict:
+class AppReport(TypedDict):
+    """One app in the report: its services by name (each a row of strings) and its update status."""
+    services: dict[str, dict[str, str]]
+    update_status: str  # failed | downloading | applying | done
+
+
+
+def report_state(target: TargetState, current: EngineState, verdicts: Sequence[VerdictRow],
+                 failed: Mapping[Key, str], in_flight: Iterable[Step]) -> dict[str, dict[str, AppReport]]:
     """The device's current state in report form: per app its update status, per service its container
     id, image, status and (when marked failed) the reason. No nulls: in a report patch null deletes."""
     in_flight = list(in_flight)
     by_key = containers_by_key(current.containers)
     pulling = {step.key for step in in_flight if isinstance(step, Pull)}
-    keys = {(app.app_id, service.service_name) for app in target.apps for service in app.services} | set(by_key)
-    apps: dict[str, dict] = {}
-    for app_id, service_name in sorted(keys):
+    wanted = {(app.app_id, service.service_name): service for app in target.apps for service in app.services}
+    services: dict[str, dict[str, dict[str, str]]] = {}
+    for app_id, service_name in sorted(wanted.keys() | by_key.keys()):
         containers = by_key.get((app_id, service_name))
         if containers:
             shown = min(containers, key=lambda c: (c.status not in ACTIVE_STATUSES, c.id))
             row = {"containerId": shown.id, "image": shown.image, "status": shown.status}
-        else:
-            service = target.app(app_id).service(service_name)
-            row = {"image": service.config.image,
+        else:  # no container: the key is a target service's
+            row = {"image": wanted[app_id, service_name].config.image,
                    "status": "downloading" if (app_id, service_name) in pulling else "absent"}
         if (app_id, service_name) in failed:
             row["reason"] = failed[app_id, service_name]
-        apps.setdefault(app_id, {"services": {}})["services"][service_name] = row
+        services.setdefault(app_id, {})[service_name] = row
     unsettled = {row["app_id"] for row in verdicts if row["status"] != "converged"}
-    for app_id, app in apps.items():
+    apps: dict[str, AppReport] = {}
+    for app_id, app_services in services.items():
         if any(key[0] == app_id for key in failed):
-            app["update_status"] = "failed"
+            status = "failed"
         elif any(step.app_id == app_id and isinstance(step, Pull) for step in in_flight):
-            app["update_status"] = "downloading"
+            status = "downloading"
         elif app_id in unsettled or any(step.app_id == app_id for step in in_flight):
-            app["update_status"] = "applying"
+            status = "applying"
         else:
-            app["update_status"] = "done"
+            status = "done"
+        apps[app_id] = {"services": app_services, "update_status": status}
     return {"apps": apps}

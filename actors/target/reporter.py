@@ -39,9 +39,10 @@ class ReporterSettings:
 # -- pure core -------------------------------------------------------------------------------------------
 
 
-def target_section(etag: str | None, stored_at: float | None, rejection: TargetRejection | None) -> dict:
+def target_section(etag: str | None, stored_at: float | None,
+                   rejection: TargetRejection | None) -> dict[str, object]:
     """The report's `target_state`: the ETag in force, and the rejected document's reason while it is newer."""
-    section = {"status": "none" if stored_at is None else "accepted"}
+    section: dict[str, object] = {"status": "none" if stored_at is None else "accepted"}
     if etag is not None:
         section["etag"] = etag
     if rejection is not None and (stored_at is None or rejection.at > stored_at):
@@ -59,6 +60,16 @@ def retry_delay(settings: ReporterSettings, failures: int, fraction: float) -> f
 # -- actor -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FlushDue:
+    """Timer payload: the throttle is over, report what changed."""
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    """Timer payload: the backoff after a failed send is over, send the pending report again."""
+
+
 class Reporter(FleetletActor):
     Settings = ReporterSettings
     uses = ("device.uuid", "device.token", "cloud", "store")
@@ -71,9 +82,10 @@ class Reporter(FleetletActor):
             self.sender = OutboxSender(CHANNEL, store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
             target = store.load_target()
             self.rejection = store.last_target_rejection()
-        self.target = (None, None) if target is None else (target.etag, target.received_at)
+        self.target: tuple[str | None, float | None] = (
+            (None, None) if target is None else (target.etag, target.received_at))
         # The version goes out once, and again only after an upgrade: patches carry only what changed.
-        self.latest = {"agent_version": __version__, "target_state": target_section(*self.target, self.rejection)}
+        self.latest: dict[str, object] = {"agent_version": __version__, "target_state": self._target_section()}
         self.failures = 0
         self.error_shown = True  # unknown after a restart: the first success clears any recorded error
         self.retry_scheduled = False
@@ -98,15 +110,18 @@ class Reporter(FleetletActor):
         self._target_changed()
 
     def _target_changed(self) -> None:
-        self.latest["target_state"] = target_section(*self.target, self.rejection)
+        self.latest["target_state"] = self._target_section()
         self._request_flush()
+
+    def _target_section(self) -> dict[str, object]:
+        return target_section(*self.target, self.rejection)
 
     def _request_flush(self) -> None:
         if self.flush_scheduled:
             return
         self.flush_scheduled = True
         wait = 0.0 if self.last_report is None else self.last_report + self.options.throttle - time.monotonic()
-        self.after(wait, ("flush",))
+        self.after(wait, FlushDue())
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -124,10 +139,10 @@ class Reporter(FleetletActor):
         if not self.retry_scheduled:
             self._send()
 
-    def on_timer(self, payload) -> None:
-        if payload == ("flush",):
+    def on_timer(self, payload: object) -> None:
+        if isinstance(payload, FlushDue):
             self._flush()
-        elif payload == ("retry",):
+        elif isinstance(payload, RetryDue):
             self.retry_scheduled = False
             self._send()
 
@@ -145,7 +160,7 @@ class Reporter(FleetletActor):
             self.publish(RecordError("reporter", "send", reason, time.time()))
             self.error_shown = True
             self.retry_scheduled = True
-            self.after(retry_delay(self.options, self.failures, random.random()), ("retry",))
+            self.after(retry_delay(self.options, self.failures, random.random()), RetryDue())
             return
         self.publish(self.sender.accepted())
         self.failures = 0

@@ -42,7 +42,7 @@ def next_steps(target: TargetState, current: EngineState, underway: Iterable[Ste
     return [step for step in steps if step_identity(step) not in doing][:max(slots, 0)]
 
 
-def step_identity(step: Step) -> tuple:
+def step_identity(step: Step) -> tuple[object, ...]:
     """Equal for steps that do the same to the engine, whichever service they were planned for."""
     match step:
         case Pull():
@@ -60,9 +60,9 @@ def step_identity(step: Step) -> tuple:
 def restart_steps(current: EngineState, restarts: Mapping[Key, str]) -> list[Step]:
     """A restart is a stop of the service's running containers ("stop" phase), then a start ("start")."""
     by_key = containers_by_key(current.containers)
-    steps = []
+    steps: list[Step] = []
     for (app_id, service_name), phase in sorted(restarts.items()):
-        containers = by_key.get((app_id, service_name), [])
+        containers = [] if service_name is None else by_key.get((app_id, service_name), [])
         active = [container for container in containers if container.status in ACTIVE_STATUSES]
         wanted, kind = (active, Stop) if phase == "stop" and active else (
             [c for c in containers if c.status in ("created", "exited")][:1], Start)

@@ -320,9 +320,10 @@ def _logical_network(docker_name: str, network_id: str, app_id: str, networks: d
     return FOREIGN_NETWORK_PREFIX + docker_name
 
 
-def _port_bindings(ports: tuple[PortMapping, ...]) -> dict[str, list]:
-    bindings: dict[str, list] = {}
+def _port_bindings(ports: tuple[PortMapping, ...]) -> dict[str, list[tuple[str, int] | tuple[str] | int | None]]:
+    bindings: dict[str, list[tuple[str, int] | tuple[str] | int | None]] = {}
     for mapping in ports:
+        binding: tuple[str, int] | tuple[str] | int | None
         if mapping.host_ip:
             binding = (mapping.host_ip, mapping.host_port) if mapping.host_port else (mapping.host_ip,)
         else:

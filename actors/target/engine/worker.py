@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from thespian.actors import ActorExitRequest
+from thespian.actors import ActorAddress, ActorExitRequest
 
 import messages
 from actors.runtime.base import FleetletActor
@@ -75,7 +75,7 @@ def run_job(job: RunEngineJob, engine: DockerEngine) -> EngineJobDone:
 class EngineWorker(FleetletActor):
     name = "engine-worker"
 
-    def dispatch(self, typed, raw: bytes, sender) -> None:
+    def dispatch(self, typed: object, raw: bytes, sender: ActorAddress) -> None:
         if not isinstance(typed, RunEngineJob):
             self.log.warning("ignored %s", type(typed).__name__)
             return
