@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import cast
 
 from thespian.actors import ActorExitRequest, InvalidActorSpecification
 
@@ -93,8 +92,7 @@ class Supervisor(FleetletActor):
             entry = msg.config["actors"][name]
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
-                # check_actors read `uses` of each class it returns (its return type says only `type`)
-                config_slice(msg.config, cast(type[FleetletActor], cls).uses), entry.get("settings", {}),
+                config_slice(msg.config, cls.uses), entry.get("settings", {}),
                 entry.get("on_limit") or self.section["on_limit"])
         for child in self.children.values():
             self._start(child)

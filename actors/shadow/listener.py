@@ -127,7 +127,7 @@ class ShadowListener(FleetletActor):
     def on_ShadowInboxFilled(self, msg: ShadowInboxFilled) -> None:
         self._drain()
 
-    def on_timer(self, payload: Tick) -> None:
+    def on_timer(self, payload: object) -> None:  # its one timer is Tick
         self._drain()
         now = time.monotonic()
         for sync in self.syncs.values():
