@@ -21,6 +21,11 @@ MAX_DEPTH = 64  # containers inside containers; no document of ours comes near i
 _MAX_INT_CHARS = 20  # "-9223372036854775808": int() never sees a longer digit string (CPython stops at 4300)
 # A string (escapes included) or a bracket: what the depth scan needs to see, in one pass without recursion.
 _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# Where a number might overflow (an exponent, or 19 digits and more), found in one scan of the text;
+# a match inside a string only costs the slow path.
+_RISKY_NUMBER = re.compile(r"[0-9][eE]|[0-9]{19}")
+# Where a lone surrogate might come from: a \uD800-\uDFFF escape, or (text input only) a raw surrogate.
+_MAYBE_SURROGATE = re.compile(r"\\[uU][dD][89a-fA-F]|[\ud800-\udfff]")
 
 # A JSON object as Python holds it once decoded: string keys, JSON values (checked where it enters: this
 # module's decode, the bus codec, the store). The values stay Any on purpose: a document's shape is its
@@ -84,21 +89,29 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise JSONNotUTF8(error.reason) from None
-    _check_depth(text, max_depth)
+    if text.count("[") + text.count("{") > max_depth:  # brackets in strings count too: only a quick bound
+        _check_depth(text, max_depth)
+    # The number hooks are Python calls per number; they are needed only where a number could overflow:
+    # an exponent (1e999) or a run of 19 digits and more (beyond 64 bits, or a float past its range).
+    risky_numbers = _RISKY_NUMBER.search(text) is not None
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                           parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
+        if risky_numbers:
+            value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                               parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
+        else:
+            value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:  # only for a bound beyond the interpreter's recursion limit
         raise JSONTooDeep(max_depth) from None
     except JSONRefused:
         raise
     except ValueError as error:  # json.JSONDecodeError: syntax
         raise JSONInvalid(str(error)) from None
-    try:
-        # "\ud800" decodes to a str that no UTF-8 encoder (msgpack, SQLite, a socket) will take.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise JSONUnencodable("a string holds a lone surrogate") from None
+    if _MAYBE_SURROGATE.search(text) is not None:
+        try:
+            # "\ud800" decodes to a str that no UTF-8 encoder (msgpack, SQLite, a socket) will take.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONUnencodable("a string holds a lone surrogate") from None
     return value
 
 
