@@ -134,3 +134,20 @@ def test_property_json_equality_is_symmetric_and_tells_booleans_from_numbers(a, 
     assert json_equal(a, b) == json_equal(b, a)
     assert json_equal(a, a)
     assert not json_equal(True, 1) and json_equal(1, 1.0)
+
+
+@pytest.mark.parametrize("text, error", [
+    ('{"a": "\ud800"}', JSONUnencodable),  # text input may carry a raw surrogate, not only an escape
+    ('{"a": 12345678901234567890}', JSONOutOfRange),  # 20 digits: the number hooks must be on
+    ('{"a": -9223372036854775809}', JSONOutOfRange),  # 19 digits, one past the bound
+    ('{"a": 1E400}', JSONInvalid),
+    ('{"a": ' + "9" * 400 + ".0}", JSONInvalid),  # a float past its range without an exponent
+])
+def test_the_quick_paths_never_skip_a_check_that_is_needed(text, error):
+    with pytest.raises(error):
+        decode(text)
+
+
+@pytest.mark.parametrize("text", ['{"s": "1e5 and 12345678901234567890"}', '{"s": "\\\\ud800"}', '{"s": "[[[[{{{{"}'])
+def test_what_only_looks_risky_inside_a_string_decodes_as_the_standard_decoder_does(text):
+    assert decode(text, max_depth=2) == json.loads(text)
