@@ -27,7 +27,7 @@ def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__)  # prog: run.py or fleetlet, as invoked
     parser.add_argument("--version", action="version", version=f"fleetlet {__version__}")
     _common(parser, top=True)
     commands = parser.add_subparsers(dest="command")
