@@ -42,7 +42,7 @@ class FleetletActor(Actor):
     Settings: type[object] = NoSettings
     uses: tuple[str, ...] = ()
     name = "unconfigured"
-    config: dict[str, Any] = {}  # a parsed TOML table: each section's value types are its schema's
+    config: dict[str, Any]  # set by Configure before started(): the slice of the configuration it `uses`
     options: object = NoSettings()  # subclasses narrow it to their `Settings` (`options: ReporterSettings`)
     supervisor: ActorAddress | None = None
     _hardened = False
