@@ -9,19 +9,19 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from cloud.loopback import wait_until
+
 T = TypeVar("T")
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
              what: str = "condition") -> T:
-    """The first truthy value of ``predicate()``, polled every ``interval`` s; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """The first truthy value of ``predicate()``, polled every ``interval`` s (cloud.loopback.wait_until, which
+    the demo and the benchmarks use too); a test failure, AssertionError, after ``timeout``."""
+    try:
+        return wait_until(predicate, timeout, what, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def wait_quiet(count: Callable[[], int], quiet: float, timeout: float = 10.0, interval: float = 0.02,
