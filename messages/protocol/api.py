@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from messages.protocol.shadow_topics import CLASSIC_SHADOW
+
 DEVICE_STATE_PATH = "/api/v1/device/state"  # PATCH {uuid: report}: the reporter's merge patches
 IF_NONE_MATCH = "If-None-Match"
 ETAG = "ETag"
@@ -20,29 +22,36 @@ _EMQX_SHADOW = "/api/v1/thing-datas/{}/shadow"
 _POLL_NOW_TOPIC = "fleetlet/devices/{}/poll-now"
 
 
+def segment(value: str) -> str:
+    """One path segment (or query value), every reserved character escaped: a uuid or thing name cannot change
+    the path."""
+    return quote(value, safe="")
+
+
 def target_state_path(uuid: str) -> str:
     """GET (with If-None-Match) by the device, POST by the operator."""
-    return _TARGET_STATE.format(quote(uuid, safe=""))
+    return _TARGET_STATE.format(segment(uuid))
 
 
 def device_state_path(uuid: str) -> str:
     """GET by the operator: the state merged from the device's reports."""
-    return _DEVICE_STATE.format(quote(uuid, safe=""))
+    return _DEVICE_STATE.format(segment(uuid))
 
 
 def device_path(uuid: str) -> str:
     """PUT by the operator: register a device and its token."""
-    return _DEVICE.format(quote(uuid, safe=""))
+    return _DEVICE.format(segment(uuid))
 
 
-def shadow_path(thing: str) -> str:
-    """AWS IoT's HTTPS shadow API (the shadow name goes in ``?name=``)."""
-    return _SHADOW.format(quote(thing, safe=""))
+def shadow_path(thing: str, name: str = CLASSIC_SHADOW) -> str:
+    """AWS IoT's HTTPS shadow API: the classic shadow, or a named one given as ``?name=``."""
+    path = _SHADOW.format(segment(thing))
+    return path if name == CLASSIC_SHADOW else f"{path}?name={segment(name)}"
 
 
 def emqx_shadow_path(thing: str) -> str:
     """EMQX Fleets' HTTPS shadow read."""
-    return _EMQX_SHADOW.format(quote(thing, safe=""))
+    return _EMQX_SHADOW.format(segment(thing))
 
 
 def poll_now_topic(uuid: str) -> str:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from messages.protocol import api
 from messages.protocol import json as strict_json
@@ -147,13 +147,13 @@ class CloudClient:
     # --- shadows (AWS HTTPS, and EMQX's view) -----------------------------------------------------------------
 
     def get_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:
-        return self.request("GET", _shadow_path(thing, name))
+        return self.request("GET", api.shadow_path(thing, name))
 
     def update_shadow(self, thing: str, request: JSONObject | bytes, name: str = CLASSIC_SHADOW) -> Response:
-        return self.request("POST", _shadow_path(thing, name), request)
+        return self.request("POST", api.shadow_path(thing, name), request)
 
     def delete_shadow(self, thing: str, name: str = CLASSIC_SHADOW) -> Response:
-        return self.request("DELETE", _shadow_path(thing, name))
+        return self.request("DELETE", api.shadow_path(thing, name))
 
     def emqx_shadow(self, thing: str, ok: tuple[int, ...] | None = None) -> Response:
         return self.request("GET", api.emqx_shadow_path(thing), ok=ok)
@@ -181,12 +181,3 @@ class _Watchdog:
     def cancel(self) -> None:
         self._timer.cancel()
 
-
-def _segment(value: str) -> str:
-    """One path segment, every reserved character escaped (a uuid or thing name cannot change the path)."""
-    return quote(value, safe="")
-
-
-def _shadow_path(thing: str, name: str) -> str:
-    path = api.shadow_path(thing)
-    return path if name == CLASSIC_SHADOW else f"{path}?name={_segment(name)}"

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messages.transport.http import CloudClient, CloudError, Response, _segment
+from messages.protocol.api import segment
+from messages.transport.http import CloudClient, CloudError, Response
 from tests.support.stub_cloud import StubCloud
 
 
@@ -83,7 +84,7 @@ def test_a_body_the_strict_decoder_refuses_raises_cloud_error(body):
 
 @given(st.text())
 def test_a_segment_never_changes_the_path_and_decodes_back(value):
-    escaped = _segment(value)
+    escaped = segment(value)
     assert not set(escaped) & set("/?#&= ")
     assert unquote(escaped) == value
 
