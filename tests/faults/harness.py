@@ -259,13 +259,14 @@ class Rig:
         return json.loads(result.stdout) if result.returncode == 0 else None
 
     def actors_up(self) -> dict | None:
-        """name -> actor (pid, restarts, state...) once every actor runs; None otherwise."""
+        """name -> actor (pid, restarts, state...) once every actor of the current run runs; None otherwise."""
         if self.agent is not None and self.agent.poll() is not None:
             raise AssertionError(f"the agent exited with {self.agent.returncode}: {self.log()[-2000:]}")
         doc = self.status()
-        if doc and doc["state"] == "running" and all(a["state"] == "running" and a["pid"] for a in doc["actors"]):
-            return {a["name"]: a for a in doc["actors"]}
-        return None
+        if not doc or doc["state"] != "running" or not all(a["state"] == "running" and a["pid"] for a in doc["actors"]):
+            return None
+        # the answer must come from this run: a killed run's orphaned admin answers on the same port
+        return {a["name"]: a for a in doc["actors"]} if {a["pid"] for a in doc["actors"]} <= self.agent_pids() else None
 
     def wait_up(self, timeout: float = 30.0) -> dict:
         return wait_for(self.actors_up, timeout=timeout, interval=0.2, what="every actor running")

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 
+from actors.runtime.processes import children_of
 from actors.shadow.payloads import subscriptions
 from messages.protocol.api import poll_now_topic
 from messages.protocol.shadow_topics import shadow_topics
@@ -218,8 +219,12 @@ def agent_kills(rig: Rig, mid_apply: int, at_start: int, rng: random.Random, ser
         _start_checked(rig, killed, failures, f"mid-apply kill {round_} ({'every process' if whole else 'run.py'})")
     for index in range(at_start):
         rig.stop_agent()
-        rig.start_agent()
-        time.sleep(rng.uniform(0.0, 1.0))  # within the first second of the start
+        agent = rig.start_agent()
+        if index % 2:  # from the first fork on, where a run's processes exist before its run file may
+            wait_for(lambda: children_of(agent.pid), timeout=20, interval=0.002, what="the agent's first fork")
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            time.sleep(rng.uniform(0.0, 1.0))  # anywhere within the first second of the start
         killed = rig.kill_agent(whole=False)
         _start_checked(rig, killed, failures, f"kill {index + 1} within the first second")
     final = _services(services, round_)
