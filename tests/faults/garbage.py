@@ -73,7 +73,7 @@ def _wait_closed(sock: socket.socket, hold: float) -> None:
         pass
 
 
-_TARGET_OK = '{"apps": {}}'
+_TARGET_BAD = '{"apps": {"1": {"services": 5}}}'  # a plausible body; a valid target would not be garbage
 _DEEP = "[" * 100_000 + "]" * 100_000
 GARBAGE: dict[str, Send] = {
     "close-at-once": _raw(b""),
@@ -105,14 +105,14 @@ GARBAGE: dict[str, Send] = {
     "continue-then-nothing": _raw(b"HTTP/1.1 100 Continue\r\n\r\n"),
     "continue-then-garbage": _raw(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2xx\r\n\r\n"),
     "reset-mid-headers": _reset_after(b"HTTP/1.1 200 OK\r\nContent-Le"),
-    "http-1.0-no-length": _raw(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"apps\": {}"),
+    "http-1.0-no-length": _raw(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"apps\": {\"1\""),
     "gzip-garbage": _answer("200 OK", b"\x1f\x8b\x08\x00garbage", "Content-Encoding: gzip\r\nETag: \"z\"\r\n"),
-    "etag-binary": _answer("200 OK", _TARGET_OK.encode(), "ETag: \"\xff\xfe\x01\"\r\n"),
-    "etag-huge": _answer("200 OK", _TARGET_OK.encode(), "ETag: \"" + "e" * 60_000 + "\"\r\n"),
+    "etag-binary": _answer("200 OK", _TARGET_BAD.encode(), "ETag: \"\xff\xfe\x01\"\r\n"),
+    "etag-huge": _answer("200 OK", _TARGET_BAD.encode(), "ETag: \"" + "e" * 60_000 + "\"\r\n"),
     "not-json": _answer("200 OK", b"hello", 'ETag: "n"\r\n', "text/html"),
     "invalid-utf8": _answer("200 OK", b'{"apps": {"\xff\xfe": {}}}', 'ETag: "u"\r\n'),
-    "utf16-json": _answer("200 OK", '{"apps": {}}'.encode("utf-16"), 'ETag: "u16"\r\n'),
-    "bom-json": _answer("200 OK", b"\xef\xbb\xbf" + _TARGET_OK.encode(), 'ETag: "bom"\r\n'),
+    "utf16-json": _answer("200 OK", _TARGET_BAD.encode("utf-16"), 'ETag: "u16"\r\n'),
+    "bom-json": _answer("200 OK", b"\xef\xbb\xbf" + _TARGET_BAD.encode(), 'ETag: "bom"\r\n'),
     "json-null": _json("null"),
     "json-string": _json('"apps"'),
     "json-array": _json("[1, 2, 3]"),
@@ -190,9 +190,11 @@ class Front:
                 garbage = method in self.garbage_for
                 kind = next(self._kinds.setdefault(method, itertools.cycle(GARBAGE))) if garbage else ""
             if garbage:
-                GARBAGE[kind](client, self.hold)
-                with self._lock:
-                    self.served.append(Served(method, kind, time.monotonic() - started))
+                try:
+                    GARBAGE[kind](client, self.hold)
+                finally:  # the agent hanging up on a trickle or a huge body ends the answer: still served
+                    with self._lock:
+                        self.served.append(Served(method, kind, time.monotonic() - started))
             else:
                 self._relay(client, head)
         except OSError:

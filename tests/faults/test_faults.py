@@ -53,5 +53,9 @@ def test_engine_outage_during_an_update_converges_soon_after_it_returns(rig):
     report("engine outage", scenarios.engine_outage(rig, 12.0, random.Random(SEED)))
 
 
+# quick retries, so that the poller and the reporter meet every kind of garbage within seconds
+@pytest.mark.parametrize("rig", [{"settings": {"poller": {"backoff_min": 0.05, "backoff_max": 0.2},
+                                               "reporter": {"retry_min": 0.05, "retry_max": 0.2}}}],
+                         indirect=True, ids=["quick-retries"])
 def test_hostile_mqtt_and_garbage_http_crash_nothing_and_touch_nothing(rig):
     report("hostile input", scenarios.hostile_input(rig, 2000, random.Random(SEED)))
