@@ -21,6 +21,14 @@ from tests.faults.harness import Rig, alive
 from tests.support.cloud import MqttProbe
 from tests.support.polling import wait_for
 
+# Rig options a scenario needs, for its quick and its long mode alike: a longer apply to interrupt; quick retries
+# so that the poller and the reporter meet every kind of garbage within seconds.
+RIG_OPTIONS: dict[str, dict] = {
+    "agent_kills": {"settings": {"reconciler": {"max_parallel": 2}}},
+    "hostile_input": {"settings": {"poller": {"backoff_min": 0.05, "backoff_max": 0.2},
+                                   "reporter": {"retry_min": 0.05, "retry_max": 0.2}}},
+}
+
 
 def _pids(actors: dict) -> dict[str, int]:
     return {name: actor["pid"] for name, actor in actors.items()}

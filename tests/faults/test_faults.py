@@ -44,7 +44,7 @@ def test_broker_restarts_while_desired_changes_report_only_desired_values(rig):
     report("broker restarts", scenarios.broker_restarts(rig, 5, random.Random(SEED)))
 
 
-@pytest.mark.parametrize("rig", [{"settings": {"reconciler": {"max_parallel": 2}}}], indirect=True, ids=["slow-apply"])
+@pytest.mark.parametrize("rig", [scenarios.RIG_OPTIONS["agent_kills"]], indirect=True, ids=["slow-apply"])
 def test_agent_killed_mid_apply_and_at_start_always_restarts_and_converges(rig):
     report("agent kills", scenarios.agent_kills(rig, 5, 3, random.Random(SEED)))
 
@@ -53,9 +53,6 @@ def test_engine_outage_during_an_update_converges_soon_after_it_returns(rig):
     report("engine outage", scenarios.engine_outage(rig, 12.0, random.Random(SEED)))
 
 
-# quick retries, so that the poller and the reporter meet every kind of garbage within seconds
-@pytest.mark.parametrize("rig", [{"settings": {"poller": {"backoff_min": 0.05, "backoff_max": 0.2},
-                                               "reporter": {"retry_min": 0.05, "retry_max": 0.2}}}],
-                         indirect=True, ids=["quick-retries"])
+@pytest.mark.parametrize("rig", [scenarios.RIG_OPTIONS["hostile_input"]], indirect=True, ids=["quick-retries"])
 def test_hostile_mqtt_and_garbage_http_crash_nothing_and_touch_nothing(rig):
     report("hostile input", scenarios.hostile_input(rig, 2000, random.Random(SEED)))
