@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 import docker
@@ -60,6 +61,20 @@ def alive(pid: int) -> bool:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def describe(pid: int) -> str | None:
+    """A live ``pid`` with its state, parent, process group, age and command; None if it is gone or a zombie."""
+    try:
+        raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    comm, fields = raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    age = time.monotonic() - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return f"{pid} {comm} state {fields[0]} ppid {fields[1]} pgid {fields[2]} age {age:.1f} s: {cmdline[:60]}"
 
 
 def descendants(pid: int) -> set[int]:

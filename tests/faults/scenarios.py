@@ -17,7 +17,7 @@ from actors.shadow.payloads import subscriptions
 from messages.protocol.api import poll_now_topic
 from messages.protocol.shadow_topics import shadow_topics
 from tests.faults.garbage import GARBAGE, hostile_payloads
-from tests.faults.harness import Rig, alive
+from tests.faults.harness import Rig, describe
 from tests.support.cloud import MqttProbe
 from tests.support.polling import wait_for
 
@@ -197,9 +197,10 @@ def _start_checked(rig: Rig, killed: set[int], failures: list[str], label: str) 
     except AssertionError as exc:
         failures.append(f"{label}: the next start failed: {str(exc)[:300]}")
         actors = None
-    survivors = sorted(pid for pid in killed if alive(pid)) + sorted(rig.strays() - killed)
+    survivors = [found for pid in sorted(killed | rig.strays()) if (found := describe(pid))]
     if survivors:
-        failures.append(f"{label}: {len(survivors)} processes of a killed run survived the next start")
+        failures.append(f"{label}: {len(survivors)} processes of a killed run survived the next start: "
+                        + "; ".join(survivors[:3]))
     if actors is None:  # end the broken run and what it left, so the next round starts clean
         rig.kill_agent(whole=True)
         rig.kill_strays()
