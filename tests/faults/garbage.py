@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from cloud.loopback import LOOPBACK
+from tests.support.sockets import pump
 
 Send = Callable[[socket.socket, float], None]  # (connection, most seconds to hold it)
 
@@ -218,22 +219,11 @@ class Front:
         with socket.create_connection((LOOPBACK, self.upstream_port), timeout=10) as upstream:
             upstream.settimeout(None)
             upstream.sendall(head)
-            pump = threading.Thread(target=_pump, args=(client, upstream), daemon=True)
-            pump.start()
-            _pump(upstream, client)
-            pump.join(10)
+            inbound = threading.Thread(target=pump, args=(client, upstream), daemon=True)
+            inbound.start()
+            pump(upstream, client)
+            inbound.join(10)
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    try:
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 # -- MQTT ---------------------------------------------------------------------------------------------------

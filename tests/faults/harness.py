@@ -24,13 +24,14 @@ import uuid
 import docker
 
 import conf
-from actors.runtime.processes import children_of, reap_children
 from actors.target.engine.adapter import LABEL_OWNER, LABEL_SERVICE_NAME
+from bench.common import pss_kib
 from cloud.loopback import Mosquitto
 from tests.faults.garbage import Front
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
 from tests.support.polling import wait_for
 from tests.support.ports import free_admin_port
+from tests.support.processes import alive, descendants, kill_pids
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE = "fleetlet-test/busybox:1"
@@ -44,23 +45,6 @@ ACTOR_SETTINGS = {
                    "engine_timeout": 5.0, "stop_timeout": 1},
     "reporter": {"throttle": 0.2, "retry_min": 0.2, "retry_max": 0.5},
 }
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def alive(pid: int) -> bool:
-    try:
-        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def describe(pid: int) -> str | None:
@@ -77,16 +61,6 @@ def describe(pid: int) -> str | None:
     return f"{pid} {comm} state {fields[0]} ppid {fields[1]} pgid {fields[2]} age {age:.1f} s: {cmdline[:60]}"
 
 
-def descendants(pid: int) -> set[int]:
-    found, frontier = set(), [pid]
-    while frontier:
-        for child in children_of(frontier.pop()):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
-
-
 def mentioning(text: str) -> set[int]:
     """Live processes whose command line holds ``text``: actors fork from run.py and keep its command line."""
     found = set()
@@ -98,15 +72,6 @@ def mentioning(text: str) -> set[int]:
             except OSError:
                 continue
     return found
-
-
-def kill_pids(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    reap_children()
 
 
 class PrivateDockerd:
@@ -297,7 +262,13 @@ class Rig:
         return mentioning(str(self.config_path)) - self.agent_pids() - {os.getpid()}
 
     def pss_kib(self) -> int:
-        return sum(pss_kib(pid) for pid in self.agent_pids())
+        total = 0
+        for pid in self.agent_pids():
+            try:
+                total += pss_kib(pid)
+            except OSError:  # an engine worker that just ended
+                pass
+        return total
 
     def kill_agent(self, whole: bool) -> set[int]:
         """SIGKILL run.py alone (its actors are orphaned), or every process of the run at once (a power cut).

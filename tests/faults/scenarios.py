@@ -231,7 +231,7 @@ def agent_kills(rig: Rig, mid_apply: int, at_start: int, rng: random.Random, ser
         agent = rig.start_agent()
         if index % 2:  # from the first fork on, where a run's processes exist before its run file may
             wait_for(lambda pid=agent.pid: children_of(pid), timeout=20, interval=0.002, what="the agent's first fork")
-            time.sleep(rng.uniform(0.0, 0.5))
+            time.sleep(rng.uniform(0.0, 0.2))
         else:
             time.sleep(rng.uniform(0.0, 1.0))  # anywhere within the first second of the start
         killed = rig.kill_agent(whole=False)
