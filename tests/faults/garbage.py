@@ -245,6 +245,13 @@ def hostile_payloads(rng: random.Random, max_payload: int = 131072) -> list[byte
         '{"state": [1, 2], "version": 3}', '{"state": null, "version": 3}', '{"state": 5, "version": "3"}',
         '{"state": {"level": 1}, "version": -1}', '{"state": {"level": 1}, "version": 1.5}',
         '{"state": {"desired": {"level": {"nested": [1, {"a": null}]}}}, "version": 4}',
+        # shaped as a whole-shadow read (get/accepted, update/documents), hostile inside
+        '{"state": {"desired": {"level": %d}}, "version": 6}' % big,
+        '{"state": {"desired": {"level": 1e999}}, "version": 6}',
+        '{"state": {"desired": {"mode": "\ud800"}}, "version": 6}',
+        '{"state": {"desired": {"level": 1}}, "version": %d}' % big,
+        '{"state": {"desired": {"level": 1}, "delta": {"level": 1}}, "metadata": 5, "version": 6}',
+        '{"previous": {"state": {}}, "current": {"state": {"desired": {"level": %d}}, "version": 7}}' % big,
         '{"state": {"desired": 5, "reported": "x"}, "version": 4}',
         '{"code": 409, "message": "Version conflict", "clientToken": "spoofed"}',
         '{"code": "x", "message": null}',
