@@ -221,6 +221,10 @@ class Rig:
             "actors": actors,
         }
 
+    def effective(self, section: str) -> dict:
+        """A section of the configuration the agent runs with: the file over the shipped defaults."""
+        return conf.load("agent", str(self.config_path), [])[section]
+
     def admin(self):
         return self.cloud.client(ADMIN_TOKEN)
 

@@ -49,7 +49,8 @@ def _settled(rig: Rig, timeout: float = 20.0) -> dict | None:
 
 def actor_kills(rig: Rig, kills: int, rng: random.Random) -> dict:
     """Kill random actors at a rate each stays below its intensity limit: nobody else may get a new pid."""
-    intensity, period = rig.supervisor.get("intensity", 5), rig.supervisor.get("period", 60.0)
+    supervisor = rig.effective("supervisor")
+    intensity, period = supervisor["intensity"], supervisor["period"]
     rig.start_agent()
     actors = rig.wait_up()
     killed_at: dict[str, list[float]] = {name: [] for name in actors}
@@ -85,7 +86,7 @@ def actor_kills(rig: Rig, kills: int, rng: random.Random) -> dict:
 
 def actor_over_limit(rig: Rig, rng: random.Random) -> dict:
     """Kill one child past its intensity: it alone cools down; nobody else restarts, the tree stays."""
-    intensity = rig.supervisor.get("intensity", 5)
+    intensity = rig.effective("supervisor")["intensity"]
     rig.start_agent()
     actors = rig.wait_up()
     victim = rng.choice(sorted(set(actors) - {"persistence"}))  # persistence escalates by design
