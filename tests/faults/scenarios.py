@@ -55,7 +55,8 @@ def actor_kills(rig: Rig, kills: int, rng: random.Random) -> dict:
     actors = rig.wait_up()
     killed_at: dict[str, list[float]] = {name: [] for name in actors}
     failures, collateral, recovery = [], 0, []
-    for _ in range(kills):
+    done = 0
+    while done < kills:
         now = time.monotonic()
         eligible = [n for n, times in killed_at.items() if sum(now - t < period for t in times) < intensity - 1]
         if not eligible:  # everyone is near the limit: wait for the oldest kill to age out
@@ -65,6 +66,7 @@ def actor_kills(rig: Rig, kills: int, rng: random.Random) -> dict:
         before = _pids(actors)
         rig.kill_pid(before[victim])
         killed_at[victim].append(time.monotonic())
+        done += 1
         try:
             after = wait_for(lambda v=victim, old=before[victim]: (a := rig.actors_up()) and a[v]["pid"] != old and a,
                              timeout=60, interval=0.1, what=f"{victim} back")
@@ -80,7 +82,7 @@ def actor_kills(rig: Rig, kills: int, rng: random.Random) -> dict:
             collateral += len(moved)
             failures.append(f"killing {victim} gave {', '.join(moved)} a new pid")
         actors = after
-    return {"kills": kills, "collateral_restarts": collateral, "recovery_s_max": round(max(recovery, default=0), 2),
+    return {"kills": done, "collateral_restarts": collateral, "recovery_s_max": round(max(recovery, default=0), 2),
             "recovery_s_mean": round(sum(recovery) / max(1, len(recovery)), 2), "failures": failures}
 
 
