@@ -37,6 +37,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE = "fleetlet-test/busybox:1"
 APP = "1"
 DOCKERFILE = ROOT / "tests" / "images" / "Dockerfile"
+# The apps' networks come from a range of their own, not the defaults the machine's dockerd (and its tests) use.
+ADDRESS_POOL = "10.214.0.0/16"
 
 # Fast enough for a quick run, the shipped shape otherwise: every shipped actor, app_config enabled.
 ACTOR_SETTINGS = {
@@ -91,7 +93,8 @@ class PrivateDockerd:
             self.proc = subprocess.Popen(
                 ["dockerd", f"--data-root={self.root}/data", f"--exec-root={self.root}/exec", f"-H={self.url}",
                  f"--pidfile={self.root}/docker.pid", "--bridge=none", "--iptables=false", "--ip-forward=false",
-                 "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+                 "--ip-masq=false", f"--default-address-pool=base={ADDRESS_POOL},size=24"],
+                stdout=log, stderr=subprocess.STDOUT)
         wait_for(self.pings, timeout=timeout, interval=0.05, what="the private dockerd")
         return self
 
@@ -136,6 +139,10 @@ class PrivateDockerd:
             try:
                 for container in self.client().containers.list(all=True):
                     container.remove(force=True)
+                # a network's bridge outlives its dockerd: left behind, each holds an address range of the host's
+                for network in self.client().networks.list():
+                    if network.name not in ("bridge", "host", "none"):
+                        network.remove()
             except Exception:  # noqa: BLE001 - cleanup goes on whatever the engine says
                 pass
         self.stop()

@@ -369,7 +369,13 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
             wait_for(lambda sent=index + 1: probe.count >= sent - 10, timeout=60, interval=0.001, what="the flood")
         wait_for(lambda: probe.count >= payloads, timeout=120, interval=0.05, what="the flood delivered")
     flood = time.monotonic() - flood_started
-    after_flood = _settled(rig, 20) or {}
+    # the same values through the cloud, as a buggy or hostile operator would desire them (AWS answers 400)
+    statuses = []
+    for raw in (b'{"state": {"desired": {"level": 18446744073709551616}}}', b'{"state": {"desired": {"level": 1e999}}}',
+                b'{"state": {"desired": {"mode": "\\ud800"}}}'):
+        statuses.append(rig.admin().update_shadow(rig.owner, raw).status)
+        time.sleep(0.5)  # the moment of the next one: each gets its own delta and read
+    after_flood = _settled(rig, 20) or {a["name"]: a for a in (rig.status() or {}).get("actors", [])}
     flood_restarts = sum(after_flood.get(n, {}).get("restarts", 0) - before[n]["restarts"] for n in before)
 
     # garbage HTTP: a pending report (a new appName: no container changes) meets every kind on PATCH, while the
@@ -400,7 +406,7 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
             wait_for(check, timeout=30, interval=0.1, what=what)
         except AssertionError:
             failures.append(f"{what}: never happened")
-    after = _settled(rig, 30) or {}
+    after = _settled(rig, 30) or {a["name"]: a for a in (rig.status() or {}).get("actors", [])}
     crashed = {n: (after.get(n, {}).get("restarts", 0) - before[n]["restarts"]) for n in before}
     crashed = {n: k for n, k in crashed.items() if k}
     moved = sorted(n for n in before if after.get(n, {}).get("pid") != before[n]["pid"])
@@ -419,7 +425,8 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
     return {"payloads": payloads, "payload_kinds": len(kinds), "topics": len(topics), "flood_s": round(flood, 1),
             "http_garbage_kinds": len(GARBAGE), "garbage_kinds_served": served,
             "garbage_kinds_unserved": unserved, "garbage_s": round(garbage, 1),
-            "longest_garbage_answer_held_s": round(held, 1), "restarts_after_flood": flood_restarts,
+            "longest_garbage_answer_held_s": round(held, 1), "cloud_answers_to_hostile_desired": statuses,
+            "restarts_after_flood": flood_restarts,
             "restarts": sum(crashed.values()),
             "actors_with_new_pid": len(moved), "containers_touched": len(touched), "pss_kib_before": baseline,
             "pss_kib_after": final, "pss_change_pct": round(100 * (final - baseline) / baseline, 1),
