@@ -52,8 +52,8 @@ class JSONNotUTF8(JSONRefused):
 class JSONTooDeep(JSONRefused):
     """Containers nested deeper than the caller's bound."""
 
-    def __init__(self, limit: int):
-        super().__init__(f"nested deeper than {limit} levels")
+    def __init__(self, limit: int, path: str = ""):
+        super().__init__(f"{path}: nested deeper than {limit} levels" if path else f"nested deeper than {limit} levels")
         self.limit = limit
 
 
@@ -115,6 +115,56 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
     return value
 
 
+def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH) -> None:
+    """Refuse a Python value that is not one :func:`decode` could have produced: the same rules for what
+    was built in memory (a handler's answer, a report, a file's content) as for what arrived as text.
+
+    Objects with string keys, arrays (lists), strings encodable as UTF-8 (no lone surrogate), booleans,
+    null, integers in the signed 64-bit range, finite floats, at most ``max_depth`` containers deep.
+    Raises the :class:`JSONRefused` subclass :func:`decode` would, its message naming the path of the
+    first bad member below ``path`` (``state.desired.level``, ``ports[3]``). Iterative and linear in the
+    size of the value, so no hostile value reaches a recursion limit.
+    """
+    stack: list[tuple[object, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise JSONOutOfRange(f"{_at(where)}an integer outside the signed 64-bit range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise JSONInvalid(f"{_at(where)}{item} is not a finite number")
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                raise JSONTooDeep(max_depth, where or "value")
+            if isinstance(item, dict):
+                for key, member in item.items():
+                    if not isinstance(key, str):
+                        raise JSONInvalid(f"{_at(where)}key {key!r:.40} is not a string")
+                    _check_text(key, f"{where} key" if where else "key")
+                    stack.append((member, f"{where}.{key}" if where else key, depth + 1))
+            else:
+                stack.extend((member, f"{where}[{index}]", depth + 1) for index, member in enumerate(item))
+        else:
+            raise JSONInvalid(f"{_at(where)}{type(item).__name__} is not a JSON value")
+
+
+def _at(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def _check_text(text: str, where: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONUnencodable(f"{_at(where)}a string holds a lone surrogate") from None
+
+
 def canonical_text(value: object, *, ascii_only: bool = False) -> str:
     """The one spelling of a JSON value: sorted keys, no whitespace, finite numbers only.
 
@@ -128,6 +178,15 @@ def canonical_text(value: object, *, ascii_only: bool = False) -> str:
 def canonical_bytes(value: object) -> bytes:
     """:func:`canonical_text` as UTF-8: what hashes and size quotas are computed over."""
     return canonical_text(value).encode("utf-8")
+
+
+def encode(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, indent: int | None = None) -> bytes:
+    """``value`` checked (:func:`check_value`) and spelled canonically as UTF-8: what the device and the
+    cloud send and write. ``indent`` is for files people read; the keys stay sorted."""
+    check_value(value, path=path, max_depth=max_depth)
+    if indent is None:
+        return canonical_bytes(value)
+    return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def json_equal(a: object, b: object) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import socket
 import threading
 import time
@@ -92,7 +91,10 @@ class CloudClient:
         if self._token is not None:
             sent.setdefault("Authorization", f"Bearer {self._token}")
         if isinstance(body, (dict, list)):
-            body = json.dumps(body, separators=(",", ":")).encode()
+            try:  # what the cloud's decoder refuses (2^64, 1e999, a lone surrogate) is never sent
+                body = strict_json.encode(body)
+            except strict_json.JSONRefused as exc:
+                raise CloudError(f"{method} {path}: the request body is not JSON the cloud accepts: {exc}") from None
             sent.setdefault("Content-Type", "application/json")
         if body is not None:
             sent["Content-Length"] = str(len(body))
