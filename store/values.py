@@ -63,6 +63,6 @@ def require_timestamp(value: object, what: str) -> float:
 
 
 def require_count(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StoreValueError(f"{what}: expected a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= strict_json.INT64_MAX:
+        raise StoreValueError(f"{what}: expected a non-negative 64-bit integer, got {value!r:.40}")
     return value
