@@ -202,6 +202,18 @@ def json_equal(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
+def json_identical(a: object, b: object) -> bool:
+    """Equal JSON values spelled alike: like :func:`json_equal`, but a number's kind counts too (1 is not
+    1.0), for whoever hands the values on to a reader that may tell them apart (an application's file)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_identical(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_identical, a, b))
+    return a == b
+
+
 def _check_depth(text: str, max_depth: int) -> None:
     depth = 0
     for match in _STRING_OR_BRACKET.finditer(text):
