@@ -34,7 +34,10 @@ JSONObject: TypeAlias = dict[str, Any]
 
 
 class JSONRefused(ValueError):
-    """The text is not a JSON value we accept; the message says why (no input is echoed)."""
+    """The text is not a JSON value we accept; the message says why (no input is echoed). ``path`` is the
+    member's path when the refusal is of one value (``state.desired.level``), None for the text as a whole."""
+
+    path: str | None = None
 
 
 class JSONTooLarge(JSONRefused):
@@ -97,7 +100,7 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
     try:
         if risky_numbers:
             value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                               parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
+                               parse_int=_short_int)
         else:
             value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:  # only for a bound beyond the interpreter's recursion limit
@@ -106,16 +109,14 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
         raise
     except ValueError as error:  # json.JSONDecodeError: syntax
         raise JSONInvalid(str(error)) from None
-    if _MAYBE_SURROGATE.search(text) is not None:
-        try:
-            # "\ud800" decodes to a str that no UTF-8 encoder (msgpack, SQLite, a socket) will take.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise JSONUnencodable("a string holds a lone surrogate") from None
+    # An integer beyond the range, a float past its range (inf) and "\ud800" (a str no UTF-8 encoder takes:
+    # msgpack, SQLite, a socket) are values json.loads builds: found, with their path, by check_value.
+    if risky_numbers or _MAYBE_SURROGATE.search(text) is not None:
+        check_value(value, max_depth=max_depth, int_max=int_max)
     return value
 
 
-def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH) -> None:
+def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, int_max: int = INT64_MAX) -> None:
     """Refuse a Python value that is not one :func:`decode` could have produced: the same rules for what
     was built in memory (a handler's answer, a report, a file's content) as for what arrived as text.
 
@@ -123,7 +124,7 @@ def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH) ->
     null, integers in the signed 64-bit range, finite floats, at most ``max_depth`` containers deep.
     Raises the :class:`JSONRefused` subclass :func:`decode` would, its message naming the path of the
     first bad member below ``path`` (``state.desired.level``, ``ports[3]``). Iterative and linear in the
-    size of the value, so no hostile value reaches a recursion limit.
+    size of the value, so no hostile value reaches a recursion limit. ``int_max`` is decode's.
     """
     stack: list[tuple[object, str, int]] = [(value, path, 0)]
     while stack:
@@ -133,28 +134,32 @@ def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH) ->
         if isinstance(item, str):
             _check_text(item, where)
         elif isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                raise JSONOutOfRange(f"{_at(where)}an integer outside the signed 64-bit range")
+            if not INT64_MIN <= item <= int_max:
+                raise _refused(JSONOutOfRange, where, "an integer outside the signed 64-bit range")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise JSONInvalid(f"{_at(where)}{item} is not a finite number")
+                raise _refused(JSONInvalid, where, f"{item} is not a finite number")
         elif isinstance(item, (dict, list)):
             if depth >= max_depth:
-                raise JSONTooDeep(max_depth, where or "value")
+                too_deep = JSONTooDeep(max_depth, where or "value")
+                too_deep.path = where
+                raise too_deep
             if isinstance(item, dict):
                 for key, member in item.items():
                     if not isinstance(key, str):
-                        raise JSONInvalid(f"{_at(where)}key {key!r:.40} is not a string")
+                        raise _refused(JSONInvalid, where, f"key {key!r:.40} is not a string")
                     _check_text(key, f"{where} key" if where else "key")
                     stack.append((member, f"{where}.{key}" if where else key, depth + 1))
             else:
                 stack.extend((member, f"{where}[{index}]", depth + 1) for index, member in enumerate(item))
         else:
-            raise JSONInvalid(f"{_at(where)}{type(item).__name__} is not a JSON value")
+            raise _refused(JSONInvalid, where, f"{type(item).__name__} is not a JSON value")
 
 
-def _at(where: str) -> str:
-    return f"{where}: " if where else ""
+def _refused(kind: type[JSONRefused], where: str, problem: str) -> JSONRefused:
+    error = kind(f"{where}: {problem}" if where else problem)
+    error.path = where
+    return error
 
 
 def _check_text(text: str, where: str) -> None:
@@ -162,7 +167,7 @@ def _check_text(text: str, where: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise JSONUnencodable(f"{_at(where)}a string holds a lone surrogate") from None
+            raise _refused(JSONUnencodable, where, "a string holds a lone surrogate") from None
 
 
 def canonical_text(value: object, *, ascii_only: bool = False) -> str:
@@ -241,14 +246,8 @@ def _no_constant(name: str) -> NoReturn:
     raise JSONInvalid(f"{name} is not allowed")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise JSONInvalid("a number is out of range")
-    return value
-
-
-def _bounded_int(digits: str, int_max: int) -> int:
-    if len(digits) > _MAX_INT_CHARS or not INT64_MIN <= (value := int(digits)) <= int_max:
-        raise JSONOutOfRange("an integer does not fit in 64 bits")
-    return value
+def _short_int(digits: str) -> int:
+    """int() of at most 20 digits (check_value then holds it to the range); a longer run is refused unread."""
+    if len(digits) > _MAX_INT_CHARS:
+        raise JSONOutOfRange(f"an integer of {len(digits.lstrip('-'))} digits does not fit in 64 bits")
+    return int(digits)
