@@ -24,6 +24,8 @@ from messages.bus.outbox import (
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
+    ORPHANED_VOLUMES_KEY,
+    OrphanedVolumesSeen,
     TargetStateFetched,
     TargetStateRejected,
     TargetStateStored,
@@ -95,6 +97,9 @@ class Persistence(FleetletActor):
             self.store.save_accepted(msg.channel, msg.accepted_state)
         if self._write("AckReport", save):
             self._announce(msg.channel)  # a patch merged while the acked one was in flight
+
+    def on_OrphanedVolumesSeen(self, msg: OrphanedVolumesSeen) -> None:
+        self._write("OrphanedVolumesSeen", lambda: self.store.put(ORPHANED_VOLUMES_KEY, msg.since))
 
     def on_RecordError(self, msg: RecordError) -> None:
         self._write("RecordError", lambda: self.store.record_error(msg.source, msg.key, msg.message, msg.at))

@@ -58,3 +58,20 @@ def test_a_full_disk_drops_the_write_without_crashing_and_the_next_write_after_s
     persistence.on_TargetStateFetched(TargetStateFetched({"apps": {}}, '"e"', 1.0))
     assert [type(msg) for msg in persistence.published] == [ReportQueued, TargetStateStored]
     assert persistence.store.pending_report("c").patch == big
+
+
+def test_the_reconcilers_volume_clock_goes_to_the_store_and_survives_a_restart(persistence):
+    from actors.target.model import EngineState, Resource, orphans_from_json
+    from actors.target.reconciler import Reconciler, ReconcilerSettings
+    from messages.bus.target import ORPHANED_VOLUMES_KEY, OrphanedVolumesSeen
+    from messages.protocol.target_state import TargetState
+
+    reconciler, sent = Reconciler(), []
+    reconciler.publish, reconciler.options, reconciler.orphans_since = sent.append, ReconcilerSettings(), {}
+    state = EngineState(volumes=frozenset({Resource("2", "logs")}))
+    first = reconciler._orphans(TargetState(), state)
+    again = reconciler._orphans(TargetState(), state)
+    assert [type(msg) for msg in sent] == [OrphanedVolumesSeen]  # published once, when it changed
+    assert first.since == again.since and again.grace == 86400.0
+    persistence.on_OrphanedVolumesSeen(sent[0])
+    assert orphans_from_json(persistence.store.get(ORPHANED_VOLUMES_KEY)) == first.since  # what started() reads

@@ -44,12 +44,14 @@ from messages.protocol.target_state.model import (
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
     document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
-    _require_object(document, "document", required=("apps",), optional=())
+    _require_object(document, "document", required=("apps",), optional=("purge_volumes",))
     apps = document["apps"]
     _require_mapping(apps, "apps")
     _check_count(apps, "apps", limits.MAX_APPS)
     parsed = [_parse_app(key, value, f"apps.{key}") for key, value in apps.items()]
-    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)))
+    # Ids of apps no longer in the target whose volumes are not worth keeping (see TargetState).
+    purge = _unique_names(document.get("purge_volumes", []), "purge_volumes", limits.MAX_APPS)
+    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
