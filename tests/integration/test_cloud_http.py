@@ -183,6 +183,8 @@ def test_bad_http_requests_get_clear_json_errors(cloud):
     assert wrong_method.status == 405 and set(wrong_method.headers["allow"].split(", ")) == {"GET", "POST", "DELETE"}
     assert raw_exchange(cloud, "POST", {"Content-Length": "2000000"}) == \
         (413, "close", "the body exceeds 1048576 bytes")  # refused unread, on its announced length
+    assert raw_exchange(cloud, "POST", {"Content-Length": "9" * 5000})[:2] == (413, "close")  # int() stops at 4,300
+    assert raw_exchange(cloud, "POST", {"Content-Length": "\u00b2"})[0] == 400  # "²".isdigit(), but not for int()
     assert raw_exchange(cloud, "POST", {"Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n0\r\n\r\n") == \
         (411, "close", "send the body with a Content-Length, not chunked")
     assert raw_exchange(cloud, "POST", {})[0] == 411
