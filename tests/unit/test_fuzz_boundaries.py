@@ -132,3 +132,42 @@ def test_each_hostile_value_in_a_delta_is_dropped_at_the_broker_boundary(value):
 def test_each_hostile_spelling_of_a_delta_is_dropped_at_the_broker_boundary(raw):
     with pytest.raises(PayloadError):
         parse_payload("update/delta", raw, SETTINGS.limits)
+
+
+TOPIC_PIECES = st.sampled_from(["$aws", "$emqx", "things", "shadow", "name", "update", "get", "delete", "accepted",
+                                "delta", "+", "#", "", "a" * 200, "x.y", "\x00", "\ud800", "é"])
+
+
+@FUZZ
+@given(st.lists(TOPIC_PIECES, max_size=9).map("/".join) | st.text(max_size=40))
+def test_property_a_topic_routes_or_raises_shadow_error(topic):
+    from cloud.shadow_algebra import ShadowError
+    from cloud.shadow_service import route
+    from messages.protocol.shadow_topics import parse_shadow_topic
+    parsed = parse_shadow_topic(topic)
+    assert parsed is None or len(parsed) == 4
+    try:
+        route(topic)
+    except ShadowError:
+        pass
+
+
+@FUZZ
+@given(st.text(st.sampled_from("abcdemqtport.=[]{}\"' 0123456789e+-_\\\ud800"), max_size=30))
+def test_property_a_set_override_loads_or_raises_config_error(override):
+    try:
+        conf.load("agent", None, [override])
+    except conf.ConfigError:
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=60) | hostile.map(json.dumps))
+def test_property_the_store_reads_back_only_strict_json_objects(text):
+    from store import StoreValueError
+    from store.values import decode_object
+    try:
+        value = decode_object(text, "document")
+    except StoreValueError:
+        return
+    strict_json.check_value(value)
