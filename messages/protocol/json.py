@@ -8,6 +8,11 @@ on the text first, so hostile input never reaches a recursion limit) and size be
 
 Every refusal is a :class:`JSONRefused` subclass, so each caller maps it to the error it declares
 (PayloadError, InvalidTargetState, ShadowError, StoreValueError, the API's 400) and keeps its wording.
+
+:func:`check_value` holds a value built in memory (a handler's answer, a report, an application's file)
+to the same rules, naming the path of what it refuses; the bus codec, the store and the senders of JSON
+(:func:`encode`: the HTTP client, the shadow listener, app_config) use it, so what one side writes the
+other can read.
 """
 from __future__ import annotations
 
@@ -55,9 +60,10 @@ class JSONNotUTF8(JSONRefused):
 class JSONTooDeep(JSONRefused):
     """Containers nested deeper than the caller's bound."""
 
-    def __init__(self, limit: int, path: str = ""):
-        super().__init__(f"{path}: nested deeper than {limit} levels" if path else f"nested deeper than {limit} levels")
-        self.limit = limit
+    def __init__(self, limit: int, path: str | None = None):
+        super().__init__(f"{path or 'value'}: nested deeper than {limit} levels" if path is not None
+                         else f"nested deeper than {limit} levels")
+        self.limit, self.path = limit, path
 
 
 class JSONInvalid(JSONRefused):
@@ -141,17 +147,17 @@ def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, in
                 raise _refused(JSONInvalid, where, f"{item} is not a finite number")
         elif isinstance(item, (dict, list)):
             if depth >= max_depth:
-                too_deep = JSONTooDeep(max_depth, where or "value")
-                too_deep.path = where
-                raise too_deep
+                raise JSONTooDeep(max_depth, where)
+            members: list[tuple[object, str, int]] = []
             if isinstance(item, dict):
                 for key, member in item.items():
                     if not isinstance(key, str):
                         raise _refused(JSONInvalid, where, f"key {key!r:.40} is not a string")
                     _check_text(key, f"{where} key" if where else "key")
-                    stack.append((member, f"{where}.{key}" if where else key, depth + 1))
+                    members.append((member, f"{where}.{key}" if where else key, depth + 1))
             else:
-                stack.extend((member, f"{where}[{index}]", depth + 1) for index, member in enumerate(item))
+                members.extend((member, f"{where}[{index}]", depth + 1) for index, member in enumerate(item))
+            stack.extend(reversed(members))  # popped in document order: the first bad member is the one named
         else:
             raise _refused(JSONInvalid, where, f"{type(item).__name__} is not a JSON value")
 

@@ -190,3 +190,12 @@ def test_property_check_value_accepts_all_that_decode_produces(value):
     check_value(value)
     assert json_equal(decode(encode(value)), value)
     assert json_equal(decode(encode(value, indent=2)), value)
+
+
+def test_check_value_names_the_first_bad_member_in_document_order():
+    with pytest.raises(JSONOutOfRange, match=r"^a\[1\]\.x: ") as caught:
+        check_value({"a": [0, {"x": 2**64}], "b": float("inf")})
+    assert caught.value.path == "a[1].x"
+    with pytest.raises(JSONTooDeep) as deep:
+        check_value({"a": [[[]]]}, max_depth=3)
+    assert deep.value.path == "a[0][0]"
