@@ -44,6 +44,7 @@ from store import PendingReport
 
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
 UNHANDLED_KEYS_SHOWN = 10  # keys named in the one "unhandled" record; the rest are counted
+_LEGACY_UNHANDLED = "no handler applies this key"  # what agents before the "unhandled" row recorded per key
 
 
 def as_stored(reported: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +172,8 @@ class ShadowSync:
     def start(self, now: float) -> list[Effect]:
         """After a (re)start, before any link: the handlers apply the whole desired state of the local copy
         (idempotent; it restores what the device lost, and reports only what differs)."""
+        for key in [key for key, message in self.errors.items() if message == _LEGACY_UNHANDLED]:
+            self._clear(key)  # an older agent's row per key: now the one "unhandled" row
         if self.desired:
             self._dispatch(self.held or 0, self.desired, now)
         return self._flush()

@@ -361,6 +361,13 @@ def test_a_key_no_handler_applies_is_recorded_and_cleared_when_no_longer_desired
     assert ClearError("shadow:dev/", "unhandled") in effects
 
 
+def test_rows_per_unknown_key_an_older_agent_left_are_cleared_at_start():
+    recovered = Recovered(desired={"ghost": 1}, errors={"desired.ghost": "no handler applies this key",
+                                                        "desired.t": "40 is outside 16..30; applied 30"})
+    effects = machine(recovered=recovered).start(0.0)
+    assert only(effects, ClearError) == [ClearError("shadow:dev/", "desired.ghost")]
+
+
 def test_unknown_keys_make_one_error_row_not_one_per_key():
     sync = machine()
     synced(sync, Document(3, {"t": 24}, {}, None))
