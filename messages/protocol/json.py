@@ -132,6 +132,14 @@ def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, in
     first bad member below ``path`` (``state.desired.level``, ``ports[3]``). Iterative and linear in the
     size of the value, so no hostile value reaches a recursion limit. ``int_max`` is decode's.
     """
+    try:
+        _check(value, "", max_depth, int_max, named=False)  # quick: no path is spelled while all is well
+    except JSONRefused:
+        _check(value, path, max_depth, int_max, named=True)  # again, to name where
+        raise
+
+
+def _check(value: object, path: str, max_depth: int, int_max: int, *, named: bool) -> None:
     stack: list[tuple[object, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
@@ -145,19 +153,21 @@ def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, in
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise _refused(JSONInvalid, where, f"{item} is not a finite number")
-        elif isinstance(item, (dict, list)):
+        elif isinstance(item, dict):
             if depth >= max_depth:
                 raise JSONTooDeep(max_depth, where)
             members: list[tuple[object, str, int]] = []
-            if isinstance(item, dict):
-                for key, member in item.items():
-                    if not isinstance(key, str):
-                        raise _refused(JSONInvalid, where, f"key {key!r:.40} is not a string")
-                    _check_text(key, f"{where} key" if where else "key")
-                    members.append((member, f"{where}.{key}" if where else key, depth + 1))
-            else:
-                members.extend((member, f"{where}[{index}]", depth + 1) for index, member in enumerate(item))
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    raise _refused(JSONInvalid, where, f"key {key!r:.40} is not a string")
+                _check_text(key, f"{where} key" if where else "key")
+                members.append((member, (f"{where}.{key}" if where else key) if named else "", depth + 1))
             stack.extend(reversed(members))  # popped in document order: the first bad member is the one named
+        elif isinstance(item, list):
+            if depth >= max_depth:
+                raise JSONTooDeep(max_depth, where)
+            stack.extend(reversed([(member, f"{where}[{index}]" if named else "", depth + 1)
+                                   for index, member in enumerate(item)]))
         else:
             raise _refused(JSONInvalid, where, f"{type(item).__name__} is not a JSON value")
 
