@@ -55,9 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command in ("POST", "PUT", "PATCH"):
                 raise ApiError(411, "a Content-Length is needed")
             return b""
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # isdigit alone takes "²", which int() refuses
             raise ApiError(400, "Content-Length is not a number")
-        if int(length) > self.server.api.settings.max_body_bytes:
+        if len(length) > 18 or int(length) > self.server.api.settings.max_body_bytes:  # int() stops at 4,300 digits
             raise ApiError(413, f"the body exceeds {self.server.api.settings.max_body_bytes} bytes")
         return self.rfile.read(int(length))
 

@@ -2,6 +2,7 @@
 from store.errors import (
     StoreCorrupt,
     StoreError,
+    StoreFull,
     StoreMissing,
     StoreTooNew,
     StoreValueError,
@@ -15,6 +16,7 @@ __all__ = [
     "Store",
     "StoreCorrupt",
     "StoreError",
+    "StoreFull",
     "StoreMissing",
     "StoreTooNew",
     "StoreValueError",

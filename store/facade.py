@@ -12,7 +12,7 @@ from typing import Concatenate, NamedTuple, ParamSpec, TypedDict, TypeVar
 from peewee import EXCLUDED, SqliteDatabase
 
 from messages.protocol.json import JSONObject
-from messages.protocol.patches import compose
+from messages.protocol.patches import apply_patch, compose, diff
 from store.db import open_database, translated_errors
 from store.errors import StoreError
 from store.models import bind_models
@@ -28,6 +28,7 @@ from store.values import (
 )
 
 _SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
+MAX_PENDING_REPORTS = 8  # per channel: reports that cannot merge into one (see enqueue_report)
 
 
 class TargetRecord(NamedTuple):
@@ -190,22 +191,39 @@ class Store:
         """Merge `patch` into the channel's newest pending report; the id now holding it.
 
         A merge gives the report a new id, so an ack of what was sent before does not drop the
-        merged data. When the merge cannot be one patch (see store.patches), the patch is queued
-        as a separate report after it. An empty patch with nothing pending queues nothing.
+        merged data. When the merge cannot be one patch (see messages.protocol.patches), the patch is
+        queued as a separate report after it. After a merge, earlier reports that now compose with it are
+        merged too, so a key flipping between an object and null keeps two reports, not one per flip;
+        past MAX_PENDING_REPORTS (several keys flipping in turn), every report after the oldest is replaced
+        by the one patch that brings the accepted state, with the oldest applied, to the newest: newest
+        wins. An empty patch with nothing pending queues nothing.
         """
         outbox = self._models.OutboxRow
         channel = require_text(channel, "channel")
         patch_text = encode_object(patch, "patch")
-        newest = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id.desc()).first()
-        if newest is None and not patch:
-            return None
-        merged = compose(decode_object(newest.patch, "patch"), patch) if newest else None
+        rows = list(outbox.select().where(outbox.channel == channel).order_by(outbox.report_id))
+        if not rows:
+            return outbox.insert(channel=channel, patch=patch_text).execute() if patch else None
+        patches = [decode_object(row.patch, "patch") for row in rows]
+        merged = compose(patches[-1], patch)
         if merged is None:
-            return outbox.insert(channel=channel, patch=patch_text).execute()
+            if len(rows) < MAX_PENDING_REPORTS:
+                return outbox.insert(channel=channel, patch=patch_text).execute()
+            accepted = self.load_accepted(channel) or {}
+            base = apply_patch(accepted, patches[0])
+            merged = diff(base, apply_patch(functools.reduce(apply_patch, patches[1:], base), patch))
+            first = 1
+        else:
+            first = len(rows) - 1
+            while first > 0 and (folded := compose(patches[first - 1], merged)) is not None:
+                merged, first = folded, first - 1
         merged_text = encode_json(merged, "patch")
-        if merged_text == newest.patch:
-            return newest.report_id
-        newest.delete_instance()
+        if first == len(rows) - 1 and merged_text == rows[-1].patch:
+            return rows[-1].report_id
+        outbox.delete().where((outbox.channel == channel)
+                              & (outbox.report_id >= rows[first].report_id)).execute()
+        if not merged and first > 0:
+            return rows[first - 1].report_id
         return outbox.insert(channel=channel, patch=merged_text).execute()
 
     @_reads

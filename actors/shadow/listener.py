@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import secrets
 import threading
@@ -33,6 +32,7 @@ from actors.shadow.sync import (
 from messages.bus.outbox import RecordError, ReportQueued
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowInboxFilled
 from messages.bus.target import PollNow
+from messages.protocol import json as strict_json
 from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
@@ -165,17 +165,28 @@ class ShadowListener(FleetletActor):
     # -- effects ------------------------------------------------------------------------------------------
     def _carry_out(self, sync: ShadowSync, effects: list) -> None:
         for effect in effects:
-            if isinstance(effect, Publish):
-                self.link.publish(effect.topic, json.dumps(effect.payload, separators=(",", ":")).encode())
-            elif isinstance(effect, ReadOverHttp):
-                self._read_over_http(sync.shadow_name, effect)
-            else:
-                if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
-                    effect = dataclasses.replace(effect, at=time.time())
-                    self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
-                self.publish(effect)
-                if isinstance(effect, ShadowDeltaUpdated):
-                    self._call_functions(sync, effect)
+            try:
+                self._carry_out_one(sync, effect)
+            except (messages.MessageError, strict_json.JSONRefused) as exc:
+                # Input is checked where it enters, so this is a value built here that no receiver could
+                # read: recorded and skipped, never a crash (a crash would meet the same value again).
+                reason = f"skipped {type(effect).__name__}: {exc}"[:500]
+                self.log.error("%s", reason)
+                self.publish(RecordError(sync.channel, "unencodable", reason.encode("utf-8", "replace").decode(),
+                                         time.time()))
+
+    def _carry_out_one(self, sync: ShadowSync, effect: object) -> None:
+        if isinstance(effect, Publish):
+            self.link.publish(effect.topic, strict_json.encode(effect.payload))
+        elif isinstance(effect, ReadOverHttp):
+            self._read_over_http(sync.shadow_name, effect)
+        else:
+            if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
+                effect = dataclasses.replace(effect, at=time.time())
+                self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
+            self.publish(effect)
+            if isinstance(effect, ShadowDeltaUpdated):
+                self._call_functions(sync, effect)
 
     def _call_functions(self, sync: ShadowSync, delta: ShadowDeltaUpdated) -> None:
         for path, function in self.functions.items():

@@ -31,6 +31,7 @@ from conf.agent import MqttSection, ShadowSection
 from conf.schema import parse
 from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowDocumentSeen
+from messages.protocol.json import canonical_bytes
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
     compute_delta,
@@ -42,6 +43,8 @@ from messages.transport.backoff import backoff_delay
 from store import PendingReport
 
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
+UNHANDLED_KEYS_SHOWN = 10  # keys named in the one "unhandled" record; the rest are counted
+_LEGACY_UNHANDLED = "no handler applies this key"  # what agents before the "unhandled" row recorded per key
 
 
 def as_stored(reported: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +131,12 @@ class ShadowSync:
 
     ``handlers`` names who answers every ShadowDeltaUpdated with a ShadowDeltaApplied: the actors subscribed to
     ShadowDeltaUpdated and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
-    value the device cannot apply, ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
+    value the device cannot apply, ``unhandled`` (one record for every desired key no handler applies),
+    ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
+
+    The local copy of desired is bounded: a delta that would grow it past the payload limit (only a run of
+    spoofed or buggy deltas can: the cloud's whole shadow fits in one payload) is dropped, recorded, and the
+    shadow read again, whose document replaces the copy.
     """
 
     def __init__(self, thing_name: str, shadow_name: str, settings: SyncSettings, handlers: Iterable[str],
@@ -157,12 +165,15 @@ class ShadowSync:
         self.stale_dropped = 0
         self.malformed = 0
         self.malformed_recorded_at: float | None = None
+        self.unhandled: set[str] = set()  # desired top-level keys no handler applied
         self._out: list[Effect] = []
 
     # -- events -----------------------------------------------------------------------------------------
     def start(self, now: float) -> list[Effect]:
         """After a (re)start, before any link: the handlers apply the whole desired state of the local copy
         (idempotent; it restores what the device lost, and reports only what differs)."""
+        for key in [key for key, message in self.errors.items() if message == _LEGACY_UNHANDLED]:
+            self._clear(key)  # an older agent's row per key: now the one "unhandled" row
         if self.desired:
             self._dispatch(self.held or 0, self.desired, now)
         return self._flush()
@@ -253,10 +264,17 @@ class ShadowSync:
         if is_stale(self.held, delta.version):
             self.stale_dropped += 1
             return
+        desired = apply_patch(self.desired, delta.state)
+        size = len(canonical_bytes(desired))
+        if size > self.settings.limits.max_bytes:
+            self._record("input", f"dropped the delta of version {delta.version}: desired would hold {size} "
+                                  f"bytes, more than {self.settings.limits.max_bytes}; reading the shadow", now)
+            self.read_needed = True
+            return
         self.held, self.exists = delta.version, True  # a delta comes from an existing shadow
         if self.read is not None:
             self.newest_since_read = max(self.newest_since_read or 0, delta.version)
-        self.desired = apply_patch(self.desired, delta.state)
+        self.desired = desired
         self._remember()
         self._dispatch(delta.version, delta.state, now)
 
@@ -272,7 +290,7 @@ class ShadowSync:
         self.desired = doc.desired
         self.sender.receiver_holds(doc.reported)
         self._remember()
-        self._clear_errors_not_desired()
+        self._clear_errors_not_desired(now)
         delta = compute_delta(self.desired, self.sender.acked)
         if delta:
             self._dispatch(doc.version, delta, now)
@@ -357,9 +375,8 @@ class ShadowSync:
                 self._record(f"handler:{handler}", f"did not answer the delta of version {apply.version} "
                                                    f"within {self.settings.apply_timeout:g} s", now)
         else:
-            for key in sorted(set(apply.delta) - apply.covered):
-                self._record(f"desired.{key}", "no handler applies this key", now)
-        self._clear_errors_not_desired()
+            self.unhandled = (self.unhandled | set(apply.delta)) - apply.covered
+        self._clear_errors_not_desired(now)
         if self.pending is not None:
             pending, self.pending = self.pending, None
             self._dispatch(pending.version, pending.state, now)
@@ -426,11 +443,18 @@ class ShadowSync:
         if self.errors.pop(key, None) is not None:
             self._out.append(ClearError(self.channel, key))
 
-    def _clear_errors_not_desired(self) -> None:
+    def _clear_errors_not_desired(self, now: float) -> None:
         """A value that is no longer desired is no longer a problem."""
         for key in [k for k in self.errors if k.startswith("desired.")]:
             if not _has_path(self.desired, key[len("desired."):].split(".")):
                 self._clear(key)
+        self.unhandled &= set(self.desired)
+        if self.unhandled:
+            keys = sorted(self.unhandled)
+            shown = ", ".join(keys[:UNHANDLED_KEYS_SHOWN]) + (", ..." if len(keys) > UNHANDLED_KEYS_SHOWN else "")
+            self._record("unhandled", f"no handler applies {len(keys)} desired key(s): {shown}", now)
+        else:
+            self._clear("unhandled")
 
     def _flush(self) -> list[Effect]:
         out, self._out = self._out, []

@@ -27,6 +27,8 @@ from messages.transport.backoff import backoff_ceiling, jittered
 from messages.transport.http import CloudClient, CloudError, Response
 from store import Store, TargetRecord, TargetRejection
 
+MAX_ETAG_LENGTH = 256  # an ETag is a short token; a longer one is a broken or hostile server
+
 
 @dataclass(frozen=True)
 class PollerSettings:
@@ -63,16 +65,20 @@ def interpret(response: Response, stored: TargetRecord | None,
     if response.status == 304:
         return None
     etag = response.headers.get("etag")
+    if etag is not None and len(etag) > MAX_ETAG_LENGTH:
+        return TargetStateRejected(None, f"the ETag is longer than {MAX_ETAG_LENGTH} characters", now)
     try:
         document = to_json(parse_target_state(response.body))
     except InvalidTargetState as exc:
         return TargetStateRejected(etag, exc.reason, now)
+    except Exception as exc:  # noqa: BLE001 - a parser bug must reject the document, not crash the poller
+        return TargetStateRejected(etag, f"document: cannot be validated ({type(exc).__name__}: {exc})"[:500], now)
     if stored is not None and (etag == stored.etag if etag else document == stored.document):
         return None
     fetched = TargetStateFetched(document, etag, now)
     try:
         size = len(messages.encode(fetched))
-    except (OverflowError, messages.MessageError) as exc:  # e.g. an integer serviceId beyond 64 bits
+    except messages.MessageError as exc:  # e.g. an integer serviceId beyond 64 bits
         return TargetStateRejected(etag, f"document: cannot be stored ({exc})", now)
     if size > MAX_MESSAGE_BYTES:
         return TargetStateRejected(etag, f"document: {size} bytes once normalised, more than can be stored", now)
@@ -134,6 +140,9 @@ class Poller(FleetletActor):
             else:
                 self.failures += 1
                 self._record(f"cannot fetch the target state: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever the network or the server does is a failed poll
+            self.failures += 1
+            self._record(f"cannot fetch the target state: {type(exc).__name__}: {exc}"[:500])
         else:
             outcome = interpret(response, stored, time.time())
             if outcome is not None:

@@ -31,7 +31,18 @@ import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError, EngineUnavailable
 from actors.target.engine.worker import state_from_wire, step_to_wire
-from actors.target.model import EngineState, Key, Step, describe_step
+from actors.target.model import (
+    EngineState,
+    Key,
+    OrphanedVolumes,
+    Resource,
+    Step,
+    describe_step,
+    orphan_clock,
+    orphaned_volumes,
+    orphans_from_json,
+    orphans_to_json,
+)
 from actors.target.planner import VerdictRow, explain
 from actors.target.report import AppReport, report_state
 from actors.target.scheduling import (
@@ -53,7 +64,13 @@ from messages.bus.engine import (
     RunEngineJob,
 )
 from messages.bus.outbox import ClearError, RecordError
-from messages.bus.target import CurrentStateObserved, RestartServices, TargetStateStored
+from messages.bus.target import (
+    ORPHANED_VOLUMES_KEY,
+    CurrentStateObserved,
+    OrphanedVolumesSeen,
+    RestartServices,
+    TargetStateStored,
+)
 from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
@@ -72,6 +89,7 @@ class ReconcilerSettings:
     max_attempts: int = setting(3, rule=positive)  # failures after which a service is marked failed (still retried)
     engine_timeout: float = setting(30.0, rule=positive)  # seconds for one engine API call
     stop_timeout: int = setting(10, rule=non_negative)  # seconds a container gets to stop before it is killed
+    volume_grace: float = setting(86400.0, rule=non_negative)  # seconds an app's volumes outlive the app
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
@@ -118,6 +136,7 @@ class Reconciler(FleetletActor):
     last_report_at: float
     passes: int
     pass_: Pass | None
+    orphans_since: dict[Resource, float]  # when each volume of an app that left the target was first seen so
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,6 +163,7 @@ class Reconciler(FleetletActor):
         self.last_report_at = 0.0
         self.passes = 0
         self.pass_ = None
+        self.orphans_since = orphans_from_json(self.store.get(ORPHANED_VOLUMES_KEY, {}))
         self._load_target()
         self.after(self.options.drift_interval, DriftCheck())
         self._trigger("start")
@@ -323,13 +343,14 @@ class Reconciler(FleetletActor):
         target = self.target if self.target is not None else TargetState()
         for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
+        orphans = self._orphans(target, current)
         steps = [] if self.target is None else next_steps(
             target, current, running + unseen, backing_off, self.restarts,
-            self.options.max_parallel - len(running))
+            self.options.max_parallel - len(running), orphans)
         for step in steps:
             self._log(logging.INFO, "%s %s: %s", step.action.value, key_text(step.key), step.reason)
             self._launch(step)
-        verdicts = [] if self.target is None else explain(target, current, excluded)
+        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
         for row in verdicts:
             if row["status"] == "converged":
                 self._forget_failure((row["app_id"], row["service_name"]))
@@ -339,6 +360,15 @@ class Reconciler(FleetletActor):
         self._report(report_state(target, current, verdicts, self.retries.marked_errors(), running + steps))
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
+
+    def _orphans(self, target: TargetState, current: EngineState) -> OrphanedVolumes:
+        """The volume clock for this plan; a change goes to persistence first, so a restart keeps it."""
+        now = time.time()  # wall clock: the grace outlives restarts and reboots
+        since = orphan_clock(self.orphans_since, orphaned_volumes(target, current), now)
+        if since != self.orphans_since:
+            self.publish(OrphanedVolumesSeen(orphans_to_json(since)))
+            self.orphans_since = since
+        return OrphanedVolumes(now, self.options.volume_grace, since)
 
     def _report(self, state: dict[str, dict[str, AppReport]]) -> None:
         # Re-sent after a drift interval even when equal, so a restarted reporter learns it again.

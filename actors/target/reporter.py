@@ -152,10 +152,11 @@ class Reporter(FleetletActor):
             return  # nothing pending (an announcement of what was already sent)
         try:
             self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
-        except CloudError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the network or the server does is a failed send
             self.sender.lost()
             self.failures += 1
-            reason = f"cannot send the state report: {exc}"
+            cause = exc if isinstance(exc, CloudError) else f"{type(exc).__name__}: {exc}"
+            reason = f"cannot send the state report: {cause}"[:500]
             self.log.warning("%s (failure %d)", reason, self.failures)
             self.publish(RecordError("reporter", "send", reason, time.time()))
             self.error_shown = True

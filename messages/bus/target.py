@@ -49,6 +49,17 @@ class CurrentStateObserved:
     at: float
 
 
+ORPHANED_VOLUMES_KEY = "reconciler.orphaned_volumes"  # the store key (Store.put/get) of OrphanedVolumesSeen.since
+
+
+@message
+@dataclass(frozen=True)
+class OrphanedVolumesSeen:
+    """When each volume of an app that left the target was first seen so (``{"app/volume": wall-clock
+    seconds}``, the whole set): persistence keeps it, so the reconciler's volume_grace survives restarts."""
+    since: JSONObject
+
+
 @message
 @dataclass(frozen=True)
 class RestartServices:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import socket
 import threading
 import time
@@ -92,7 +91,10 @@ class CloudClient:
         if self._token is not None:
             sent.setdefault("Authorization", f"Bearer {self._token}")
         if isinstance(body, (dict, list)):
-            body = json.dumps(body, separators=(",", ":")).encode()
+            try:  # what the cloud's decoder refuses (2^64, 1e999, a lone surrogate) is never sent
+                body = strict_json.encode(body)
+            except strict_json.JSONRefused as exc:
+                raise CloudError(f"{method} {path}: the request body is not JSON the cloud accepts: {exc}") from None
             sent.setdefault("Content-Type", "application/json")
         if body is not None:
             sent["Content-Length"] = str(len(body))
@@ -106,6 +108,7 @@ class CloudClient:
             reply = connection.getresponse()
             response = Response(reply.status, {name.lower(): value for name, value in reply.getheaders()},
                                 reply.read(self._max_response_bytes + 1))
+            missing = reply.length  # what a Content-Length promised and a bounded read did not get
         except (OSError, http.client.HTTPException, ValueError) as exc:
             timed_out = watchdog is not None and watchdog.fired
             reason = f"no complete answer within {self._timeout} s" if timed_out else exc or type(exc).__name__
@@ -118,6 +121,9 @@ class CloudClient:
             raise CloudError(f"{method} {self.base_url}{path}: no complete answer within {self._timeout} s")
         if len(response.body) > self._max_response_bytes:
             raise CloudError(f"{method} {path}: response larger than {self._max_response_bytes} bytes",
+                             response.status)
+        if missing:
+            raise CloudError(f"{method} {path}: the answer ended {missing} bytes before its Content-Length",
                              response.status)
         if ok is not None and response.status not in ok:
             raise CloudError(f"{method} {path}: HTTP {response.status}: {response.body[:300]!r}", response.status)

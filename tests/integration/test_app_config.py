@@ -75,19 +75,19 @@ def test_settings_are_checked():
 
 def test_the_file_is_replaced_atomically_and_readable_by_the_application(tmp_path):
     path = str(tmp_path / "sub" / "config.json")
-    write_atomically(path, b'{"t": 1}')
-    write_atomically(path, b'{"t": 2}')
+    write_atomically(path, b'{"t": 1}', 0o640)
+    write_atomically(path, b'{"t": 2}', 0o640)
     assert read_config(path) == {"t": 2}
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     assert os.listdir(tmp_path / "sub") == ["config.json"]  # no temp file left
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
     path = str(tmp_path / "config.json")
-    write_atomically(path, b'{"t": 1}')
+    write_atomically(path, b'{"t": 1}', 0o640)
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(OSError):
-        write_atomically(path, b'{"t": 2}')
+        write_atomically(path, b'{"t": 2}', 0o640)
     assert read_config(path) == {"t": 1}
     assert os.listdir(tmp_path) == ["config.json"]
 

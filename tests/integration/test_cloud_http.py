@@ -61,7 +61,11 @@ def test_an_invalid_target_state_is_refused_with_its_reason(cloud):
     admin = cloud.client()
     bad = json.loads(json.dumps(TARGET))
     bad["apps"]["1"]["services"][0]["config"]["ports"] = ["99999:80"]
-    for body, reason in ((bad, "ports"), (b"{", "not valid JSON"), ({"apps": []}, "apps"), ([], "document")):
+    digits = json.loads(json.dumps(TARGET))  # issue 14: int() of > 4,300 digits answered 500
+    digits["apps"]["1"]["services"][0]["config"]["ports"] = ["9" * 4301]
+    huge = b'{"apps": {"1": {"appId": 18446744073709551616, "services": []}}}'
+    for body, reason in ((bad, "ports"), (b"{", "not valid JSON"), ({"apps": []}, "apps"), ([], "document"),
+                         (digits, "ports[0]: longer than"), (huge, "apps.1.appId: an integer outside")):
         reply = admin.set_target(DEMO["uuid"], body)
         assert reply.status == 400 and reason in reply.json()["error"], reply.json()
     assert admin.set_target("nobody", TARGET).status == 404
@@ -142,6 +146,10 @@ def test_shadow_over_https_answers_as_aws_and_publishes_like_mqtt(cloud, broker)
             (409, "Version conflict", "h2")
         for body, code in ((b"", 400), (b"{", 400), (b'{"state": {"desired": 3}}', 400), (b"\xff", 415)):
             assert demo.update_shadow(thing, body).json()["code"] == code
+        for body in (b'{"state": {"desired": {"l": 18446744073709551616}}}', b'{"state": {"desired": {"l": 1e999}}}',
+                     b'{"state": {"desired": {"l": "\\ud800"}}}'):  # issue 14: served on every read, crashed the agent
+            refused = demo.update_shadow(thing, body).json()
+            assert refused["code"] == 400 and refused["message"].startswith("Invalid JSON: state.desired.l"), refused
         assert probe.received(f"$aws/things/{thing}/shadow/update/rejected") == []  # HTTP errors stay on HTTP
 
         got = demo.get_shadow(thing).json()
@@ -175,6 +183,8 @@ def test_bad_http_requests_get_clear_json_errors(cloud):
     assert wrong_method.status == 405 and set(wrong_method.headers["allow"].split(", ")) == {"GET", "POST", "DELETE"}
     assert raw_exchange(cloud, "POST", {"Content-Length": "2000000"}) == \
         (413, "close", "the body exceeds 1048576 bytes")  # refused unread, on its announced length
+    assert raw_exchange(cloud, "POST", {"Content-Length": "9" * 5000})[:2] == (413, "close")  # int() stops at 4,300
+    assert raw_exchange(cloud, "POST", {"Content-Length": "\u00b2"})[0] == 400  # "²".isdigit(), but not for int()
     assert raw_exchange(cloud, "POST", {"Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n0\r\n\r\n") == \
         (411, "close", "send the body with a Content-Length, not chunked")
     assert raw_exchange(cloud, "POST", {})[0] == 411

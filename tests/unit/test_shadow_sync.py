@@ -355,10 +355,43 @@ def test_a_key_no_handler_applies_is_recorded_and_cleared_when_no_longer_desired
     synced(sync, Document(3, {"t": 24, "ghost": 1}, {}, None))
     effects = sync.on_applied(applied({"t": 24}, 3), 1.0)
     records = [(e.key, e.message) for e in only(effects, RecordError)]
-    assert records == [("desired.ghost", "no handler applies this key")]
+    assert records == [("unhandled", "no handler applies 1 desired key(s): ghost")]
     sync.link_down()
     effects = synced(sync, Document(6, {"t": 24}, {"t": 24}, None), 2.0)
-    assert ClearError("shadow:dev/", "desired.ghost") in effects
+    assert ClearError("shadow:dev/", "unhandled") in effects
+
+
+def test_rows_per_unknown_key_an_older_agent_left_are_cleared_at_start():
+    recovered = Recovered(desired={"ghost": 1}, errors={"desired.ghost": "no handler applies this key",
+                                                        "desired.t": "40 is outside 16..30; applied 30"})
+    effects = machine(recovered=recovered).start(0.0)
+    assert only(effects, ClearError) == [ClearError("shadow:dev/", "desired.ghost")]
+
+
+def test_unknown_keys_make_one_error_row_not_one_per_key():
+    sync = machine()
+    synced(sync, Document(3, {"t": 24}, {}, None))
+    sync.on_applied(applied({"t": 24}, 3), 1.0)
+    keys = set()
+    for version in range(4, 40):
+        sync.receive(Delta(version, {f"k{version}": 1}), float(version))
+        effects = sync.on_applied(applied({}, version), float(version))
+        keys |= {e.key for e in only(effects, RecordError)}
+    assert keys == {"unhandled"}
+    assert sync.errors["unhandled"].startswith("no handler applies 36 desired key(s): k10, k11,")
+    assert sync.errors["unhandled"].endswith(", ...")
+
+
+def test_spoofed_deltas_cannot_grow_the_local_desired_copy_past_the_payload_limit():
+    sync = machine(handlers=())
+    synced(sync, Document(3, {"t": 24}, {}, None))
+    for version in range(4, 400):
+        effects = sync.receive(Delta(version, {f"key-{version}": "x" * 40}), float(version))
+        size = len(json.dumps(sync.desired, separators=(",", ":")))
+        assert size <= SETTINGS.limits.max_bytes
+    assert "more than 4096; reading the shadow" in sync.errors["input"]
+    assert [p.topic for p in only(effects, Publish)] in ([], [sync.topics.get])
+    assert sync.read is not None  # the read's document replaces the copy
 
 
 def test_a_silent_handler_is_asked_once_more_then_recorded_and_the_next_delta_goes_out():

@@ -26,6 +26,7 @@ from store import (
     TargetRejection,
 )
 from store.db import APPLICATION_ID
+from store.facade import MAX_PENDING_REPORTS
 from store.migrations import SCHEMA_VERSION
 from store.models import bind_models
 
@@ -568,3 +569,29 @@ def test_store_used_from_another_thread_is_refused(store):
     thread.start()
     thread.join()
     assert "thread" in str(refusals[0])
+
+
+def test_a_key_flipping_between_object_and_null_keeps_two_reports_not_one_per_flip(store):
+    truth: dict = {}
+    for flip in range(200):
+        patch = {"net": {"dhcp": flip % 3 == 0, "n": flip}} if flip % 2 else {"net": None}
+        truth = apply_patch(truth, patch)
+        store.enqueue_report("shadow:pi/", patch)
+        assert len(pending_rows(store, "shadow:pi/")) <= 2
+    assert apply_all({"net": {"old": 1}}, drain(store, "shadow:pi/")) == truth  # exact whatever the cloud holds
+
+
+def test_keys_flipping_in_turn_are_capped_and_newest_wins_from_the_accepted_state(store):
+    store.save_accepted("c", {"keep": 1, "a": {"x": 1}})
+    receiver, truth = {"keep": 1, "a": {"x": 1}}, {"keep": 1, "a": {"x": 1}}
+    for flip in range(100):
+        key = "ab"[flip % 2]
+        patch = {key: {"v": flip}} if (flip // 2) % 2 else {key: None}
+        truth = apply_patch(truth, patch)
+        store.enqueue_report("c", patch)
+        assert len(pending_rows(store, "c")) <= MAX_PENDING_REPORTS
+    assert apply_all(receiver, drain(store, "c")) == truth
+
+
+def pending_rows(store, channel):
+    return store._db.execute_sql("SELECT report_id FROM outbox WHERE channel = ?", (channel,)).fetchall()
