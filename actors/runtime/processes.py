@@ -42,6 +42,12 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)": state, ppid, pgrp, ...
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def process_start_time(pid: int) -> int | None:
     fields = stat_fields(pid)
     return int(fields[19]) if fields else None

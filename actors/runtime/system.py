@@ -62,6 +62,7 @@ class AgentSystem:
         self.run_file = store_path.with_name(store_path.name + ".run")
         self.asys: ActorSystem | None = None
         self.supervisor = None
+        self.supervisor_pid: int | None = None  # from Booted: run.py tells a slow supervisor from a dead one
         self.pgids: set[int] = set()
 
     # -- start ---------------------------------------------------------------------------------------
@@ -90,6 +91,7 @@ class AgentSystem:
             self.stop()
             reason = reply.reason if isinstance(reply, BootFailed) else f"no answer in {boot_timeout} s"
             raise AgentStartError(f"the agent cannot start: {reason}")
+        self.supervisor_pid = reply.pid
         return reply.children
 
     def _check_store(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from messages.codec import message
 from messages.protocol.json import JSONObject
@@ -12,6 +13,7 @@ from messages.protocol.json import JSONObject
 @dataclass(frozen=True)
 class TargetStateFetched:
     """The poller fetched a new, valid target state; persistence stores it, then announces it."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     document: JSONObject
     etag: str | None
     fetched_at: float
@@ -21,6 +23,7 @@ class TargetStateFetched:
 @dataclass(frozen=True)
 class TargetStateRejected:
     """The cloud served a target state that failed validation: the last good one stays in force."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     etag: str | None
     reason: str
     at: float
@@ -30,6 +33,7 @@ class TargetStateRejected:
 @dataclass(frozen=True)
 class TargetStateStored:
     """A target state is durable in the store: reconcile toward it (read it from the store)."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     etag: str | None
     stored_at: float
 
@@ -38,6 +42,7 @@ class TargetStateStored:
 @dataclass(frozen=True)
 class PollNow:
     """Poll the cloud's target state at once (a notice over MQTT, or an operator)."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     reason: str
 
 
@@ -45,6 +50,7 @@ class PollNow:
 @dataclass(frozen=True)
 class CurrentStateObserved:
     """The device's current state as the reconciler read it from the engine, in report form."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     state: JSONObject
     at: float
 

@@ -125,7 +125,13 @@ def test_steps_and_states_cross_the_wire_unchanged():
 def test_the_documented_defaults_are_the_code_defaults():
     assert parse(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
                  "actors.reconciler.settings") == ReconcilerSettings()
-    assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
+
+
+def test_only_persistence_escalates_at_its_limit_the_rest_cool_down():
+    defaults = conf.defaults("agent")
+    assert defaults["supervisor"]["on_limit"] == "cooldown"
+    assert [name for name, entry in defaults["actors"].items() if entry.get("on_limit")] == ["persistence"]
+    assert defaults["actors"]["persistence"]["on_limit"] == "escalate"
 
 
 @settings(max_examples=100, deadline=None)
