@@ -1,7 +1,8 @@
 """The persistence actor: the one writer of the agent's store.
 
-On every (re)start it re-announces what is durable (the target state, pending reports), so a message
-lost in a crash of any actor costs a repeat, never data.
+On every (re)start it re-announces what is durable (the target state, pending reports) and says it
+restarted (StoreReopened), so the senders recompute what they had enqueued from the store: a message lost
+in a crash of any actor, this one included, costs a repeat, never data.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from messages.bus.outbox import (
     EnqueueReport,
     RecordError,
     ReportQueued,
+    StoreReopened,
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
@@ -36,6 +38,7 @@ class Persistence(FleetletActor):
             self.publish(TargetStateStored(target.etag, target.received_at))
         for channel in self.store.pending_channels():
             self._announce(channel)
+        self.publish(StoreReopened())
 
     def stopping(self) -> None:
         store = getattr(self, "store", None)

@@ -20,6 +20,7 @@ from messages.bus.outbox import (
     ClearError,
     RecordError,
     ReportQueued,
+    StoreReopened,
 )
 from messages.bus.target import CurrentStateObserved, TargetStateRejected, TargetStateStored
 from messages.transport.backoff import backoff_delay
@@ -129,6 +130,12 @@ class Reporter(FleetletActor):
         if enqueue is not None:
             self.publish(enqueue)
             self.last_report = time.monotonic()
+
+    def on_StoreReopened(self, msg: StoreReopened) -> None:
+        """Persistence restarted: count as reported only what the store holds, and report the rest again."""
+        with Store.open(self.config["store"]["path"], readonly=True) as store:
+            self.sender.resync(store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
+        self._request_flush()
 
     # -- sending ------------------------------------------------------------------------------------
 

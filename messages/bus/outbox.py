@@ -60,3 +60,11 @@ class ClearError:
     coalesce_as: ClassVar[str] = "error"  # errors: record and clear supersede each other
     source: str
     key: str
+
+
+@message
+@dataclass(frozen=True)
+class StoreReopened:
+    """Persistence (re)started: what a sender enqueued before may not be durable. Senders take their outbox
+    from the store again (``OutboxSender.resync``) and report what differs; the shadows read again."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older
