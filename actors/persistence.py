@@ -19,6 +19,10 @@ from messages.bus.outbox import (
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
+    RestartServices,
+    RestartsRecorded,
+    ServicesRestarted,
+    TargetRejectionStored,
     TargetStateFetched,
     TargetStateRejected,
     TargetStateStored,
@@ -35,7 +39,7 @@ class Persistence(FleetletActor):
         self.store = Store.open(section["path"], synchronous=section["synchronous"])
         target = self.store.load_target()
         if target is not None:
-            self.publish(TargetStateStored(target.etag, target.received_at))
+            self.publish(TargetStateStored(target.etag, target.received_at, target.seq))
         for channel in self.store.pending_channels():
             self._announce(channel)
         self.publish(StoreReopened())
@@ -51,13 +55,21 @@ class Persistence(FleetletActor):
             self.publish(ReportQueued(channel, pending.report_id, pending.patch))
 
     def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
-        self.store.save_target(msg.document, msg.etag, msg.fetched_at)
+        seq = self.store.save_target(msg.document, msg.etag, msg.fetched_at)
         self.store.clear_error("target", "rejected")
-        self.publish(TargetStateStored(msg.etag, time.time()))
+        self.publish(TargetStateStored(msg.etag, time.time(), seq))
 
     def on_TargetStateRejected(self, msg: TargetStateRejected) -> None:
-        self.store.record_target_rejection(msg.etag, msg.reason, msg.at)
+        seq = self.store.record_target_rejection(msg.etag, msg.reason, msg.at)
         self.store.record_error("target", "rejected", msg.reason, msg.at)
+        self.publish(TargetRejectionStored(msg.etag, msg.reason, msg.at, seq))
+
+    def on_RestartServices(self, msg: RestartServices) -> None:
+        self.store.add_restarts(msg.app_id, msg.services, msg.reason)
+        self.publish(RestartsRecorded(msg.app_id, msg.services, msg.reason))
+
+    def on_ServicesRestarted(self, msg: ServicesRestarted) -> None:
+        self.store.clear_restart(msg.app_id, msg.service_name)
 
     def on_ShadowDocumentSeen(self, msg: ShadowDocumentSeen) -> None:
         self.store.save_shadow(msg.thing_name, msg.shadow_name, msg.document, msg.version)

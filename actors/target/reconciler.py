@@ -18,6 +18,10 @@ targets nor anything else; a newer target is planned at once and a pull it no lo
   long after the engine is back (measured: 48.7 s). A step cut short by the outage is not a failure of
   its service: it is planned again from the first read after the engine returns.
 - A drift check re-reads the engine on a timer: a container removed or stopped by hand comes back.
+- Restarts asked for (RestartServices, via persistence: RestartsRecorded) are in the store until carried out
+  (stopped and started again, recreated, or gone from the target; then ServicesRestarted), so neither a
+  crash nor a new target forgets one: the configuration file holds the new values, so the service must not
+  keep running the old ones. At least once: a crash just after a restart may restart the service again.
 - Thin shell: planning is `planner`, what starts when is `scheduling` (job pool, per-key retries), the
   report is `report`; this actor wires them to workers, timers and the bus. Every log line of a pass
   carries its number ("pass 7: ..."), so one pass can be followed through interleaved logs.
@@ -57,7 +61,7 @@ from messages.bus.engine import (
     RunEngineJob,
 )
 from messages.bus.outbox import ClearError, RecordError
-from messages.bus.target import CurrentStateObserved, RestartServices, TargetStateStored
+from messages.bus.target import CurrentStateObserved, RestartsRecorded, ServicesRestarted, TargetStateStored
 from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
@@ -156,7 +160,7 @@ class Reconciler(FleetletActor):
         self.current = None
         self.pool = JobPool()
         self.retries = RetryTracker(partial(retry_delay, self.options), self.options.max_attempts)
-        self.restarts = {}
+        self.restarts = {(r.app_id, r.service_name): "stop" for r in self.store.pending_restarts()}
         self.retry_timer_at = None
         self.engine_error_cleared = False
         self.engine_down = None
@@ -194,13 +198,12 @@ class Reconciler(FleetletActor):
                 self._cancel(job_id)
             for key in self.retries.keys():
                 self._forget_failure(key)
-            self.restarts.clear()
         self._request_read()
 
     def on_ReconcileNow(self, msg: ReconcileNow) -> None:
         self._trigger(msg.reason)
 
-    def on_RestartServices(self, msg: RestartServices) -> None:
+    def on_RestartsRecorded(self, msg: RestartsRecorded) -> None:
         self._begin_pass("restart services")
         self._log(logging.INFO, "restarting %s of app %s: %s", ", ".join(msg.services), msg.app_id, msg.reason)
         app = None if self.target is None else self.target.app(msg.app_id)
@@ -208,6 +211,7 @@ class Reconciler(FleetletActor):
             if app is None or app.service(service_name) is None:
                 self._log(logging.WARNING, "cannot restart %s/%s: not in the target state", msg.app_id,
                            service_name)
+                self.publish(ServicesRestarted(msg.app_id, service_name))  # nothing to carry out: forget it
                 continue
             self.restarts[msg.app_id, service_name] = "stop"
             self._forget_failure((msg.app_id, service_name))
@@ -366,6 +370,7 @@ class Reconciler(FleetletActor):
         target = self.target if self.target is not None else TargetState()
         for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
+            self.publish(ServicesRestarted(key[0], key[1] or ""))
         steps = [] if self.target is None else next_steps(
             target, current, running + unseen, backing_off, self.restarts,
             self.options.max_parallel - len(running))

@@ -36,6 +36,18 @@ class TargetStateStored:
     coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     etag: str | None
     stored_at: float
+    seq: int  # the store's sequence number of the write: orders it against rejections (store.newer_rejection)
+
+
+@message
+@dataclass(frozen=True)
+class TargetRejectionStored:
+    """Persistence recorded a rejected target state (the last good one stays in force)."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
+    etag: str | None
+    reason: str
+    at: float
+    seq: int
 
 
 @message
@@ -58,7 +70,26 @@ class CurrentStateObserved:
 @message
 @dataclass(frozen=True)
 class RestartServices:
-    """Restart these services of an app (their configuration changed under them)."""
+    """Restart these services of an app (their configuration changed under them): to persistence, which keeps
+    the request until the reconciler has carried it out (RestartsRecorded, ServicesRestarted)."""
     app_id: str
     services: tuple[str, ...]
     reason: str
+
+
+@message
+@dataclass(frozen=True)
+class RestartsRecorded:
+    """A RestartServices is durable: the reconciler carries it out, its sender may forget it."""
+    app_id: str
+    services: tuple[str, ...]
+    reason: str
+
+
+@message
+@dataclass(frozen=True)
+class ServicesRestarted:
+    """The reconciler carried out the pending restart of a service (it stopped and started, or was recreated,
+    or left the target): persistence drops it."""
+    app_id: str
+    service_name: str
