@@ -167,6 +167,20 @@ def test_cooldown_keeps_the_others_running(running_agent):
     assert children(system)["bystander"].pid == bystander
 
 
+def test_by_default_a_child_past_its_limit_cools_down_and_no_sibling_restarts(running_agent, tmp_path):
+    system = running_agent(restart_base_delay=0.05, intensity=1, period=30.0, cooldown=1.0)  # on_limit: default
+    before = children(system)
+    publish(system, Boom("one"))
+    wait_for(lambda: children(system)["crasher"].restarts == 1 and
+             children(system)["crasher"].state == "running", timeout=5, what="first restart")
+    publish(system, Boom("two"))
+    wait_for(lambda: children(system)["crasher"].state == "failed", timeout=5, what="the crasher cooling down")
+    assert system.status().state == "running"
+    after = children(system)
+    assert {name: (c.pid, c.restarts) for name, c in after.items() if name != "crasher"} == \
+        {name: (c.pid, c.restarts) for name, c in before.items() if name != "crasher"}
+
+
 def test_every_agent_socket_listens_on_loopback_only(running_agent):
     system = running_agent()
     pids = system.pids()
