@@ -12,8 +12,8 @@ from messages.protocol.json import JSONObject
 @message
 @dataclass(frozen=True)
 class TargetStateFetched:
-    """The poller fetched a new, valid target state; persistence stores it, then announces it."""
-    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
+    """The poller fetched a new, valid target state; persistence stores it, then announces it. Not coalesced:
+    its order against TargetStateRejected is what the store numbers (which of the two is newer)."""
     document: JSONObject
     etag: str | None
     fetched_at: float
@@ -23,7 +23,6 @@ class TargetStateFetched:
 @dataclass(frozen=True)
 class TargetStateRejected:
     """The cloud served a target state that failed validation: the last good one stays in force."""
-    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     etag: str | None
     reason: str
     at: float
