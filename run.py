@@ -72,7 +72,8 @@ def run_status(config: dict, as_json: bool) -> int:
         print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
         return 1
     actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
-               "last_error": c.last_error, "held_messages": c.held_messages} for c in reply.children]
+               "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
+               "dropped_messages": c.dropped} for c in reply.children]
     errors = recorded_errors(config)
     doc = {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors, "errors": errors}
     if as_json:
@@ -81,7 +82,8 @@ def run_status(config: dict, as_json: bool) -> int:
         print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
         for actor in actors:
             print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
-                  f"restarts={actor['restarts']} last_error={actor['last_error']}")
+                  f"restarts={actor['restarts']} held={actor['held_messages']} "
+                  f"dropped={actor['dropped_messages']} last_error={actor['last_error']}")
         for error in errors:
             print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
     return 0

@@ -85,6 +85,14 @@ class OutboxSender:
         self.acked = state
         self.expected = self._expected()
 
+    def resync(self, acked: dict, pending: PendingReport | None) -> None:
+        """Take what is durable as the truth (persistence restarted): ``expected`` no longer counts a report
+        that was enqueued but never stored, so the next ``report`` says it again (a duplicate of one that was
+        stored is harmless: merge patches are idempotent)."""
+        self.acked = acked
+        self.pending = pending if pending is not None and pending.report_id > self.acked_up_to else None
+        self.expected = self._expected()
+
     def receiver_lost(self) -> None:
         """The receiver has nothing (a shadow that does not exist): the next report says everything."""
         self.acked, self.expected = {}, {}

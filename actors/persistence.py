@@ -1,7 +1,8 @@
 """The persistence actor: the one writer of the agent's store.
 
-On every (re)start it re-announces what is durable (the target state, pending reports), so a message
-lost in a crash of any actor costs a repeat, never data.
+On every (re)start it re-announces what is durable (the target state, pending reports) and says it
+restarted (StoreReopened), so the senders recompute what they had enqueued from the store: a message lost
+in a crash of any actor, this one included, costs a repeat, never data.
 
 A write the store refuses never crashes it: content the store cannot hold (StoreValueError: an integer
 of 2^63 or more, a non-finite float) and a full disk (StoreFull) are logged and recorded (when the disk
@@ -21,11 +22,16 @@ from messages.bus.outbox import (
     EnqueueReport,
     RecordError,
     ReportQueued,
+    StoreReopened,
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
     ORPHANED_VOLUMES_KEY,
     OrphanedVolumesSeen,
+    RestartServices,
+    RestartsRecorded,
+    ServicesRestarted,
+    TargetRejectionStored,
     TargetStateFetched,
     TargetStateRejected,
     TargetStateStored,
@@ -42,9 +48,10 @@ class Persistence(FleetletActor):
         self.store = Store.open(section["path"], synchronous=section["synchronous"])
         target = self.store.load_target()
         if target is not None:
-            self.publish(TargetStateStored(target.etag, target.received_at))
+            self.publish(TargetStateStored(target.etag, target.received_at, target.seq))
         for channel in self.store.pending_channels():
             self._announce(channel)
+        self.publish(StoreReopened())
 
     def stopping(self) -> None:
         store = getattr(self, "store", None)
@@ -71,17 +78,29 @@ class Persistence(FleetletActor):
         return True
 
     def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
+        seqs: list[int] = []
+
         def save() -> None:
-            self.store.save_target(msg.document, msg.etag, msg.fetched_at)
+            seqs.append(self.store.save_target(msg.document, msg.etag, msg.fetched_at))
             self.store.clear_error("target", "rejected")
         if self._write("TargetStateFetched", save):
-            self.publish(TargetStateStored(msg.etag, time.time()))
+            self.publish(TargetStateStored(msg.etag, time.time(), seqs[0]))
 
     def on_TargetStateRejected(self, msg: TargetStateRejected) -> None:
+        seqs: list[int] = []
+
         def save() -> None:
-            self.store.record_target_rejection(msg.etag, msg.reason, msg.at)
+            seqs.append(self.store.record_target_rejection(msg.etag, msg.reason, msg.at))
             self.store.record_error("target", "rejected", msg.reason, msg.at)
-        self._write("TargetStateRejected", save)
+        if self._write("TargetStateRejected", save):
+            self.publish(TargetRejectionStored(msg.etag, msg.reason, msg.at, seqs[0]))
+
+    def on_RestartServices(self, msg: RestartServices) -> None:
+        if self._write("RestartServices", lambda: self.store.add_restarts(msg.app_id, msg.services, msg.reason)):
+            self.publish(RestartsRecorded(msg.app_id, msg.services, msg.reason))
+
+    def on_ServicesRestarted(self, msg: ServicesRestarted) -> None:
+        self._write("ServicesRestarted", lambda: self.store.clear_restart(msg.app_id, msg.service_name))
 
     def on_ShadowDocumentSeen(self, msg: ShadowDocumentSeen) -> None:
         self._write("ShadowDocumentSeen", lambda: self.store.save_shadow(msg.thing_name, msg.shadow_name,

@@ -106,7 +106,7 @@ class SupervisorSection:
     restart_max_delay: float = setting(30.0, rule=positive)
     intensity: int = setting(5, rule=non_negative)
     period: float = setting(60.0, rule=positive)
-    on_limit: str = setting("escalate", rule=one_of("escalate", "cooldown"))
+    on_limit: str = setting("cooldown", rule=one_of("escalate", "cooldown"))
     cooldown: float = setting(60.0, rule=positive)
     hold_limit: int = setting(1000, rule=at_least(1))
 

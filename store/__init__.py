@@ -7,11 +7,21 @@ from store.errors import (
     StoreTooNew,
     StoreValueError,
 )
-from store.facade import ErrorRecord, PendingReport, ShadowState, Store, TargetRecord, TargetRejection
+from store.facade import (
+    ErrorRecord,
+    PendingReport,
+    PendingRestart,
+    ShadowState,
+    Store,
+    TargetRecord,
+    TargetRejection,
+    newer_rejection,
+)
 
 __all__ = [
     "ErrorRecord",
     "PendingReport",
+    "PendingRestart",
     "ShadowState",
     "Store",
     "StoreCorrupt",
@@ -22,4 +32,5 @@ __all__ = [
     "StoreValueError",
     "TargetRejection",
     "TargetRecord",
+    "newer_rejection",
 ]

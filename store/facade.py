@@ -29,18 +29,32 @@ from store.values import (
 
 _SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
 MAX_PENDING_REPORTS = 8  # per channel: reports that cannot merge into one (see enqueue_report)
+SEQ_KEY = "store.seq"  # the kv row holding the last store sequence number (migration 3 starts it)
 
 
 class TargetRecord(NamedTuple):
     document: JSONObject
     etag: str | None
-    received_at: float
+    received_at: float  # wall time, for people; which is newer is told by `seq`
+    seq: int = 0  # the store's sequence number of the write: grows with every write, whatever the clock does
 
 
 class TargetRejection(NamedTuple):
     etag: str | None
     reason: str
     at: float
+    seq: int = 0
+
+
+def newer_rejection(target: TargetRecord | None, rejection: TargetRejection | None) -> bool:
+    """Whether the last rejected target came after the target in force (store order, not wall clocks)."""
+    return rejection is not None and (target is None or rejection.seq > target.seq)
+
+
+class PendingRestart(NamedTuple):
+    app_id: str
+    service_name: str
+    reason: str
 
 
 class ShadowState(NamedTuple):
@@ -130,33 +144,71 @@ class Store:
 
     # Target state
 
+    def _next_seq(self) -> int:
+        """The next store sequence number (inside the caller's write transaction)."""
+        row = self._models.KeyValueRow.get_or_none(key=SEQ_KEY)
+        last = None if row is None else decode_json(row.value)
+        seq = (last if isinstance(last, int) else 0) + 1
+        self._models.KeyValueRow.replace(key=SEQ_KEY, value=encode_json(seq, "seq")).execute()
+        return seq
+
     @_writes
-    def save_target(self, document: JSONObject, etag: str | None, received_at: float) -> None:
+    def save_target(self, document: JSONObject, etag: str | None, received_at: float) -> int:
+        """Store the target in force; its sequence number."""
+        seq = self._next_seq()
         self._models.TargetRow.replace(
             id=_SINGLE_ROW,
             document=encode_object(document, "document"),
             etag=require_optional_text(etag, "etag"),
             received_at=require_timestamp(received_at, "received_at"),
+            seq=seq,
         ).execute()
+        return seq
 
     @_reads
     def load_target(self) -> TargetRecord | None:
         row = self._models.TargetRow.get_or_none()
-        return None if row is None else TargetRecord(decode_object(row.document, "document"), row.etag, row.received_at)
+        return None if row is None else TargetRecord(decode_object(row.document, "document"), row.etag, row.received_at,
+                                                     row.seq)
 
     @_writes
-    def record_target_rejection(self, etag: str | None, reason: str, at: float) -> None:
+    def record_target_rejection(self, etag: str | None, reason: str, at: float) -> int:
+        """Record the last rejected target; its sequence number."""
+        seq = self._next_seq()
         self._models.TargetRejectionRow.replace(
             id=_SINGLE_ROW,
             etag=require_optional_text(etag, "etag"),
             reason=require_text(reason, "reason"),
             at=require_timestamp(at, "at"),
+            seq=seq,
         ).execute()
+        return seq
 
     @_reads
     def last_target_rejection(self) -> TargetRejection | None:
         row = self._models.TargetRejectionRow.get_or_none()
-        return None if row is None else TargetRejection(row.etag, row.reason, row.at)
+        return None if row is None else TargetRejection(row.etag, row.reason, row.at, row.seq)
+
+    # Restarts asked for (RestartServices), kept until the reconciler has carried them out
+
+    @_writes
+    def add_restarts(self, app_id: str, services: tuple[str, ...], reason: str) -> None:
+        restart = self._models.PendingRestartRow
+        for service_name in services:
+            restart.replace(app_id=require_text(app_id, "app_id", allow_empty=True),
+                            service_name=require_text(service_name, "service_name"),
+                            reason=require_text(reason, "reason"), seq=self._next_seq()).execute()
+
+    @_writes
+    def clear_restart(self, app_id: str, service_name: str) -> None:
+        restart = self._models.PendingRestartRow
+        restart.delete().where((restart.app_id == app_id) & (restart.service_name == service_name)).execute()
+
+    @_reads
+    def pending_restarts(self) -> list[PendingRestart]:
+        restart = self._models.PendingRestartRow
+        return [PendingRestart(row.app_id, row.service_name, row.reason)
+                for row in restart.select().order_by(restart.seq)]
 
     # Shadows (name "" is the classic shadow)
 

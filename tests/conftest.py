@@ -28,7 +28,7 @@ from tests.support.polling import wait_for
 from tests.support.ports import free_admin_port
 from tests.support.services import missing
 
-pytest_plugins = ["tests.support.postgres", "tests.support.cloud"]
+pytest_plugins = ["tests.support.postgres", "tests.support.cloud", "tests.support.private_dockerd"]
 
 
 def pytest_sessionstart(session):

@@ -3,6 +3,12 @@
 thespian's admin calls setsid(), so the admin, every actor and the logger share one process group.
 That group is recorded in a run file beside the store; a run that starts after a SIGKILLed one first
 ends what is left of the old group, so there is never a second set of actors on the device.
+
+The run file is written twice: before anything forks (this process, its start time, no group yet) and
+once the admin is up (its group). A SIGKILL in between leaves an admin whose group nobody recorded; the
+next start finds it by what it holds, the admin port, and ends its group if it was started after the
+killed run began (so never another program's). A start that finds the port held by an admin it did not
+fork refuses to join it: it would be another run's.
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ from actors.runtime.processes import (
     children_of,
     group_members,
     kill_group,
+    listeners_of,
     port_bindable,
+    process_alive,
     process_start_time,
     reap_children,
     stat_fields,
@@ -62,18 +70,22 @@ class AgentSystem:
         self.run_file = store_path.with_name(store_path.name + ".run")
         self.asys: ActorSystem | None = None
         self.supervisor = None
+        self.supervisor_pid: int | None = None  # from Booted: run.py tells a slow supervisor from a dead one
         self.pgids: set[int] = set()
 
     # -- start ---------------------------------------------------------------------------------------
     def start(self, boot_timeout: float = 30.0) -> tuple[str, ...]:
         self.run_file.parent.mkdir(parents=True, exist_ok=True)
-        self.end_previous_run()
+        previous = self.end_previous_run()
         self._check_store()
+        self._write_run_file({})  # before anything forks: a SIGKILL from here on leaves a trace
         # A `run.py status` racing this start, or the admin of a run just stopped, may hold the port for a
         # moment (thespian starts an admin when none answers, and the CLI shuts it down again): wait a
-        # little before calling it taken.
+        # little before calling it taken. An admin the killed run forked may bind it late: end it too.
         deadline = time.monotonic() + PORT_WAIT
         while not port_bindable(self.port):
+            if previous is not None:
+                self._end_orphan_admin(previous)
             if time.monotonic() > deadline:
                 raise AgentStartError(f"admin port {self.port} on {LOOPBACK} is used by another program "
                                       "(set agent.admin_port to a free port)")
@@ -83,13 +95,20 @@ class AgentSystem:
         self.asys = ActorSystem("multiprocTCPBase", capabilities(self.port),
                                 logDefs=log_defs(self.config["agent"]["log_level"]),
                                 transientUnique=True)
-        self._record_run(set(children_of(os.getpid())) - others)
+        started = set(children_of(os.getpid())) - others
+        self._record_run(started)
+        if not self.pgids:  # we joined an admin that another process had just started on the port
+            self.asys = None
+            self.run_file.unlink(missing_ok=True)  # its admin is not ours to end, now or at the next start
+            raise AgentStartError(f"admin port {self.port} on {LOOPBACK} was taken by another agent while "
+                                  "this one started")
         self.supervisor = self.asys.createActor("actors.runtime.supervisor.Supervisor", globalName=GLOBAL_NAME)
         reply = self._ask(Boot(self.config), boot_timeout)
         if not isinstance(reply, Booted):
             self.stop()
             reason = reply.reason if isinstance(reply, BootFailed) else f"no answer in {boot_timeout} s"
             raise AgentStartError(f"the agent cannot start: {reason}")
+        self.supervisor_pid = reply.pid
         return reply.children
 
     def _check_store(self) -> None:
@@ -103,19 +122,45 @@ class AgentSystem:
         """Record the process groups of what starting the actor system forked (the admin's setsid group)."""
         fields = [stat_fields(pid) for pid in started]
         self.pgids = {int(f[2]) for f in fields if f} - {os.getpgrp()}
-        leaders = {pgid: process_start_time(pgid) for pgid in self.pgids}
+        self._write_run_file({pgid: process_start_time(pgid) for pgid in self.pgids})
+
+    def _write_run_file(self, groups: dict[int, int | None]) -> None:
         tmp = self.run_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "groups": leaders}))
+        tmp.write_text(json.dumps({"pid": os.getpid(), "started": process_start_time(os.getpid()),
+                                   "groups": groups}))
         os.replace(tmp, self.run_file)
 
-    def end_previous_run(self) -> int:
-        """Kill what a previous, SIGKILLed run left behind; returns how many processes were ended."""
+    def _end_orphan_admin(self, previous: tuple[int, int]) -> int:
+        """End the group of an admin on our port that a killed run forked before it could record it.
+
+        ``previous`` is that run's (pid, start time). The holder must have started after it (start times are
+        clock ticks since boot, so this is immune to clock changes) and that run must be dead; a live agent
+        on the port is left alone, and the port wait reports it.
+        """
+        pid, started = previous
+        if process_alive(pid) and process_start_time(pid) == started:
+            return 0
+        ended = 0
+        for holder in listeners_of(self.port):
+            fields, holder_start = stat_fields(holder), process_start_time(holder)
+            if fields is None or holder_start is None or holder_start < started:
+                continue
+            pgid = int(fields[2])
+            if pgid not in (os.getpgrp(), 0):
+                ended += kill_group(pgid)
+        if ended:
+            log.warning("ended %d processes of a run killed while it started", ended)
+        return ended
+
+    def end_previous_run(self) -> tuple[int, int] | None:
+        """Kill what a previous, SIGKILLed run left behind; that run's (pid, start time), None without a trace."""
         try:
             previous = json.loads(self.run_file.read_text())
             groups = {int(pgid): start for pgid, start in previous["groups"].items()}
-        except (OSError, ValueError, KeyError, AttributeError):
-            return 0
-        ended = 0
+            killed_run = (int(previous["pid"]), int(previous.get("started") or 0))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            return None
+        ended = self._end_orphan_admin(killed_run)
         for pgid, start_time in groups.items():
             leader_start = process_start_time(pgid)
             # A live leader with another start time is a recycled pid: not ours. A dead leader with
@@ -125,7 +170,7 @@ class AgentSystem:
         if ended:
             log.warning("ended %d processes left by a previous run", ended)
         self.run_file.unlink(missing_ok=True)
-        return ended
+        return killed_run
 
     # -- query ---------------------------------------------------------------------------------------
     def _ask(self, msg: object, timeout: float) -> object:

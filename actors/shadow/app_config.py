@@ -11,8 +11,9 @@ failure of every key, and left as it is.
 
 When the delta carries ``requiresRestart: true``, or a value changed while desired holds
 ``requiresRestart: true``, it publishes RestartServices naming the services that use the file (the
-reconciler acts on it). A marker written before the rename and removed after the publish makes that
-restart survive a crash in between: the next start publishes it again.
+reconciler acts on it). A marker written before the rename makes that restart survive a crash: it is
+removed only once persistence says the request is durable (RestartsRecorded), and every start that finds
+it publishes the request again (persistence keeps one request per service, so a repeat costs nothing).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import tempfile
 from actors.runtime.base import FleetletActor
 from conf.schema import ConfigError, non_empty, setting
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated
-from messages.bus.target import RestartServices
+from messages.bus.target import RestartServices, RestartsRecorded
 from messages.protocol import json as strict_json
 
 RESTART_MARKER_SUFFIX = ".restart-pending"
@@ -253,7 +254,18 @@ class AppConfig(FleetletActor):
 
     def _restart(self, reason: str) -> None:
         self.publish(RestartServices(self.options.app_id, self.options.services, reason))
-        self._drop_marker()
+
+    def on_RestartsRecorded(self, msg: RestartsRecorded) -> None:
+        """Our restart request is durable: the marker has done its job (unless it already asks for a newer one)."""
+        if msg.app_id != self.options.app_id or not set(self.options.services) <= set(msg.services):
+            return
+        try:
+            pending = read_config(self.marker).get("reason")
+        except ConfigFileRefused as exc:  # something planted at the marker's path: leave it, say so
+            self.log.error("%s", exc)
+            return
+        if pending == msg.reason:
+            self._drop_marker()
 
     def _drop_marker(self) -> None:
         try:

@@ -29,7 +29,7 @@ from actors.shadow.sync import (
     SyncSettings,
     channel_of,
 )
-from messages.bus.outbox import RecordError, ReportQueued
+from messages.bus.outbox import RecordError, ReportQueued, StoreReopened
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowInboxFilled
 from messages.bus.target import PollNow
 from messages.protocol import json as strict_json
@@ -161,6 +161,18 @@ class ShadowListener(FleetletActor):
         sync = self.by_channel.get(msg.channel)  # other channels belong to other senders
         if sync is not None:
             self._carry_out(sync, sync.on_report_pending(msg.report_id, msg.patch, time.monotonic()))
+
+    def on_StoreReopened(self, msg: StoreReopened) -> None:
+        """Persistence restarted: each shadow takes its outbox from the store and reads the shadow again."""
+        try:
+            store = Store.open(self.config["store"]["path"], readonly=True)
+        except StoreMissing:
+            return
+        with store:
+            pending = {sync.channel: store.pending_report(sync.channel) for sync in self.syncs.values()}
+        now = time.monotonic()
+        for sync in self.syncs.values():
+            self._carry_out(sync, sync.store_reopened(pending[sync.channel], now))
 
     # -- effects ------------------------------------------------------------------------------------------
     def _carry_out(self, sync: ShadowSync, effects: list) -> None:

@@ -45,6 +45,10 @@ from store import PendingReport
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
 UNHANDLED_KEYS_SHOWN = 10  # keys named in the one "unhandled" record; the rest are counted
 _LEGACY_UNHANDLED = "no handler applies this key"  # what agents before the "unhandled" row recorded per key
+# Seconds between two reads the protocol asks for itself (after a refused report, a stale delta, a store
+# restart): the version held may be wrong (a spoofed far-future delta), and only a read puts it right, but a
+# flood of stale deltas must not become a flood of reads.
+REREAD_MIN_INTERVAL = 1.0
 
 
 def as_stored(reported: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +160,7 @@ class ShadowSync:
         self.read: _Request | None = None
         self.read_needed = False
         self.read_failures, self.read_not_before = 0, 0.0
+        self.reread_at = 0.0  # the earliest a read the protocol asks for itself may start (1 s after the last)
         self.newest_since_read: int | None = None
         self.report: _Request | None = None
         self.report_failures, self.report_not_before = 0, 0.0
@@ -242,6 +247,14 @@ class ShadowSync:
         self._progress(now)
         return self._flush()
 
+    def store_reopened(self, pending: PendingReport | None, now: float) -> list[Effect]:
+        """Persistence restarted: a report enqueued before may not be durable, and a document it was told of may
+        not be stored. Take the outbox from the store and read the shadow again, which reports what differs."""
+        self.sender.resync(self.sender.acked, pending)
+        self._reread(now)
+        self._progress(now)
+        return self._flush()
+
     def tick(self, now: float) -> list[Effect]:
         """Time passes: time out reads, reports and applies, and send what is due."""
         if self.read is not None and now >= self.read.deadline:
@@ -263,6 +276,7 @@ class ShadowSync:
     def _on_delta(self, delta: Delta, now: float) -> None:
         if is_stale(self.held, delta.version):
             self.stale_dropped += 1
+            self._reread(now)  # a late duplicate, or the version held is wrong (spoofed): only a read can tell
             return
         desired = apply_patch(self.desired, delta.state)
         size = len(canonical_bytes(desired))
@@ -326,12 +340,14 @@ class ShadowSync:
                     self._record("report", f"{self.conflicts} version conflicts in a row; "
                                            "reporting without a version", now)
             elif rejected.code in (400, 413):
-                # Resending would be rejected forever: drop this report, keep the reason.
+                # Resending would be rejected forever: drop this report, keep the reason, and read the shadow:
+                # the refusal may come from a wrong view (a version held from a spoofed delta).
                 self.report, refused = None, self.sender.in_flight
                 assert refused is not None  # a report's request exists only while the report is in flight
                 self._record("report", f"the cloud refused a report for good ({what}): "
                                        f"{json.dumps(refused.patch)[:300]}", now)
                 self._out.append(self.sender.refused())
+                self._reread(now)
             else:
                 self._report_lost()
                 self.read_needed = self.read_needed or rejected.code == 404
@@ -387,6 +403,7 @@ class ShadowSync:
             return
         if self.read_needed and self.read is None and now >= self.read_not_before:
             self.read_needed, self.newest_since_read = False, None
+            self.reread_at = now + REREAD_MIN_INTERVAL
             self.read = _Request(self._token(), now + self.settings.read_timeout)
             if self.settings.profile == "aws":
                 self._out.append(Publish(self.topics.get, {"clientToken": self.read.client_token}))
@@ -403,6 +420,13 @@ class ShadowSync:
                 and self.conflicts <= self.settings.conflict_retries):
             payload["version"] = self.held
         self._out.append(Publish(self.topics.update, payload))
+
+    def _reread(self, now: float) -> None:
+        """Ask for a read of the whole shadow, at most one per REREAD_MIN_INTERVAL."""
+        if self.read_needed or self.read is not None:
+            return
+        self.read_needed = True
+        self.read_not_before = max(self.read_not_before, self.reread_at)
 
     def _report_lost(self) -> None:
         """The report in flight will get no answer we act on: send it again when due."""

@@ -25,7 +25,7 @@ from messages.protocol.target_state import (
 )
 from messages.transport.backoff import backoff_ceiling, jittered
 from messages.transport.http import CloudClient, CloudError, Response
-from store import Store, TargetRecord, TargetRejection
+from store import Store, TargetRecord, TargetRejection, newer_rejection
 
 MAX_ETAG_LENGTH = 256  # an ETag is a short token; a longer one is a broken or hostile server
 
@@ -54,7 +54,8 @@ def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> floa
 
 def known_etag(target: TargetRecord | None, rejection: TargetRejection | None) -> str | None:
     """The ETag of the newest document seen: the cloud answers 304 while it still serves that one."""
-    if rejection is not None and (target is None or rejection.at > target.received_at):
+    if newer_rejection(target, rejection):
+        assert rejection is not None  # newer_rejection says there is one
         return rejection.etag
     return None if target is None else target.etag
 

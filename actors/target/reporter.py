@@ -20,8 +20,9 @@ from messages.bus.outbox import (
     ClearError,
     RecordError,
     ReportQueued,
+    StoreReopened,
 )
-from messages.bus.target import CurrentStateObserved, TargetStateRejected, TargetStateStored
+from messages.bus.target import CurrentStateObserved, TargetRejectionStored, TargetStateStored
 from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
 from store import Store, TargetRejection
@@ -39,13 +40,14 @@ class ReporterSettings:
 # -- pure core -------------------------------------------------------------------------------------------
 
 
-def target_section(etag: str | None, stored_at: float | None,
+def target_section(etag: str | None, stored_seq: int | None,
                    rejection: TargetRejection | None) -> dict[str, object]:
-    """The report's `target_state`: the ETag in force, and the rejected document's reason while it is newer."""
-    section: dict[str, object] = {"status": "none" if stored_at is None else "accepted"}
+    """The report's `target_state`: the ETag in force, and the rejected document's reason while it is newer
+    (in store order: `stored_seq` is the store sequence number of the target in force, None without one)."""
+    section: dict[str, object] = {"status": "none" if stored_seq is None else "accepted"}
     if etag is not None:
         section["etag"] = etag
-    if rejection is not None and (stored_at is None or rejection.at > stored_at):
+    if rejection is not None and (stored_seq is None or rejection.seq > stored_seq):
         section["status"] = "rejected"
         section["rejected"] = {"reason": rejection.reason, "at": rejection.at,
                                **({} if rejection.etag is None else {"etag": rejection.etag})}
@@ -82,8 +84,7 @@ class Reporter(FleetletActor):
             self.sender = OutboxSender(CHANNEL, store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
             target = store.load_target()
             self.rejection = store.last_target_rejection()
-        self.target: tuple[str | None, float | None] = (
-            (None, None) if target is None else (target.etag, target.received_at))
+        self.target: tuple[str | None, int | None] = (None, None) if target is None else (target.etag, target.seq)
         # The version goes out once, and again only after an upgrade: patches carry only what changed.
         self.latest: dict[str, object] = {"agent_version": __version__, "target_state": self._target_section()}
         self.failures = 0
@@ -102,11 +103,11 @@ class Reporter(FleetletActor):
         self._request_flush()
 
     def on_TargetStateStored(self, msg: TargetStateStored) -> None:
-        self.target = (msg.etag, msg.stored_at)
+        self.target = (msg.etag, msg.seq)
         self._target_changed()
 
-    def on_TargetStateRejected(self, msg: TargetStateRejected) -> None:
-        self.rejection = TargetRejection(msg.etag, msg.reason, msg.at)
+    def on_TargetRejectionStored(self, msg: TargetRejectionStored) -> None:
+        self.rejection = TargetRejection(msg.etag, msg.reason, msg.at, msg.seq)
         self._target_changed()
 
     def _target_changed(self) -> None:
@@ -129,6 +130,12 @@ class Reporter(FleetletActor):
         if enqueue is not None:
             self.publish(enqueue)
             self.last_report = time.monotonic()
+
+    def on_StoreReopened(self, msg: StoreReopened) -> None:
+        """Persistence restarted: count as reported only what the store holds, and report the rest again."""
+        with Store.open(self.config["store"]["path"], readonly=True) as store:
+            self.sender.resync(store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
+        self._request_flush()
 
     # -- sending ------------------------------------------------------------------------------------
 

@@ -123,6 +123,32 @@ def test_a_second_run_after_sigkill_ends_the_first_runs_actors(agent_conf):
         assert code == 0, second.stderr.read()[-3000:]
 
 
+def test_sigkills_while_the_agent_starts_leave_nothing_behind_and_the_next_start_succeeds(agent_conf):
+    """SIGKILL at points spread over the start (before, while and after the admin forks): every process a killed
+    run forked is gone once the next start is up, and that start succeeds."""
+    killed_runs: set[int] = set()
+    for forked in (1, 1, 1, 2, 2, 3, 4, 5):
+        agent = start_agent(agent_conf)
+        # Kill the moment the start has forked `forked` processes (the admin first, then logger, supervisor...):
+        # forked actors inherit run.py's command line.
+        wait_for(lambda agent=agent, forked=forked: agent.poll() is not None
+                 or len(set(processes_mentioning(agent_conf)) - {agent.pid}) >= forked,
+                 timeout=30, interval=0.005, what=f"the start to fork {forked} processes")
+        agent.kill()
+        agent.wait()
+        killed_runs |= set(processes_mentioning(agent_conf))
+    final = start_agent(agent_conf)
+    try:
+        wait_for(lambda: actors_up(agent_conf), timeout=30, interval=0.3, what="the final start up")
+        survivors = sorted(pid for pid in killed_runs if alive(pid))
+        assert survivors == [], f"processes of killed runs survived the next start: {survivors}"
+        assert final.poll() is None
+    finally:
+        code = stop_agent(final)
+    assert code == 0, final.stderr.read()[-3000:]
+    assert [pid for pid in processes_mentioning(agent_conf) if alive(pid)] == []
+
+
 def test_bad_configuration_is_refused_with_the_key(tmp_path):
     result = run_py("status", "--set", "mqtt.port=abc")
     assert result.returncode == 2 and "mqtt.port must be int" in result.stderr

@@ -113,3 +113,21 @@ def test_property_whatever_the_order_the_receiver_ends_with_the_latest_state_and
         persistence.announce(sender)
     assert persistence.entries == []
     assert receiver == sender.acked == sender.expected == truth
+
+
+def test_a_report_enqueued_but_never_stored_is_said_again_after_a_resync():
+    sender = OutboxSender("c", {"a": 0}, None)
+    assert sender.report({"a": 1, "b": 2}).patch == {"a": 1, "b": 2}
+    assert sender.report({"a": 1, "b": 2}) is None  # counted as said...
+    sender.resync({"a": 0}, None)  # ...until the store shows it never arrived
+    assert sender.report({"a": 1, "b": 2}).patch == {"a": 1, "b": 2}
+
+
+def test_a_resync_keeps_what_the_store_holds_pending_and_ignores_what_was_answered():
+    sender = OutboxSender("c", {}, None)
+    sender.report({"a": 1})
+    sender.resync({}, PendingReport(3, {"a": 1}))
+    assert sender.report({"a": 1}) is None and sender.take() == PendingReport(3, {"a": 1})
+    sender.accepted()
+    sender.resync({"a": 1}, PendingReport(3, {"a": 1}))  # an old announcement of what was answered
+    assert sender.pending is None and sender.expected == {"a": 1}

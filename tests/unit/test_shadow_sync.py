@@ -217,9 +217,66 @@ def test_tokens_are_fresh_and_answers_to_other_clients_are_ignored():
 def test_stale_deltas_are_dropped_equal_versions_are_not():
     sync = machine(handlers=())
     synced(sync, Document(5, {}, {}, None))
-    assert sync.receive(Delta(4, {"a": 1}), 1.0) == []
+    assert only(sync.receive(Delta(4, {"a": 1}), 1.0), ShadowDeltaUpdated) == []
     assert sync.stale_dropped == 1
     assert only(sync.receive(Delta(5, {"a": 2}), 1.0), ShadowDeltaUpdated)[0].delta == {"a": 2}
+
+
+def read_token(effects) -> str | None:
+    gets = [e for e in only(effects, Publish) if e.topic == TOPICS.get]
+    return gets[0].payload["clientToken"] if gets else None
+
+
+def test_spoofed_far_future_deltas_do_not_wedge_the_shadow():
+    """Deltas with a far-future version make every real one look stale; a stale delta asks for a read, and
+    the read (authoritative) puts the version right, so the next real change is applied."""
+    sync = machine(handlers=())
+    synced(sync, Document(5, {}, {}, None))
+    for index in range(3):
+        sync.receive(Delta(10**12 + index, {"spoof": index}), 1.0)
+    token = read_token(sync.receive(Delta(6, {"level": 1}), 2.0))  # a real change, dropped as stale...
+    assert token is not None  # ...but it makes the device read the shadow
+    sync.receive(Document(6, {"level": 1}, {}, token), 2.1)
+    assert sync.held == 6
+    assert only(sync.receive(Delta(7, {"level": 2}), 2.2), ShadowDeltaUpdated)[0].delta == {"level": 2}
+
+
+def test_reads_asked_for_by_stale_deltas_are_rate_bounded():
+    sync = machine(handlers=())
+    synced(sync, Document(5, {}, {}, None))
+    reads = []
+    now = 1.0
+    for _ in range(200):  # a flood of stale deltas over 10 s
+        effects = sync.receive(Delta(1, {"a": 1}), now)
+        if (token := read_token(effects)) is not None:
+            reads.append(now)
+            sync.receive(Document(5, {}, {}, token), now)
+        now += 0.05
+    assert 1 <= len(reads) <= 11
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(reads, reads[1:], strict=False))
+
+
+def test_a_report_refused_for_good_makes_the_device_read_the_shadow():
+    sync = machine()
+    synced(sync, Document(5, {}, {}, None))
+    payload = report_sent(sync, 1, {"a": 1}, 1.0)
+    effects = sync.receive(Rejected(400, "Bad version", payload["clientToken"]), 1.1)
+    assert only(effects, AckReport)  # dropped: resending would be refused forever
+    assert read_token(effects + sync.tick(2.2)) is not None
+
+
+def test_a_restarted_store_makes_the_shadow_resync_its_outbox_and_read():
+    sync = machine()
+    synced(sync, Document(5, {}, {"a": 0}, None))
+    enqueue = only(sync.on_applied(applied({"a": 1}, 5), 1.0), EnqueueReport)
+    assert enqueue and sync.sender.expected == {"a": 1}
+    effects = sync.store_reopened(None, 2.0)  # the enqueued report never became durable
+    assert sync.sender.expected == {"a": 0}
+    token = read_token(effects)
+    assert token is not None
+    sync.receive(Document(5, {"a": 1}, {"a": 0}, token), 2.1)  # desired differs from reported: apply, report
+    again = only(sync.on_applied(applied({"a": 1}, 5), 2.2), EnqueueReport)
+    assert again and again[0].patch == {"a": 1}
 
 
 def test_deltas_arriving_during_an_apply_are_coalesced_newest_wins():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from messages.protocol.patches import apply_patch, compose
 from store import (
     PendingReport,
+    PendingRestart,
     ShadowState,
     Store,
     StoreCorrupt,
@@ -24,6 +25,7 @@ from store import (
     StoreValueError,
     TargetRecord,
     TargetRejection,
+    newer_rejection,
 )
 from store.db import APPLICATION_ID
 from store.facade import MAX_PENDING_REPORTS
@@ -118,8 +120,30 @@ def test_data_survives_reopening(path):
         store.save_target({"apps": {}}, '"e1"', 10.0)
         store.enqueue_report("device-state", {"a": 1})
     with Store.open(path) as store:
-        assert store.load_target() == TargetRecord({"apps": {}}, '"e1"', 10.0)
+        assert store.load_target()[:3] == TargetRecord({"apps": {}}, '"e1"', 10.0)[:3]
         assert store.pending_report("device-state").patch == {"a": 1}
+
+
+def test_which_of_target_and_rejection_is_newer_is_told_by_store_order_not_clocks(path):
+    with Store.open(path) as store:
+        store.save_target({"apps": {}}, '"good"', 1000.0)
+        store.record_target_rejection('"bad"', "apps: not an object", 10.0)  # the clock jumped back
+        assert newer_rejection(store.load_target(), store.last_target_rejection())
+        store.save_target({"apps": {}}, '"good-2"', 5.0)
+        assert not newer_rejection(store.load_target(), store.last_target_rejection())
+    assert newer_rejection(None, TargetRejection('"bad"', "why", 1.0, 1))
+    assert not newer_rejection(TargetRecord({}, '"a"', 1.0, 1), None)
+
+
+def test_pending_restarts_are_kept_until_cleared_one_per_service(path):
+    with Store.open(path) as store:
+        store.add_restarts("1", ("web", "db"), "config changed")
+        store.add_restarts("1", ("web",), "config changed again")
+    with Store.open(path) as store:
+        assert store.pending_restarts() == [PendingRestart("1", "db", "config changed"),
+                                            PendingRestart("1", "web", "config changed again")]
+        store.clear_restart("1", "web")
+        assert store.pending_restarts() == [PendingRestart("1", "db", "config changed")]
 
 
 V1_SCHEMA = (
@@ -157,8 +181,10 @@ def test_version_1_database_is_migrated_with_its_data_kept(path):
     with Store.open(path) as store:
         assert store._db.pragma("user_version") == SCHEMA_VERSION
         assert store.get("poller") == {"backoff": 4}
-        assert store.load_target() == TargetRecord({"apps": {}}, "etag-1", 100.0)
-        assert store.last_target_rejection() == TargetRejection("etag-2", "apps: not an object", 101.0)
+        assert store.load_target() == TargetRecord({"apps": {}}, "etag-1", 100.0, 1)
+        assert store.last_target_rejection() == TargetRejection("etag-2", "apps: not an object", 101.0, 2)
+        assert store.pending_restarts() == []
+        assert store.save_target({"apps": {}}, "etag-3", 50.0) == 3  # after what migration 3 numbered
         assert store.load_shadow("pi", "") == ShadowState({"state": {}}, 7)
         assert store.pending_report("device-state") == PendingReport(1, {"a": 1})
         assert store.load_accepted("device-state") == {"a": 0}
@@ -349,8 +375,8 @@ def test_target_and_rejection_keep_only_the_latest(store):
     store.save_target({"apps": {}}, None, 2.0)
     store.record_target_rejection("e2", "apps.1: services missing", 3.0)
     store.record_target_rejection(None, "body is not JSON", 4.0)
-    assert store.load_target() == ({"apps": {}}, None, 2.0)
-    assert store.last_target_rejection() == (None, "body is not JSON", 4.0)
+    assert store.load_target() == ({"apps": {}}, None, 2.0, 4)
+    assert store.last_target_rejection() == (None, "body is not JSON", 4.0, 6)
 
 
 def test_stale_shadow_version_is_ignored(store):
