@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from actors.runtime.admin import query_status
+from actors.runtime.admin import AdminError, query_status
 from actors.target.engine.adapter import DockerEngine, EngineError
 from actors.target.engine.worker import step_to_wire
 from actors.target.model import Step, describe_step
@@ -101,7 +101,12 @@ def show_plan(config: dict, as_json: bool) -> int:
 
 
 def poll_now(config: dict) -> int:
-    if query_status(config, tell=(PollNow("run.py poll-now"),)) is None:
+    try:
+        reply = query_status(config, tell=(PollNow("run.py poll-now"),))
+    except AdminError as exc:
+        print(f"poll-now: {exc}", file=sys.stderr)
+        return 1
+    if reply is None:
         print(f"no agent is answering on 127.0.0.1:{config['agent']['admin_port']}", file=sys.stderr)
         return 1
     print("the agent polls its target state now")
