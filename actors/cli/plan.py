@@ -14,6 +14,7 @@ from actors.target.engine.adapter import DockerEngine, EngineError
 from actors.target.engine.worker import step_to_wire
 from actors.target.model import Step, describe_step
 from actors.target.planner import explain, plan
+from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from messages.bus.target import PollNow
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
@@ -51,9 +52,11 @@ def current_plan(config: dict) -> dict:
         return {"etag": None, "converged": False, "steps": [], "services": [],
                 "note": "no target state has been received yet: the reconciler does nothing"}
     try:
-        target = parse_target_state(stored.document)
+        target = enforce_policy(parse_target_state(stored.document), policy_from_config(config, on_this_host))
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
+    except PolicyRefused as exc:
+        raise PlanError(f"the stored target state is not applied: {exc.reason}") from None
     engine = DockerEngine(config["device"]["uuid"])
     try:
         current = engine.read_current()
