@@ -46,10 +46,12 @@ class FrameCodec:
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"the run key must be {KEY_BYTES} bytes, got {len(key)}")
-        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per frame: the key is set up once
 
     def _mac(self, body: bytes | memoryview) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()
+        mac = self._keyed.copy()
+        mac.update(body)
+        return mac.digest()
 
     def dumps(self, obj: Any) -> bytes:
         body = pickle.dumps(obj)
