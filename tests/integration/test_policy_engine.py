@@ -1,4 +1,5 @@
-"""The device owner's policy against the real engine: a target that breaks it never reaches a container.
+"""The device owner's policy against the real engine: a target that breaks it never reaches a container; and
+a container that holds the admin port anyway is named.
 
 Poller (against a stub cloud), persistence and reconciler in a running actor system; each test's device
 has its own owner label, so nothing outside the test is touched.
@@ -7,11 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
 import messages
-from actors.runtime.system import AgentSystem
+from actors.runtime.processes import port_bindable
+from actors.runtime.system import AgentStartError, AgentSystem
+from actors.target.engine.port_holders import port_holder
 from messages.bus.target import TargetStateFetched
 from store import Store
 from tests.integration.test_reconciler_engine import Device, document, recorder
@@ -103,3 +107,20 @@ def test_a_stored_target_that_breaks_a_newer_policy_is_not_applied(policy_agent)
                      what="the reconciler refusing the stored target")
     assert error["message"].startswith("stored target is not applied: policy: apps.1 service web")
     assert device.containers() == {}
+
+
+def test_a_start_that_finds_the_admin_port_held_by_a_container_names_it(tmp_path, port, docker_client, test_images):
+    name = f"holder-{uuid.uuid4().hex[:10]}"
+    network = docker_client.networks.create(name, labels={"io.fleetlet.test": name})  # an engine may have no bridge
+    holder = docker_client.containers.run(test_images[0], name=name, detach=True, labels={"io.fleetlet.test": name},
+                                          network=name, ports={"80/tcp": ("127.0.0.1", port)})
+    try:
+        wait_for(lambda: not port_bindable(port), what="the container's proxy holding the port")
+        system = AgentSystem(agent_config(tmp_path, port, {}), port_holder)
+        with pytest.raises(AgentStartError) as refused:
+            system.start()
+        assert (f"admin port {port} on 127.0.0.1 is used by container {name} ({holder.id[:12]}, "
+                f"{test_images[0]}) publishing 127.0.0.1:{port}/tcp") in str(refused.value)
+    finally:
+        holder.remove(force=True)
+        network.remove()
