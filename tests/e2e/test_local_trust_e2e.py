@@ -2,45 +2,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import threading
 
 import pytest
 
 import conf
 from actors.runtime.admin import AdminError, query_status
 from tests.e2e.test_run_cli import actors_up, run_py, start_agent, stop_agent, without_default_actors
-from tests.support.intruder import as_nobody, pickle_frame
+from tests.support.intruder import FakeAdmin, as_nobody
 from tests.support.polling import wait_for
-
-
-class FakeAdmin:
-    """Listens on the admin port and answers every connection with a pickle that would create ``marker``."""
-
-    def __init__(self, port: int, marker: str) -> None:
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.answer = pickle_frame(marker)
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            self.connections += 1
-            with conn:
-                try:
-                    conn.recv(65536)
-                    conn.sendall(self.answer)
-                    conn.recv(65536)  # until the client gives up on it
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @pytest.fixture

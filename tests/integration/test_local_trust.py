@@ -8,8 +8,10 @@ import os
 
 import pytest
 
+from actors.runtime.hardening import own_run_key
+from actors.runtime.system import AgentStartError, AgentSystem
 from tests.integration.test_supervision import agent_config, children, probe_actors, publish, recorded
-from tests.support.intruder import as_nobody, pickle_frame, send_and_watch
+from tests.support.intruder import FakeAdmin, as_nobody, pickle_frame, send_and_watch
 from tests.support.polling import wait_for
 from tests.support.probe_actors import Probe
 from tests.support.sockets import listening_sockets
@@ -58,3 +60,18 @@ def test_a_length_prefix_out_of_bounds_is_cut_at_once(agent, prefix):
     outcomes = as_nobody(lambda: {port: send_and_watch(port, prefix) for port in ports})
     assert set(outcomes.values()) == {"closed"}, outcomes
     assert all(c.state == "running" and c.restarts == 0 for c in children(agent).values())
+
+
+def test_an_admin_that_is_not_this_runs_is_refused_with_the_reason(tmp_path, port):
+    # What a start meets when another program binds the port between its check and the admin's start.
+    marker = tmp_path / "marker"
+    fake = FakeAdmin(port, str(marker))
+    try:
+        system = AgentSystem(agent_config(tmp_path, port, {}))
+        with pytest.raises(AgentStartError, match=f"admin port {port} on 127.0.0.1 is held by a program that is "
+                                                  "not this run's admin"):
+            system._join(own_run_key())
+        assert fake.connections > 0
+    finally:
+        fake.close()
+    assert not marker.exists()

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -67,3 +68,31 @@ def send_and_watch(port: int, data: bytes, patience: float = 3.0) -> str:
         except TimeoutError:
             return "open"
     return "closed"
+
+
+class FakeAdmin:
+    """Listens on the admin port and answers every connection with a pickle that would create ``marker``."""
+
+    def __init__(self, port: int, marker: str) -> None:
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.answer = pickle_frame(marker)
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.answer)
+                    conn.recv(65536)  # until the client gives up on it
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
