@@ -18,20 +18,11 @@ from actors.runtime.frames import (
     FrameRejected,
     announced_size,
 )
+from tests.support.intruder import Marker
 
 KEY = bytes(range(32))
 values = st.recursive(st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
                       lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner), max_leaves=20)
-
-
-class Marker:
-    """Unpickling it creates a file: what an attacker's frame would do."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def frame(body: bytes) -> bytes:

@@ -8,6 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import conf
+from actors.cli.plan import PlanError, current_plan
 from actors.target.policy import (
     Policy,
     PolicyRefused,
@@ -17,6 +18,7 @@ from actors.target.policy import (
     policy_from_config,
 )
 from messages.protocol.target_state import InvalidTargetState, parse_target_state, to_json
+from store import Store
 
 ADMIN, BROKER = 19500, 1883
 POLICY = Policy(reserved_ports=((22, "ssh's port"), (BROKER, "the broker's port"), (ADMIN, "the agent's admin port")))
@@ -146,3 +148,12 @@ def test_a_complying_target_runs_with_every_port_addressed_and_stays_a_valid_tar
         assert enforced == doc
     assert parse_target_state(to_json(enforced)) == enforced
     assert enforce_policy(enforced, policy) == enforced
+
+
+def test_plan_refuses_a_stored_target_that_breaks_the_policy_before_asking_the_engine(tmp_path):
+    config = conf.load("agent", None, [f"store.path={tmp_path}/agent.db"])
+    with Store.open(config["store"]["path"]) as store:
+        store.save_target(to_json(target("127.0.0.1:8090:80")), '"old"', 1.0)
+    with pytest.raises(PlanError, match="the stored target state is not applied: policy: apps.1 service web: "
+                                        "config.ports '127.0.0.1:8090:80/tcp': host address 127.0.0.1 is loopback"):
+        current_plan(config)
