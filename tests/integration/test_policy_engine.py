@@ -84,13 +84,13 @@ def test_a_target_publishing_the_admin_port_is_rejected_and_the_last_good_one_ru
     host_port = free_admin_port()
     start("bind_address=127.0.0.1")  # the owner's own choice: loopback, so allowed
     served.doc, served.etag = document({"1": {"web": {"ports": [f"{host_port}:80"]}}}), '"good"'
-    device.wait_converged('"good"')
+    device.wait_converged('"good"', timeout=40)
     (web,) = device.containers()["web"]
     assert web.attrs["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1",
                                                                    "HostPort": str(host_port)}]}
 
     served.doc, served.etag = document({"1": {"web": {"ports": [f"127.0.0.1:{port}:80"]}}}), '"takeover"'
-    refused = wait_for(lambda: rejection(device.db), what="the takeover rejected")
+    refused = wait_for(lambda: rejection(device.db), timeout=20, what="the takeover rejected")
     assert refused.etag == '"takeover"'
     assert f"config.ports '127.0.0.1:{port}:80/tcp': host port {port} is the agent's admin port" in refused.reason
     assert "host address 127.0.0.1 is loopback (policy.allow_loopback_ports = true allows it)" in refused.reason
