@@ -1,6 +1,7 @@
 """run.py against what is not the agent: a fake admin on the admin port, and the modes of the agent's files."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -8,9 +9,11 @@ import pytest
 
 import conf
 from actors.runtime.admin import AdminError, query_status
+from actors.runtime.processes import group_members
 from tests.e2e.test_run_cli import actors_up, run_py, start_agent, stop_agent, without_default_actors
-from tests.support.intruder import FakeAdmin, as_nobody
+from tests.support.intruder import FakeAdmin, as_nobody, pickle_frame, send_and_watch
 from tests.support.polling import wait_for
+from tests.support.sockets import listening_sockets
 
 
 @pytest.fixture
@@ -85,5 +88,27 @@ def test_a_fresh_start_keeps_every_file_to_the_agent(tmp_path, agent_conf_path):
         assert mode(var) == 0o700
         assert {name: oct(mode(path)) for name, path in files.items()} == {name: "0o600" for name in files}
         assert sorted(path.name for path in var.iterdir()) == sorted(files)  # nothing else, nothing readable
+    finally:
+        assert stop_agent(agent) == 0
+
+
+def test_a_pickle_frame_from_nobody_to_the_running_agent_runs_nothing(tmp_path, agent_conf_path):
+    if os.geteuid() != 0:
+        pytest.skip("dropping to uid 65534 needs root")
+    agent = start_agent(agent_conf_path)
+    try:
+        before = wait_for(lambda: actors_up(agent_conf_path), timeout=20, interval=0.3, what="agent up")
+        run = json.loads((tmp_path / "var" / "agent.db.run").read_text())
+        pids = [agent.pid] + [pid for pgid in map(int, run["groups"]) for pid in group_members(pgid)]
+        ports = sorted({port for _, port in listening_sockets(pids)})
+        marker = str(tmp_path / "marker-{port}")
+        # run.py's own port too: it reads it whenever it asks the supervisor (every 2 s)
+        outcomes = as_nobody(lambda: {port: send_and_watch(port, pickle_frame(marker.format(port=port)),
+                                                           patience=10.0) for port in ports})
+        assert set(outcomes.values()) == {"closed"}, outcomes
+        assert sorted(tmp_path.glob("marker-*")) == []
+        after = actors_up(agent_conf_path)
+        assert {name: a["pid"] for name, a in after.items()} == {name: a["pid"] for name, a in before.items()}
+        assert agent.poll() is None
     finally:
         assert stop_agent(agent) == 0
