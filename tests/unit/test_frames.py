@@ -98,3 +98,36 @@ def test_a_complete_frame_with_a_bad_mac_is_dropped_and_counted(tmp_path):
     assert buffer.isDone() and buffer.completed() is None
     assert frames.rejected_count() == before + 1
     assert not marker.exists()
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(1, 64), max_size=20))
+def test_bytes_from_anyone_else_never_reach_pickle(data, cuts):
+    unpickled = []
+    codec = FrameCodec(KEY)
+    original, frames.pickle.loads = frames.pickle.loads, lambda body: unpickled.append(body)
+    try:
+        buffer = BoundedReceiveBuffer(codec.loads)
+        chunks = [data[sum(cuts[:i]):sum(cuts[:i + 1])] for i in range(len(cuts))] + [data[sum(cuts):]]
+        try:
+            for chunk in filter(None, chunks):
+                if buffer.isDone():
+                    break
+                buffer.addMore(chunk)
+            buffer.completed()
+        except FrameRejected:
+            pass
+    finally:
+        frames.pickle.loads = original
+    assert unpickled == []
+
+
+@given(values, st.lists(st.integers(1, 64), min_size=1, max_size=30))
+def test_a_frame_of_the_run_arrives_whole_however_it_is_cut(value, cuts):
+    codec = FrameCodec(KEY)
+    data = frame(codec.dumps(value))
+    buffer, at, turn = BoundedReceiveBuffer(codec.loads), 0, 0
+    while not buffer.isDone():  # as the transport reads: never more than the buffer asks for
+        size = min(cuts[turn % len(cuts)], buffer.remainingAmount())
+        buffer.addMore(data[at:at + size])
+        at, turn = at + size, turn + 1
+    assert buffer.completed() == (value, b"") and at == len(data)
