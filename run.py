@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_agent(config: dict) -> int:
+    # Everything the agent creates (var/, the store and its WAL, the run and key files) is its own alone.
+    os.umask(0o077)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -57,17 +60,22 @@ def run_agent(config: dict) -> int:
 
     from actors.runtime.processes import become_subreaper
     from actors.runtime.root import supervise
+    from actors.target.engine.port_holders import port_holder
 
     logging.basicConfig(level=config["agent"]["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     become_subreaper()
-    return supervise(config, stop)
+    return supervise(config, stop, port_holder=port_holder)
 
 
 def run_status(config: dict, as_json: bool) -> int:
-    from actors.runtime.admin import query_status
+    from actors.runtime.admin import AdminError, query_status
 
-    reply = query_status(config)
+    try:
+        reply = query_status(config)
+    except AdminError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 1
     if reply is None:
         print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
         return 1

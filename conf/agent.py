@@ -5,6 +5,7 @@ classes are what checks it. Cross-field rules sit in ``check()``.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from conf.schema import (
@@ -27,6 +28,15 @@ SHADOW_PROFILES = ("aws", "emqx")
 
 def _url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else f"must start with http:// or https://, got {value!r}"
+
+
+def _ip_address(value: str) -> str | None:
+    """An IPv4 or IPv6 address without brackets, or "" (every interface)."""
+    try:
+        ipaddress.ip_address(value) if value else None
+    except ValueError:
+        return f"must be an IP address (or \"\" for every interface), got {value!r}"
+    return None
 
 
 def _functions(paths: tuple[str, ...]) -> str | None:
@@ -111,5 +121,13 @@ class SupervisorSection:
     hold_limit: int = setting(1000, rule=at_least(1))
 
 
+@dataclass(frozen=True)
+class PolicySection:
+    """What a target state may do to the device (actors.target.policy); the device owner's, not the cloud's."""
+    allow_loopback_ports: bool = False
+    bind_address: str = setting("", rule=_ip_address)
+
+
 SECTIONS = {"device": DeviceSection, "mqtt": MqttSection, "cloud": CloudSection, "shadow": ShadowSection,
-            "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection}
+            "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection,
+            "policy": PolicySection}

@@ -10,11 +10,12 @@ import json
 import sys
 import time
 
-from actors.runtime.admin import query_status
+from actors.runtime.admin import AdminError, query_status
 from actors.target.engine.adapter import DockerEngine, EngineError
 from actors.target.engine.worker import step_to_wire
 from actors.target.model import OrphanedVolumes, Step, describe_step, orphan_clock, orphaned_volumes, orphans_from_json
 from actors.target.planner import explain, plan
+from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from actors.target.reconciler import ReconcilerSettings
 from conf.schema import parse
 from messages.bus.target import ORPHANED_VOLUMES_KEY, PollNow
@@ -55,9 +56,11 @@ def current_plan(config: dict) -> dict:
         return {"etag": None, "converged": False, "steps": [], "services": [],
                 "note": "no target state has been received yet: the reconciler does nothing"}
     try:
-        target = parse_target_state(stored.document)
+        target = enforce_policy(parse_target_state(stored.document), policy_from_config(config, on_this_host))
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
+    except PolicyRefused as exc:
+        raise PlanError(f"the stored target state is not applied: {exc.reason}") from None
     engine = DockerEngine(config["device"]["uuid"])
     try:
         current = engine.read_current()
@@ -110,7 +113,12 @@ def show_plan(config: dict, as_json: bool) -> int:
 
 
 def poll_now(config: dict) -> int:
-    if query_status(config, tell=(PollNow("run.py poll-now"),)) is None:
+    try:
+        reply = query_status(config, tell=(PollNow("run.py poll-now"),))
+    except AdminError as exc:
+        print(f"poll-now: {exc}", file=sys.stderr)
+        return 1
+    if reply is None:
         print(f"no agent is answering on 127.0.0.1:{config['agent']['admin_port']}", file=sys.stderr)
         return 1
     print("the agent polls its target state now")

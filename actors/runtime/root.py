@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from actors.runtime.hardening import LOOPBACK
 from actors.runtime.processes import process_alive, reap_children
@@ -16,18 +17,19 @@ log = logging.getLogger("fleetlet.system")
 HUNG_AFTER = 60.0  # seconds a live root supervisor may leave status asks unanswered before it counts as hung
 
 
-def supervise(config: dict, stop: threading.Event, poll: float = 2.0) -> int:
+def supervise(config: dict, stop: threading.Event, poll: float = 2.0,
+              port_holder: Callable[[int], str | None] | None = None) -> int:
     """The top of the supervision tree, in run.py's process.
 
     When the root supervisor escalates or stops answering (its process died), every actor is ended and
     the tree starts again, with the supervisor section's backoff and intensity; past the limit this
     returns 1 so the service manager sees the failure. Returns 0 once ``stop`` is set, 2 when the agent
-    cannot start at all.
+    cannot start at all. ``port_holder`` names what holds the admin port when a start finds it taken.
     """
     policy = RestartPolicy.from_config(config["supervisor"])
     history: tuple[float, ...] = ()
     while True:
-        system = AgentSystem(config)
+        system = AgentSystem(config, port_holder)
         try:
             children = system.start()
         except AgentStartError as exc:

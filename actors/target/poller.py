@@ -3,8 +3,8 @@
 `GET /api/v1/device/{uuid}/target-state` with `If-None-Match`, at the configured interval with jitter, with
 exponential backoff after errors, and at once on `PollNow`. The ETag sent is the one of the last document
 seen (stored or rejected) as the store has it, so a message lost in a crash costs a refetch, never a target.
-An invalid document is rejected as a whole (persistence stores and reports the reason); the last good
-target stays in force.
+An invalid document, or one that breaks the device owner's policy (`actors.target.policy`), is rejected as a
+whole (persistence stores and reports the reason); the last good target stays in force.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
+from actors.target.policy import POLICY_USES, Policy, PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
@@ -60,8 +61,8 @@ def known_etag(target: TargetRecord | None, rejection: TargetRejection | None) -
     return None if target is None else target.etag
 
 
-def interpret(response: Response, stored: TargetRecord | None,
-              now: float) -> TargetStateFetched | TargetStateRejected | None:
+def interpret(response: Response, stored: TargetRecord | None, now: float,
+              policy: Policy) -> TargetStateFetched | TargetStateRejected | None:
     """What a 200 or 304 answer means: a new target to store, a rejected one, or nothing new."""
     if response.status == 304:
         return None
@@ -69,11 +70,13 @@ def interpret(response: Response, stored: TargetRecord | None,
     if etag is not None and len(etag) > MAX_ETAG_LENGTH:
         return TargetStateRejected(None, f"the ETag is longer than {MAX_ETAG_LENGTH} characters", now)
     try:
-        document = to_json(parse_target_state(response.body))
-    except InvalidTargetState as exc:
+        target = parse_target_state(response.body)
+        enforce_policy(target, policy)
+    except (InvalidTargetState, PolicyRefused) as exc:
         return TargetStateRejected(etag, exc.reason, now)
     except Exception as exc:  # noqa: BLE001 - a parser bug must reject the document, not crash the poller
         return TargetStateRejected(etag, f"document: cannot be validated ({type(exc).__name__}: {exc})"[:500], now)
+    document = to_json(target)  # as sent: the policy in force when it is applied decides its bind address
     if stored is not None and (etag == stored.etag if etag else document == stored.document):
         return None
     fetched = TargetStateFetched(document, etag, now)
@@ -97,12 +100,13 @@ class PollDue:
 
 class Poller(FleetletActor):
     Settings = PollerSettings
-    uses = ("device.uuid", "device.token", "cloud", "store")
+    uses = ("device.uuid", "device.token", "cloud", "store", *POLICY_USES)
     options: PollerSettings
     store: Store  # opened in started(); stopping() may come before it
 
     def started(self) -> None:
         self.client = CloudClient.from_config(self.config)
+        self.policy = policy_from_config(self.config, on_this_host)
         self.uuid = self.config["device"]["uuid"]
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.failures = 0
@@ -145,7 +149,7 @@ class Poller(FleetletActor):
             self.failures += 1
             self._record(f"cannot fetch the target state: {type(exc).__name__}: {exc}"[:500])
         else:
-            outcome = interpret(response, stored, time.time())
+            outcome = interpret(response, stored, time.time(), self.policy)
             if outcome is not None:
                 self.publish(outcome)
             if isinstance(outcome, TargetStateRejected):

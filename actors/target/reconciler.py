@@ -22,6 +22,11 @@ targets nor anything else; a newer target is planned at once and a pull it no lo
   (stopped and started again, recreated, or gone from the target; then ServicesRestarted), so neither a
   crash nor a new target forgets one: the configuration file holds the new values, so the service must not
   keep running the old ones. At least once: a crash just after a restart may restart the service again.
+- The device owner's policy (`policy`) is checked again whenever the stored target is loaded: one stored
+  before the policy changed, that breaks it now, is not applied. The reconciler keeps the target it had in
+  force (none after a restart: it then starts, stops and removes nothing) and records why, until a target
+  that complies arrives; ports without an address get the policy's bind address, so changing it recreates
+  the containers concerned.
 - Thin shell: planning is `planner`, what starts when is `scheduling` (job pool, per-key retries), the
   report is `report`; this actor wires them to workers, timers and the bus. Every log line of a pass
   carries its number ("pass 7: ..."), so one pass can be followed through interleaved logs.
@@ -52,6 +57,7 @@ from actors.target.model import (
     orphans_to_json,
 )
 from actors.target.planner import VerdictRow, explain
+from actors.target.policy import POLICY_USES, PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from actors.target.report import report_state
 from actors.target.scheduling import (
     RESTART_REASON,
@@ -141,7 +147,7 @@ class Pass:
 
 class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
-    uses = ("device.uuid", "store")
+    uses = ("device.uuid", "store", *POLICY_USES)
     options: ReconcilerSettings
     # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
     # close `store` only once opened.
@@ -174,6 +180,7 @@ class Reconciler(FleetletActor):
 
     def started(self) -> None:
         self.owner = self.config["device"]["uuid"]
+        self.policy = policy_from_config(self.config, on_this_host)
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.target = None
         self.etag = None
@@ -266,10 +273,15 @@ class Reconciler(FleetletActor):
         if stored is None:
             return None
         try:
-            target = parse_target_state(stored.document)
+            target = enforce_policy(parse_target_state(stored.document), self.policy)
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
+            return None
+        except PolicyRefused as exc:  # stored before the policy changed
+            self._log(logging.ERROR, "the stored target state %s is not applied: %s", stored.etag, exc.reason)
+            self.publish(RecordError("reconciler", "target", f"stored target is not applied: {exc.reason}",
+                                     time.time()))
             return None
         changed = target != self.target
         self.target, self.etag = target, stored.etag

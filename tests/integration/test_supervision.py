@@ -15,6 +15,7 @@ from actors.runtime.system import AgentSystem
 from messages.bus.target import PollNow
 from tests.support.polling import wait_for
 from tests.support.probe_actors import Boom, Probe, Quit, recorded_rows
+from tests.support.sockets import listening_sockets
 
 
 def agent_config(tmp_path, port, actors, **supervisor) -> dict:
@@ -185,35 +186,9 @@ def test_every_agent_socket_listens_on_loopback_only(running_agent):
     system = running_agent()
     pids = system.pids()
     assert len(pids) >= 5  # admin, logger, supervisor and three children
-    listening = _listening_sockets(pids)
+    listening = listening_sockets(pids)
     assert listening, "no listening socket found"
     assert all(addr.startswith("127.") for addr, _ in listening), listening
-
-
-def _listening_sockets(pids) -> list[tuple[str, int]]:
-    inodes = set()
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                hex_addr, hex_port = fields[1].split(":")
-                found.append((_ip(hex_addr), int(hex_port, 16)))
-    return found
-
-
-def _ip(hex_addr: str) -> str:
-    if len(hex_addr) == 8:
-        return ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
-    return "ipv6:" + hex_addr
 
 
 def test_restart_after_sigkill_of_the_whole_agent_ends_the_old_actors(tmp_path, port):
