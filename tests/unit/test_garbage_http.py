@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from actors.outbox import OutboxSender
+from actors.target.policy import Policy
 from actors.target.poller import Poller, PollerSettings
 from actors.target.reporter import Reporter, ReporterSettings
 from messages.bus.outbox import RecordError
@@ -108,6 +109,7 @@ def test_every_garbage_answer_is_a_recorded_failed_poll_that_backs_off(server):
     poller, published, timers = Poller(), [], []
     shell(poller, published, timers)
     poller.options, poller.uuid, poller.store = PollerSettings(backoff_min=2.0), "u", NoStore()
+    poller.policy = Policy()
     poller.client = CloudClient(cloud.url, "token", timeout=5.0)
     poller.failures, poller.generation, poller.error_shown, poller.last_poll = 0, 0, False, None
     for index, answer in enumerate(GARBAGE):
