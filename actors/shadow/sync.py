@@ -250,7 +250,9 @@ class ShadowSync:
     def store_reopened(self, pending: PendingReport | None, now: float) -> list[Effect]:
         """Persistence restarted: a report enqueued before may not be durable, and a document it was told of may
         not be stored. Take the outbox from the store and read the shadow again, which reports what differs."""
-        self.sender.resync(self.sender.acked, pending)
+        ack_again = self.sender.resync(pending)
+        if ack_again is not None:
+            self._out.append(ack_again)
         self._reread(now)
         self._progress(now)
         return self._flush()

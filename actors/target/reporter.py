@@ -134,7 +134,9 @@ class Reporter(FleetletActor):
     def on_StoreReopened(self, msg: StoreReopened) -> None:
         """Persistence restarted: count as reported only what the store holds, and report the rest again."""
         with Store.open(self.config["store"]["path"], readonly=True) as store:
-            self.sender.resync(store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
+            ack_again = self.sender.resync(store.pending_report(CHANNEL))
+        if ack_again is not None:
+            self.publish(ack_again)
         self._request_flush()
 
     # -- sending ------------------------------------------------------------------------------------
