@@ -14,6 +14,7 @@ import conf
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
+from cloud import pki_cli
 from fleetlet_version import __version__
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cli.register(commands, _common)
     shadow_actions = cloud_cli.register(commands, _common)
     shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
+    pki_cli.register(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def recorded_errors(config: dict) -> Sequence[Mapping[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "agent"
+    if command == "pki":
+        return pki_cli.dispatch(args)  # operator tooling: no configuration to read
     if command in cloud_cli.COMMANDS and getattr(args, "shadow_action", None) != "watch":
         return cloud_cli.dispatch(args)  # the cloud's commands read conf/cloud.toml, not the agent's
     try:

@@ -173,9 +173,26 @@ class ShadowService:
         except ShadowError as err:
             self._emit(((f"{topic}/rejected", error_payload(err, None, self._now())),))
             return
-        task = asyncio.get_running_loop().create_task(self.execute(address, operation, payload, profile))
+        task = asyncio.get_running_loop().create_task(self._from_mqtt(address, operation, payload, profile))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _from_mqtt(self, address: ShadowAddress, operation: str, payload: bytes, profile: str) -> None:
+        """Serve an MQTT request only for a registered thing; ignore the rest without an answer. AWS IoT never
+        lets such a request reach the shadow service (the policy bound to the client's certificate refuses
+        the publish, and the client gets no answer but a closed connection); answering here would create
+        a shadow for a name nobody registered and tell whoever asks which names are registered."""
+        try:  # looked up each time: a device's registration may change its thing name
+            registered = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._store.thing_registered, address.thing_name)
+        except CloudStoreError as exc:
+            log.warning("cannot check whether %s is registered: %s", address.thing_name, exc)
+            return
+        if not registered:
+            log.info("ignored a %s %s request for %s: no registered device has that thing name", profile,
+                     operation, address.thing_name)
+            return
+        await self.execute(address, operation, payload, profile)
 
     async def settle(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) for the MQTT requests under way to be answered."""

@@ -116,7 +116,8 @@ def test_each_actor_gets_only_what_it_uses_and_the_token_only_if_it_sends_it():
     for cls in (Persistence, Reconciler, AppConfig):
         sliced = config_slice(config, cls.uses)
         assert "token" not in sliced.get("device", {}) and "mqtt" not in sliced
-    assert config_slice(config, ("device",))["device"] == {"uuid": "demo-device", "thing": "demo-device"}
+    assert config_slice(config, ("device",))["device"] == {"uuid": "demo-device", "thing": "demo-device",
+                                                           "token_file": ""}
     assert config_slice(config, Reconciler.uses) == {"device": {"uuid": "demo-device"}, "store": config["store"]}
 
 
