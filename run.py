@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import conf
+from conf.agent import check_link_files
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return cloud_cli.dispatch(args)  # the cloud's commands read conf/cloud.toml, not the agent's
     try:
         config = conf.load("agent", args.config, args.overrides)
+        if command == "agent":  # the demo checks them once it has made the development PKI
+            check_link_files(config)
     except conf.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
