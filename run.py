@@ -11,11 +11,11 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import conf
-from conf.agent import check_link_files
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
 from cloud import pki_cli
+from conf.agent import check_link_files
 from fleetlet_version import __version__
 
 

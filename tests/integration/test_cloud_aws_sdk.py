@@ -15,13 +15,18 @@ import uuid
 
 import pytest
 
+from tests.support.pki import session_pki
 from tests.support.services import missing
 
-from tests.support.pki import session_pki
-
 try:
-    from awscrt import mqtt, mqtt5, mqtt_request_response
-    from awsiot import ServiceStreamOptions, V2ServiceException, iotshadow, mqtt5_client_builder, mqtt_connection_builder
+    from awscrt import mqtt, mqtt_request_response
+    from awsiot import (
+        ServiceStreamOptions,
+        V2ServiceException,
+        iotshadow,
+        mqtt5_client_builder,
+        mqtt_connection_builder,
+    )
 except ImportError:
     iotshadow = None
 

@@ -23,8 +23,8 @@ import pytest
 from cloud.loopback import free_port
 from messages.transport.http import CloudClient, CloudError
 from messages.transport.tls import client_context
-from tests.support.polling import wait_for
 from tests.support.pki import CLOUD, session_pki
+from tests.support.polling import wait_for
 from tests.support.postgres import required as required_postgres
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
