@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from conf.actors import check_actors
 from conf.schema import (
     LOG_LEVELS,
     PORT,
@@ -174,11 +175,12 @@ def read_secret(path: str, key: str) -> str:
 
 
 def check_link_files(config: dict[str, Any]) -> None:
-    """Every certificate and key the links will open is readable: checked before the agent starts anything (a
-    command that opens no link, ``run.py status``, does not need them)."""
+    """Every certificate and key the enabled actors' links will open is readable: checked before the agent
+    starts anything (a command that opens no link, ``run.py status``, does not need them)."""
+    used = {item.partition(".")[0] for cls in check_actors(config).values() for item in cls.uses}
     mqtt, cloud = config["mqtt"], config["cloud"]
-    named = [(f"cloud.{key}", cloud[key]) for key in ("ca_file", "cert_file", "key_file")]
-    if mqtt["tls"]:
+    named = [(f"cloud.{key}", cloud[key]) for key in ("ca_file", "cert_file", "key_file")] if "cloud" in used else []
+    if mqtt["tls"] and "mqtt" in used:
         named += [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")]
     for key, path in named:
         if path and not os.access(path, os.R_OK):
