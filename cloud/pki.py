@@ -19,6 +19,7 @@ import ipaddress
 import os
 import pathlib
 import re
+import secrets
 from collections.abc import Iterable
 
 from cryptography import x509
@@ -82,7 +83,9 @@ def init(directory: str | os.PathLike[str], force: bool = False) -> pathlib.Path
         raise PkiError(f"{base / 'ca.key'} exists: a new CA invalidates every certificate issued; pass --force")
     base.mkdir(parents=True, exist_ok=True)
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fleetlet development CA")])
+    # A name of its own: two development CAs of one name make a verifier pick the wrong one and report a
+    # "self-signed certificate in certificate chain" instead of the unknown issuer it is.
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Fleetlet development CA {secrets.token_hex(4)}")])
     now = _now()
     ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
           .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))

@@ -189,16 +189,16 @@ class ShadowService:
         try:
             request = parse_request(payload, self._limits, require_state=operation == "update")
         except ShadowError as err:
-            return None if await self._unregistered(address, origin) else \
+            return None if await self._unregistered(address, operation, origin) else \
                 self._reject(address, operation, origin, err, None)
         queue = self._queues.setdefault(address.thing_name, _ThingQueue())
         if queue.pending >= self._max_queued:
-            return None if await self._unregistered(address, origin) else \
+            return None if await self._unregistered(address, operation, origin) else \
                 self._reject(address, operation, origin, too_many_requests(), request)
         queue.pending += 1
         try:
             async with queue.lock:  # FIFO: one thing's requests run in arrival order (the check too)
-                if await self._unregistered(address, origin):
+                if await self._unregistered(address, operation, origin):
                     return None
                 return await self._run(address, operation, request, origin)
         finally:
@@ -223,7 +223,7 @@ class ShadowService:
         self._emit(publications)
         return ShadowResult(200, accepted.reply, publications)
 
-    async def _unregistered(self, address: ShadowAddress, origin: str | None) -> bool:
+    async def _unregistered(self, address: ShadowAddress, operation: str, origin: str | None) -> bool:
         """An MQTT request for a thing that no registered device has is ignored, without an answer. AWS IoT
         never lets one reach the shadow service: the policy bound to the client's certificate refuses the
         publish, and the client gets no answer but a closed connection. Answering would create a shadow for
@@ -235,11 +235,11 @@ class ShadowService:
             registered = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._store.thing_registered, address.thing_name)
         except CloudStoreError as exc:
-            log.warning("ignored a %s request for %s: cannot check its registration: %s", origin,
+            log.warning("ignored %s %s for %s: cannot check its registration: %s", origin, operation,
                         address.thing_name, exc)
             return True
         if not registered:
-            log.info("ignored a %s request for %s: no registered device has that thing name", origin,
+            log.info("ignored %s %s for %s: no registered device has that thing name", origin, operation,
                      address.thing_name)
         return not registered
 

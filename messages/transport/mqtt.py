@@ -272,8 +272,18 @@ class MqttLink:
             context = False if settings.tls is None else client_context(settings.tls)
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise LinkError(f"cannot use the TLS files: {exc}") from None
-        await asyncio.wait_for(client.connect(settings.host, settings.port, ssl=context, keepalive=settings.keepalive,
-                                              version=PROTOCOLS[settings.protocol]), CONNECT_TIMEOUT)
+        connecting = asyncio.ensure_future(client.connect(settings.host, settings.port, ssl=context,
+                                                          keepalive=settings.keepalive,
+                                                          version=PROTOCOLS[settings.protocol]))
+        # gmqtt's connect waits out its timeout when the broker closes the connection before CONNACK, which is
+        # how a broker refuses a client certificate (the TLS 1.3 handshake ends before it checks ours).
+        await asyncio.wait_for(_first(connecting, lost.wait()), CONNECT_TIMEOUT)
+        if not connecting.done():
+            connecting.cancel()
+            raise LinkError("the broker closed the connection before accepting it" +
+                            ("; this is how it refuses a client certificate it does not trust"
+                             if settings.tls is not None and settings.tls.cert_file else ""))
+        connecting.result()
         acked: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
         # runs later in this loop: expected_mid is set
