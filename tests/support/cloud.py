@@ -22,7 +22,7 @@ import pytest
 
 from cloud.loopback import free_port
 from messages.transport.http import CloudClient, CloudError
-from messages.transport.tls import client_context
+from messages.transport.tls import TlsSettings, client_context
 from tests.support.pki import CLOUD, session_pki
 from tests.support.polling import wait_for
 from tests.support.postgres import required as required_postgres
@@ -39,7 +39,7 @@ class CloudProcess:
     second cloud on the same broker); ``{"mqtt": {"tls": False}}`` for a plaintext broker."""
 
     def __init__(self, workdir, broker_port: int, store_url: str, settings: dict | None = None,
-                 identity: str = CLOUD):
+                 identity: str = CLOUD, https: bool = False):
         self.workdir = pathlib.Path(workdir)
         self.http_port = free_port()
         pki = session_pki()
@@ -52,6 +52,10 @@ class CloudProcess:
             "auth": {"admin_token": ADMIN_TOKEN},
             "log": {"level": "DEBUG"},
         }
+        if https:  # the session PKI's server certificate; devices may present theirs (mutual TLS)
+            server_cert, server_key = pki.files("server")
+            self.settings["http"].update(cert_file=server_cert, key_file=server_key, ca_file=pki.ca)
+        self.https = https
         for section, values in (settings or {}).items():
             self.settings.setdefault(section, {}).update(values)
         self.config_path = self.workdir / f"cloud-{self.http_port}.toml"
@@ -60,10 +64,10 @@ class CloudProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def client(self, token: str | None = ADMIN_TOKEN) -> CloudClient:
-        return CloudClient(self.url, token)
+        return CloudClient(self.url, token, tls=TlsSettings(session_pki().ca))
 
     def register(self, *things: str) -> None:
         """Register a device for each thing name (uuid = thing), so that the cloud serves its shadows over MQTT."""
