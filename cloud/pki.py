@@ -105,6 +105,20 @@ def init(directory: str | os.PathLike[str], force: bool = False) -> pathlib.Path
     return base
 
 
+def ensure(directory: str | os.PathLike[str], devices: Iterable[tuple[str, str]] = ()) -> pathlib.Path:
+    """What a development stack needs, made where missing and kept where present (safe to run again): the CA,
+    the server certificate and the cloud identity, and a certificate per ``(uuid, thing)``."""
+    base = pathlib.Path(directory)
+    if not (base / "ca.key").exists():
+        init(base)
+    for uuid, thing in devices:
+        cert, _ = device_paths(base, uuid)
+        current = read_identity(cert.read_bytes()) if cert.exists() else None
+        if current != Identity(thing, DEVICE_ROLE, uuid):
+            issue_device(base, uuid, thing)
+    return base
+
+
 def issue_device(directory: str | os.PathLike[str], uuid: str, thing: str | None = None) -> pathlib.Path:
     """``DIR/UUID.crt`` (CN = the thing name, ``uuid`` by default) and ``DIR/UUID.key``; returns the certificate."""
     device_paths(directory, uuid)  # checks the uuid first
