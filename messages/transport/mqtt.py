@@ -240,10 +240,7 @@ class MqttLink:
 
     def _failed(self, reason: str) -> None:
         self.last_failure = reason
-        try:
-            self._on_failure(reason)
-        except Exception:  # noqa: BLE001 - a failing callback must not take the link down
-            log.exception("MQTT link: on_failure callback failed")
+        _notify("on_failure", self._on_failure, reason)
 
     def _delay(self, failures: int) -> float:
         return backoff_delay(failures, self.settings.reconnect_min, self.settings.reconnect_max, random.random())
@@ -317,10 +314,7 @@ class MqttLink:
 
     def _set_ready(self, ready: bool) -> None:
         self.ready = ready
-        try:
-            self._on_ready(ready)
-        except Exception:  # noqa: BLE001 - a failing callback must not take the connection down
-            log.exception("MQTT link: on_ready callback failed")
+        _notify("on_ready", self._on_ready, ready)
 
     def _message(self, _client: object, topic: str, payload: bytes, _qos: int, _properties: object) -> int:
         try:
@@ -358,6 +352,13 @@ class MqttLink:
                 return
             finally:
                 in_flight.sending = None
+
+
+def _notify(name: str, callback: Callable[[Any], None], value: object) -> None:
+    try:
+        callback(value)
+    except Exception:  # noqa: BLE001 - a failing callback must not take the connection down
+        log.exception("MQTT link: %s callback failed", name)
 
 
 async def _first(*awaitables: Awaitable[object]) -> None:
