@@ -66,7 +66,7 @@ class Services:
         cloud_conf = self.workdir / "cloud.toml"
         mqtt = (f'tls = true\nca_file = "{self.pki}/ca.crt"\ncert_file = "{self.pki}/cloud.crt"\n'
                 f'key_file = "{self.pki}/cloud.key"\n') if self.tls else "tls = false\n"
-        cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
+        cloud_conf.write_text(f'[http]\nport = {self.http_port}\ncert_file = ""\nkey_file = ""\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
                               f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
                               f'{mqtt}[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
         serve = ("import sys; from cloud.server import run; from cloud.settings import load_cloud_settings; "

@@ -56,7 +56,8 @@ def run(agent_config: dict, run_agent: Callable[[dict], int]) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     cloud_settings = load_cloud_settings(None, [f"mqtt.host={mqtt['host']}", f"mqtt.port={mqtt['port']}"])
-    cloud = CloudClient(agent_config["cloud"]["url"], cloud_settings.admin_token, 10.0)
+    cloud = CloudClient(agent_config["cloud"]["url"], cloud_settings.admin_token, 10.0,
+                        tls=cloud_settings.operator_tls())
     with contextlib.ExitStack() as owned:
         if not listening(mqtt["port"], mqtt["host"]):
             broker = Mosquitto(var, mqtt["port"], mqtt["host"], pki_dir=pki_dir, tls=mqtt["tls"])

@@ -38,9 +38,9 @@ class CloudHttpSection:
     port: int = setting(8080, rule=PORT)
     max_body_bytes: int = setting(1048576, rule=at_least(1024))
     client_timeout: float = setting(10.0, rule=positive)
-    cert_file: str = ""  # with key_file: serve https
-    key_file: str = ""
-    ca_file: str = ""  # what the operator commands verify the API's certificate with, and clients' certificates
+    cert_file: str = "var/pki/server.crt"  # with key_file: serve https; "" for both: plain http
+    key_file: str = "var/pki/server.key"
+    ca_file: str = "var/pki/ca.crt"  # what the operator commands verify the API with, and clients' certificates
 
     def check(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):

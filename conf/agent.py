@@ -80,11 +80,11 @@ class MqttSection:
 
 @dataclass(frozen=True)
 class CloudSection:
-    url: str = setting("http://127.0.0.1:8080", rule=_url)
+    url: str = setting("https://127.0.0.1:8080", rule=_url)
     timeout: float = setting(10.0, rule=positive)
-    ca_file: str = ""  # "" = the system's trust store; verification is always on
-    cert_file: str = ""
-    key_file: str = ""
+    ca_file: str = "var/pki/ca.crt"  # "" = the system's trust store; verification is always on
+    cert_file: str = "var/pki/demo-device.crt"
+    key_file: str = "var/pki/demo-device.key"
 
     def check(self) -> None:
         parts = urlsplit(self.url)
@@ -179,9 +179,10 @@ def check_link_files(config: dict[str, Any]) -> None:
     starts anything (a command that opens no link, ``run.py status``, does not need them)."""
     used = {item.partition(".")[0] for cls in check_actors(config).values() for item in cls.uses}
     mqtt, cloud = config["mqtt"], config["cloud"]
-    named = [(f"cloud.{key}", cloud[key]) for key in ("ca_file", "cert_file", "key_file")] if "cloud" in used else []
-    if mqtt["tls"] and "mqtt" in used:
-        named += [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")]
+    named = [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")] \
+        if mqtt["tls"] and "mqtt" in used else []
+    if "cloud" in used and cloud["url"].startswith("https://"):
+        named += [(f"cloud.{key}", cloud[key]) for key in ("ca_file", "cert_file", "key_file")]
     for key, path in named:
         if path and not os.access(path, os.R_OK):
             problem = "no such file" if not os.path.exists(path) else "not readable"

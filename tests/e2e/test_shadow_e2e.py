@@ -15,6 +15,7 @@ import pytest
 import conf
 from cloud.loopback import free_port
 from messages.transport.http import CloudClient
+from messages.transport.tls import TlsSettings
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
 from tests.support.pki import session_pki
@@ -299,7 +300,8 @@ def report_behind_the_devices_back(delta):
     """A handler function (runs in the listener) letting another writer report the delta first: the shadow's
     version moves on with no delta to tell the device, whose own report then gets 409."""
     if delta.delta:
-        CloudClient(os.environ["FLEETLET_TEST_CLOUD"], os.environ["FLEETLET_TEST_TOKEN"]).update_shadow(
+        CloudClient(os.environ["FLEETLET_TEST_CLOUD"], os.environ["FLEETLET_TEST_TOKEN"],
+                    tls=TlsSettings(session_pki().ca)).update_shadow(
             delta.thing_name, {"state": {"reported": delta.delta}})
     return {}, {}
 

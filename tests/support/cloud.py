@@ -34,12 +34,13 @@ DEMO = {"uuid": "demo-device", "thing": "demo-device", "token": "demo-token"}  #
 
 
 class CloudProcess:
-    """One cloud: ``settings`` ({section: {key: value}}) are written over the test defaults. It reaches the
+    """One cloud: ``settings`` ({section: {key: value}}) are written over the test defaults. It serves https
+    (``https=False``: plain http) and reaches the
     test's broker over TLS with the session PKI's ``identity`` (a file stem: ``cloud``, or ``cloud-2`` for a
     second cloud on the same broker); ``{"mqtt": {"tls": False}}`` for a plaintext broker."""
 
     def __init__(self, workdir, broker_port: int, store_url: str, settings: dict | None = None,
-                 identity: str = CLOUD, https: bool = False):
+                 identity: str = CLOUD, https: bool = True):
         self.workdir = pathlib.Path(workdir)
         self.http_port = free_port()
         pki = session_pki()
@@ -52,9 +53,9 @@ class CloudProcess:
             "auth": {"admin_token": ADMIN_TOKEN},
             "log": {"level": "DEBUG"},
         }
-        if https:  # the session PKI's server certificate; devices may present theirs (mutual TLS)
-            server_cert, server_key = pki.files("server")
-            self.settings["http"].update(cert_file=server_cert, key_file=server_key, ca_file=pki.ca)
+        # https as shipped, with the session PKI's server certificate (devices may present theirs: mutual TLS)
+        server_cert, server_key = pki.files("server") if https else ("", "")
+        self.settings["http"].update(cert_file=server_cert, key_file=server_key, ca_file=pki.ca)
         self.https = https
         for section, values in (settings or {}).items():
             self.settings.setdefault(section, {}).update(values)

@@ -66,14 +66,16 @@ class TestPki:
         return TlsSettings(self.ca, cert, key)
 
     def agent_overrides(self, uuid: str, thing: str | None = None) -> list[str]:
-        """``--set`` items giving an agent the device's identity on the test broker."""
+        """``--set`` items giving an agent the device's identity on both links (the test broker, the cloud)."""
         cert, key = self.device(uuid, thing)
-        return [f"mqtt.ca_file={self.ca}", f"mqtt.cert_file={cert}", f"mqtt.key_file={key}", "mqtt.tls=true"]
+        return [f"{section}.{key_name}={value}" for section in ("mqtt", "cloud")
+                for key_name, value in (("ca_file", self.ca), ("cert_file", cert), ("key_file", key))]
 
-    def agent_mqtt(self, uuid: str, thing: str | None = None) -> dict:
-        """The same, as a ``[mqtt]`` table's values."""
+    def agent_links(self, config: dict, uuid: str, thing: str | None = None) -> None:
+        """The same, into a loaded configuration's ``[mqtt]`` and ``[cloud]``."""
         cert, key = self.device(uuid, thing)
-        return {"tls": True, "ca_file": self.ca, "cert_file": cert, "key_file": key}
+        for section in ("mqtt", "cloud"):
+            config[section].update(ca_file=self.ca, cert_file=cert, key_file=key)
 
 
 _session: TestPki | None = None

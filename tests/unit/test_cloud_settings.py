@@ -55,8 +55,10 @@ def test_listening_beyond_loopback_needs_a_secret_admin_token():
     with pytest.raises(conf.ConfigError, match="admin_token"):
         load_cloud_settings(None, ["http.host=0.0.0.0"])
     settings = load_cloud_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
-    assert settings.base_url == "http://127.0.0.1:8080"
-    assert load_cloud_settings(None, ["http.host=::1"]).base_url == "http://[::1]:8080"
+    assert settings.base_url == "https://127.0.0.1:8080"
+    assert load_cloud_settings(None, ["http.host=::1"]).base_url == "https://[::1]:8080"
+    plain = ["http.cert_file=", "http.key_file="]
+    assert load_cloud_settings(None, ["http.host=::1", *plain]).base_url == "http://[::1]:8080"
 
 
 def test_off_loopback_the_seed_device_is_not_registered_with_the_public_default_token():
@@ -80,4 +82,4 @@ def test_an_api_certificate_makes_the_operator_commands_use_https_and_verify_wit
     settings = load_cloud_settings(None, ["http.cert_file=s.crt", "http.key_file=s.key", "http.ca_file=ca.crt"])
     assert settings.base_url == "https://127.0.0.1:8080" and settings.operator_tls().ca_file == "ca.crt"
     with pytest.raises(conf.ConfigError, match=r"^http\.cert_file"):
-        load_cloud_settings(None, ["http.key_file=s.key"])
+        load_cloud_settings(None, ["http.cert_file="])
