@@ -12,6 +12,8 @@ import pytest
 import conf
 import run
 from cloud import pki as cloud_pki
+from messages.transport.http import CloudClient, CloudError
+from messages.transport.tls import TlsSettings
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess
 from tests.support.pki import session_pki
@@ -112,3 +114,17 @@ def test_status_says_why_a_broker_and_a_cloud_api_another_ca_signed_are_refused(
     shown = json.loads(capfd.readouterr().out)
     assert {(e["source"], e["key"]) for e in shown["errors"]} >= {("mqtt", "connect"), ("poller", "fetch")}
     assert any("certificate verify failed" in e["message"] and "broker" in e["message"] for e in shown["errors"])
+
+
+def test_the_api_refuses_a_client_certificate_another_ca_issued(cloud, tmp_path):
+    other = tmp_path / "other-ca"
+    cloud_pki.init(other)
+    cloud_pki.issue_device(other, DEMO["uuid"])
+    pki = session_pki()
+    own_cert, own_key = pki.device(DEMO["uuid"])
+    trusted = CloudClient(cloud.url, DEMO["token"], tls=TlsSettings(pki.ca, own_cert, own_key))
+    assert trusted.get_target(DEMO["uuid"]).status == 404  # through: mutual TLS, then the token (no target yet)
+    forged_cert, forged_key = (str(other / f"{DEMO['uuid']}.{ext}") for ext in ("crt", "key"))
+    forged = CloudClient(cloud.url, DEMO["token"], tls=TlsSettings(pki.ca, forged_cert, forged_key))
+    with pytest.raises(CloudError):
+        forged.get_target(DEMO["uuid"])
