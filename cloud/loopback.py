@@ -80,7 +80,7 @@ class Mosquitto:
         with open(os.path.join(self.workdir, f"mosquitto-{self.port}.log"), "ab") as log:
             self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf_path],
                                          stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self._listening(), 10, "mosquitto to listen")
+        wait_until(self._listening, 10, "mosquitto to listen")
         return self
 
     def _listening(self) -> bool:
