@@ -15,6 +15,8 @@ import conf
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
+from cloud import pki_cli
+from conf.agent import check_link_files
 from fleetlet_version import __version__
 
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cli.register(commands, _common)
     shadow_actions = cloud_cli.register(commands, _common)
     shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
+    pki_cli.register(commands)
     return parser
 
 
@@ -111,10 +114,14 @@ def recorded_errors(config: dict) -> Sequence[Mapping[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "agent"
+    if command == "pki":
+        return pki_cli.dispatch(args)  # operator tooling: no configuration to read
     if command in cloud_cli.COMMANDS and getattr(args, "shadow_action", None) != "watch":
         return cloud_cli.dispatch(args)  # the cloud's commands read conf/cloud.toml, not the agent's
     try:
         config = conf.load("agent", args.config, args.overrides)
+        if command == "agent":  # the demo checks them once it has made the development PKI
+            check_link_files(config)
     except conf.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from actors.shadow.sync import (
     SyncSettings,
     channel_of,
 )
-from messages.bus.outbox import RecordError, ReportQueued, StoreReopened
+from messages.bus.outbox import ClearError, RecordError, ReportQueued, StoreReopened
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowInboxFilled
 from messages.bus.target import PollNow
 from messages.protocol import json as strict_json
@@ -38,6 +38,8 @@ from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
 POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if a doorbell went missing
+PACKET_OVERHEAD = 512  # MQTT bytes around a payload: fixed header, topic (a shadow's is < 256), id, properties
+LINK_ERROR = ("mqtt", "connect")  # (source, key) of the recorded reason the broker cannot be reached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,7 @@ def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Re
 
 
 class ShadowListener(FleetletActor):
-    uses = ("device", "device.token", "mqtt", "shadow", "store", "cloud", "actors")
+    uses = ("device", "device.token", "mqtt", "credentials.mqtt_password", "shadow", "store", "cloud", "actors")
     link: MqttLink  # set in started(); stopping() may come before it
 
     def started(self) -> None:
@@ -106,8 +108,10 @@ class ShadowListener(FleetletActor):
                            self.config["device"]["uuid"], ring=self._ring)
         self.epoch, self.ready = 0, False
         logging.getLogger("gmqtt").setLevel(logging.WARNING)  # its INFO logs every SUBACK
-        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name), self.inbox.topics,
-                             self.inbox.receive, self.inbox.link_changed)
+        max_packet = self.config["shadow"]["max_payload"] + PACKET_OVERHEAD  # the broker drops what we would
+        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name,
+                                                      max_packet_size=max_packet),
+                             self.inbox.topics, self.inbox.receive, self.inbox.link_changed, self.inbox.link_failed)
         now = time.monotonic()
         for sync in self.syncs.values():
             self._carry_out(sync, sync.start(now))
@@ -150,6 +154,11 @@ class ShadowListener(FleetletActor):
             self._carry_out(self.syncs[name], self.syncs[name].receive_malformed(count, reason, now))
         if batch.poll_now:
             self.publish(PollNow(batch.poll_now))
+        if batch.link_failure is not None:  # the latest attempt's outcome, for run.py status
+            if batch.link_failure:
+                self.publish(RecordError(LINK_ERROR[0], LINK_ERROR[1], batch.link_failure, time.time()))
+            else:
+                self.publish(ClearError(*LINK_ERROR))
 
     # -- from the other actors ----------------------------------------------------------------------------
     def on_ShadowDeltaApplied(self, msg: ShadowDeltaApplied) -> None:

@@ -239,6 +239,22 @@ def test_a_bad_agent_setting_stops_every_command_before_anything_starts(tmp_path
     assert elapsed < 5  # the interpreter and the actor modules' imports (about 0.5 s); nothing waits
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("mqtt.host=broker.example.com", "mqtt.tls: the broker 'broker.example.com' is not loopback"),
+    ("cloud.url=http://cloud.example.com", "cloud.url: 'http://cloud.example.com' is not loopback"),
+])
+def test_plaintext_off_loopback_stops_the_agent_before_anything_starts(tmp_path, override, message):
+    code, stderr, _ = refused(tmp_path, ["agent", "--set", "mqtt.tls=false", "--set", override])
+    assert code == 2 and stderr.startswith(f"configuration error: {message}")
+
+
+def test_an_unreadable_certificate_stops_the_agent_naming_the_key(tmp_path, pki):
+    code, stderr, _ = refused(tmp_path, ["agent", "--set", f"mqtt.ca_file={pki.ca}",
+                                         "--set", f"mqtt.cert_file={tmp_path}/none.crt"])
+    assert (code, stderr) == (2, f"configuration error: mqtt.cert_file: cannot read {tmp_path}/none.crt: "
+                                 "no such file\n")
+
+
 @pytest.mark.parametrize("command", AGENT_COMMANDS[:3], ids=" ".join)
 @pytest.mark.parametrize("content, message", [
     (b'[device]\nthing = "caf\xe9"\n', "not UTF-8"),

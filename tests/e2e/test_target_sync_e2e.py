@@ -19,6 +19,7 @@ from store import Store
 from tests.integration.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder
 from tests.integration.test_supervision import agent_config
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
+from tests.support.pki import session_pki
 from tests.support.polling import wait_for
 
 TEST_SETTINGS = {
@@ -42,6 +43,7 @@ class SyncedDevice(Device):
         self.config = agent_config(tmp_path, port, {}, restart_base_delay=0.2, restart_max_delay=1.0, cooldown=2.0)
         self.config["device"].update(uuid=self.owner, thing=self.owner, token=self.token)
         self.config["cloud"]["url"] = cloud.url
+        session_pki().agent_links(self.config, self.owner)
         shipped = conf.defaults("agent")["actors"]
         self.config["actors"] = {name: {**shipped[name], "settings": TEST_SETTINGS.get(name, {})}
                                  for name in ("persistence", "poller", "reconciler", "reporter")}
