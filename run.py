@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,6 +15,8 @@ import conf
 from actors.cli import plan as plan_cli
 from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
+from cloud import pki_cli
+from conf.agent import check_link_files
 from fleetlet_version import __version__
 
 
@@ -42,10 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cli.register(commands, _common)
     shadow_actions = cloud_cli.register(commands, _common)
     shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
+    pki_cli.register(commands)
     return parser
 
 
 def run_agent(config: dict) -> int:
+    # Everything the agent creates (var/, the store and its WAL, the run and key files) is its own alone.
+    os.umask(0o077)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -57,22 +63,28 @@ def run_agent(config: dict) -> int:
 
     from actors.runtime.processes import become_subreaper
     from actors.runtime.root import supervise
+    from actors.target.engine.port_holders import port_holder
 
     logging.basicConfig(level=config["agent"]["log_level"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     become_subreaper()
-    return supervise(config, stop)
+    return supervise(config, stop, port_holder=port_holder)
 
 
 def run_status(config: dict, as_json: bool) -> int:
-    from actors.runtime.admin import query_status
+    from actors.runtime.admin import AdminError, query_status
 
-    reply = query_status(config)
+    try:
+        reply = query_status(config)
+    except AdminError as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 1
     if reply is None:
         print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
         return 1
     actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
-               "last_error": c.last_error, "held_messages": c.held_messages} for c in reply.children]
+               "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
+               "dropped_messages": c.dropped} for c in reply.children]
     errors = recorded_errors(config)
     doc = {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors, "errors": errors}
     if as_json:
@@ -81,7 +93,8 @@ def run_status(config: dict, as_json: bool) -> int:
         print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
         for actor in actors:
             print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
-                  f"restarts={actor['restarts']} last_error={actor['last_error']}")
+                  f"restarts={actor['restarts']} held={actor['held_messages']} "
+                  f"dropped={actor['dropped_messages']} last_error={actor['last_error']}")
         for error in errors:
             print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
     return 0
@@ -101,10 +114,14 @@ def recorded_errors(config: dict) -> Sequence[Mapping[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "agent"
+    if command == "pki":
+        return pki_cli.dispatch(args)  # operator tooling: no configuration to read
     if command in cloud_cli.COMMANDS and getattr(args, "shadow_action", None) != "watch":
         return cloud_cli.dispatch(args)  # the cloud's commands read conf/cloud.toml, not the agent's
     try:
         config = conf.load("agent", args.config, args.overrides)
+        if command == "agent":  # the demo checks them once it has made the development PKI
+            check_link_files(config)
     except conf.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

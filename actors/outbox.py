@@ -85,6 +85,21 @@ class OutboxSender:
         self.acked = state
         self.expected = self._expected()
 
+    def resync(self, pending: PendingReport | None) -> AckReport | None:
+        """Persistence restarted: take its outbox (``pending``, the oldest stored report) as the truth for what
+        is queued. ``expected`` no longer counts a report that was enqueued but never stored, so the next
+        ``report`` says it again (a duplicate of one that was stored is harmless: merge patches are idempotent).
+        ``acked`` stays: only this sender learns what the receiver holds, and the store's copy may lag behind
+        it (an AckReport still queued, or lost in the crash). A stored report this sender has already had
+        answered is such a lag: the AckReport returned says it again (persistence takes it twice harmlessly)."""
+        if pending is not None and pending.report_id <= self.acked_up_to:
+            self.pending = None
+            self.expected = self._expected()
+            return AckReport(self.channel, pending.report_id, self.acked)
+        self.pending = pending
+        self.expected = self._expected()
+        return None
+
     def receiver_lost(self) -> None:
         """The receiver has nothing (a shadow that does not exist): the next report says everything."""
         self.acked, self.expected = {}, {}

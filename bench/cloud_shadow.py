@@ -35,7 +35,7 @@ class Device:
     """One thing's MQTT client: publishes an update, waits for its answer."""
 
     def __init__(self, port: int, thing: str):
-        self.port = port
+        self.port, self.thing = port, thing
         self.prefix = f"$aws/things/{thing}/shadow/update"
         self.client = gmqtt.Client(f"bench-{thing}")
         self.client.on_message = self._on_message
@@ -68,9 +68,11 @@ class Device:
         return 0
 
 
-async def run_level(port: int, things: int, seconds: float, cloud_pid: int) -> dict:
+async def run_level(port: int, things: int, seconds: float, cloud: CloudProcess) -> dict:
     run_id = uuid.uuid4().hex[:6]
     devices = [Device(port, f"bench-{run_id}-{index}") for index in range(things)]
+    cloud.register(*(device.thing for device in devices))  # the cloud serves registered things only
+    cloud_pid = cloud.proc.pid
     await asyncio.gather(*(device.connect() for device in devices))
     latencies: list[float] = []
     outcomes = {"accepted": 0, "rejected": 0}
@@ -105,7 +107,7 @@ async def run_level(port: int, things: int, seconds: float, cloud_pid: int) -> d
 
 @contextlib.contextmanager
 def broker(workdir: str):
-    server = Mosquitto(workdir).start()
+    server = Mosquitto(workdir, tls=False).start()  # the cloud's cost, not TLS's: bench.tls measures that
     try:
         yield server.port
     finally:
@@ -114,10 +116,10 @@ def broker(workdir: str):
 
 def bench_store(label: str, store_url: str, workdir: str, seconds: float) -> dict:
     with broker(workdir) as port:
-        cloud = CloudProcess(workdir, port, store_url, {"log": {"level": "WARNING"}})
+        cloud = CloudProcess(workdir, port, store_url, {"log": {"level": "WARNING"}, "mqtt": {"tls": False}})
         try:
             cloud.start()
-            levels = [asyncio.run(run_level(port, things, seconds, cloud.proc.pid)) for things in LEVELS]
+            levels = [asyncio.run(run_level(port, things, seconds, cloud)) for things in LEVELS]
         finally:
             cloud.stop()
     for level in levels:

@@ -60,7 +60,7 @@ def idle_agent(workdir: str, seconds: float) -> dict:
     """The default agent configuration, as shipped, idling (no broker or cloud needed to idle)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "run.py", "agent", "--set", f"store.path={workdir}/idle.db",
-                             "--set", f"agent.admin_port={port}", "--set", "mqtt.port=1",
+                             "--set", f"agent.admin_port={port}", "--set", "mqtt.port=1", "--set", "mqtt.tls=false",
                              "--set", "cloud.url=http://127.0.0.1:1"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -5,7 +5,8 @@ Measured for the agent (persistence + shadow listener + app_config writing the f
 FULL sync) and, in the same run against the same broker and cloud, for a baseline: a minimal plain MQTT
 client answering each delta with a report of the delta's state. The clock starts when the cloud's HTTP
 API answers the desired update (accepted) and stops when update/documents shows a version after it with
-an empty delta.
+an empty delta. Plaintext MQTT (a loopback broker without TLS), as this benchmark has always measured;
+bench.tls measures the same round trip over TLS beside it.
 Run: python3 -m bench.shadow_roundtrip [--updates 1000] [--warmup 20]
 """
 from __future__ import annotations
@@ -23,10 +24,12 @@ import conf
 from actors.runtime.processes import become_subreaper
 from actors.runtime.system import AgentSystem
 from bench.common import percentiles, write_result
+from cloud import pki
 from cloud.loopback import Mosquitto, free_port, stop_process, wait_until
 from messages.protocol.shadow_document import compute_delta
 from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
+from messages.transport.tls import TlsSettings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent  # the checkout: the processes it starts run there
 
@@ -36,25 +39,43 @@ ROUND_TRIP_TIMEOUT = 10.0
 
 
 class Services:
-    """Mosquitto and the reference cloud as child processes of this run."""
+    """Mosquitto and the reference cloud as child processes of this run: plaintext, or ``tls`` as deployed (a
+    PKI of the run's own, client certificates, the ACL; the two things are registered devices)."""
 
-    def __init__(self, workdir: pathlib.Path):
-        self.workdir, self.http_port = workdir, free_port()
-        self.broker = Mosquitto(workdir)
+    def __init__(self, workdir: pathlib.Path, tls: bool = False):
+        self.workdir, self.http_port, self.tls = workdir, free_port(), tls
+        self.pki = workdir / "pki"
+        if tls:
+            pki.init(self.pki)
+            for thing in (AGENT_THING, BASELINE_THING):
+                pki.issue_device(self.pki, thing)
+            for thing in (AGENT_THING, BASELINE_THING):
+                pki.issue_service(self.pki, f"watch-{thing}", f"bench-watch-{thing}")
+        self.broker = Mosquitto(workdir, pki_dir=self.pki if tls else None, tls=tls)
         self.broker_port = self.broker.port
         self.procs: list[subprocess.Popen] = []
+
+    def link_tls(self, stem: str) -> TlsSettings | None:
+        """The TLS settings of the identity ``stem`` (a device's uuid, ``watch-THING``), or None in plaintext."""
+        if not self.tls:
+            return None
+        return TlsSettings(str(self.pki / "ca.crt"), str(self.pki / f"{stem}.crt"), str(self.pki / f"{stem}.key"))
 
     def start(self) -> "Services":
         self.broker.start()
         cloud_conf = self.workdir / "cloud.toml"
-        cloud_conf.write_text(f'[http]\nport = {self.http_port}\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
+        mqtt = (f'tls = true\nca_file = "{self.pki}/ca.crt"\ncert_file = "{self.pki}/cloud.crt"\n'
+                f'key_file = "{self.pki}/cloud.key"\n') if self.tls else "tls = false\n"
+        cloud_conf.write_text(f'[http]\nport = {self.http_port}\ncert_file = ""\nkey_file = ""\n[store]\nurl = "sqlite:///{self.workdir}/cloud.db"\n'
                               f'[mqtt]\nport = {self.broker_port}\nclient_id = "bench-cloud"\nreconnect_delay = 0.2\n'
-                              f'[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
+                              f'{mqtt}[auth]\nadmin_token = "{ADMIN_TOKEN}"\n[log]\nlevel = "WARNING"\n')
         serve = ("import sys; from cloud.server import run; from cloud.settings import load_cloud_settings; "
                  f"sys.exit(run(load_cloud_settings({str(cloud_conf)!r})))")
         self.procs.append(subprocess.Popen([sys.executable, "-c", serve], cwd=ROOT, stdout=subprocess.DEVNULL,
                                            stderr=(self.workdir / "cloud.log").open("wb")))
         wait_until(self._cloud_ready, 30, "the cloud")
+        for thing in (AGENT_THING, BASELINE_THING):  # the cloud serves registered things only
+            self.client.register_device(thing, thing, f"bench-token-{thing}")
         return self
 
     @property
@@ -66,7 +87,7 @@ class Services:
             reply = self.client.health()
         except CloudError:
             return False
-        return reply.status == 200 and json.loads(reply.body).get("mqtt") == "subscribed"
+        return reply.status == 200 and json.loads(reply.body).get("ready") is True
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -78,10 +99,11 @@ class Converged:
     """Watches update/documents of one thing; ``wait(after)`` returns once a version above ``after`` has an
     empty delta."""
 
-    def __init__(self, broker_port: int, thing: str):
+    def __init__(self, services: Services, thing: str):
         self.events: queue.Queue = queue.Queue()
         topic = f"$aws/things/{thing}/shadow/update/documents"
-        self.link = MqttLink(LinkSettings("127.0.0.1", broker_port, f"bench-watch-{thing}", clean=True), [topic],
+        self.link = MqttLink(LinkSettings("127.0.0.1", services.broker_port, f"bench-watch-{thing}", clean=True,
+                                          tls=services.link_tls(f"watch-{thing}")), [topic],
                              lambda _topic, payload: self.events.put((time.perf_counter(), payload)))
 
     def __enter__(self) -> "Converged":
@@ -116,8 +138,11 @@ def measure(client: CloudClient, thing: str, watcher: Converged, updates: int, w
 
 
 def agent_round_trips(services: Services, workdir: pathlib.Path, updates: int, warmup: int) -> dict:
+    tls = services.link_tls(AGENT_THING)
+    identity = [f"mqtt.ca_file={tls.ca_file}", f"mqtt.cert_file={tls.cert_file}",
+                f"mqtt.key_file={tls.key_file}"] if tls else ["mqtt.tls=false"]
     config = conf.load("agent", None, [f"store.path={workdir}/agent.db", f"agent.admin_port={free_port()}",
-                                       f"mqtt.port={services.broker_port}",
+                                       f"mqtt.port={services.broker_port}", *identity,
                                        f"cloud.url=http://127.0.0.1:{services.http_port}", "agent.log_level=WARNING"])
     actors = config["actors"]
     config["actors"] = {"persistence": actors["persistence"], "shadow_listener": actors["shadow_listener"],
@@ -126,7 +151,7 @@ def agent_round_trips(services: Services, workdir: pathlib.Path, updates: int, w
     system = AgentSystem(config)
     system.start()
     try:
-        with Converged(services.broker_port, AGENT_THING) as watcher:
+        with Converged(services, AGENT_THING) as watcher:
             wait_until(lambda: all(c.state == "running" for c in system.status().children), 10, "the agent")
             samples = measure(services.client, AGENT_THING, watcher, updates, warmup)
         restarts = sum(child.restarts for child in system.status().children)
@@ -143,12 +168,12 @@ def baseline_round_trips(services: Services, updates: int, warmup: int) -> dict:
         state = json.loads(payload)["state"]
         device.publish(f"{prefix}/update", json.dumps({"state": {"reported": state}}).encode())
 
-    device = MqttLink(LinkSettings("127.0.0.1", services.broker_port, BASELINE_THING), [f"{prefix}/update/delta"],
-                      answer)
+    device = MqttLink(LinkSettings("127.0.0.1", services.broker_port, BASELINE_THING,
+                                   tls=services.link_tls(BASELINE_THING)), [f"{prefix}/update/delta"], answer)
     device.start()
     try:
         wait_until(lambda: device.ready, 10, "the baseline client")
-        with Converged(services.broker_port, BASELINE_THING) as watcher:
+        with Converged(services, BASELINE_THING) as watcher:
             samples = measure(services.client, BASELINE_THING, watcher, updates, warmup)
     finally:
         device.stop()

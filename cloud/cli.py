@@ -1,7 +1,8 @@
 """The cloud's commands for run.py: ``cloud`` (serve), ``shadow get|update|delete`` and ``target set|get``.
 
 The operator commands call a running cloud over HTTP with the admin token, both read from the cloud
-configuration (``--config`` / ``--set``). Exit status: 0 done, 1 refused by the cloud or unreachable,
+configuration (``--config`` / ``--set``); over https when the cloud serves it (``http.cert_file``), verifying
+its certificate with ``http.ca_file``. Exit status: 0 done, 1 refused by the cloud or unreachable,
 2 bad configuration or arguments.
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _operate(args: argparse.Namespace, settings: CloudSettings) -> int:
-    client = CloudClient(settings.base_url, settings.admin_token)
+    client = CloudClient(settings.base_url, settings.admin_token, tls=settings.operator_tls())
     if args.command == "shadow":
         if args.shadow_action == "get":
             return _show(client.get_shadow(args.thing, args.name))

@@ -239,6 +239,7 @@ class CloudApi:
             future = asyncio.run_coroutine_threadsafe(
                 self._service.execute(address, operation, request.body, None), self._loop)
             result = future.result(SHADOW_TIMEOUT)
+            assert result is not None  # only MQTT requests are ever ignored; this one came with a token
             return ApiResponse(result.code, result.body)
 
         return handler

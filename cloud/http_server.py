@@ -3,18 +3,22 @@
 A reference cloud needs a few JSON endpoints, not a framework, and this adds no dependency to the
 device's requirements. Each connection gets a thread; keep-alive is on; bodies need a Content-Length
 and are refused unread (413) beyond ``http.max_body_bytes``; a client silent for ``http.client_timeout``
-seconds is dropped.
+seconds is dropped. With ``http.cert_file`` and ``http.key_file`` it speaks only TLS; each handshake runs in
+its connection's thread, under the same timeout, so a client that never finishes one holds nothing else up.
+A client certificate is optional; one that is presented must come from ``http.ca_file``'s CA.
 """
 from __future__ import annotations
 
 import json
 import logging
 import socket
+import ssl
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from cloud.http_api import ApiError, ApiRequest, ApiResponse, CloudApi
+from cloud.settings import TlsFiles
 
 log = logging.getLogger("fleetlet.cloud.http")
 
@@ -25,10 +29,12 @@ class _Handler(BaseHTTPRequestHandler):
     server: "ApiServer"
 
     def setup(self) -> None:
-        super().setup()
         # Slow or silent clients are dropped. What StreamRequestHandler does with its class-level ``timeout``,
         # done per connection: the timeout is this server's setting, not the class's.
-        self.connection.settimeout(self.server.api.settings.client_timeout)
+        self.request.settimeout(self.server.api.settings.client_timeout)
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:
         self._serve()
@@ -55,9 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command in ("POST", "PUT", "PATCH"):
                 raise ApiError(411, "a Content-Length is needed")
             return b""
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):  # isdigit alone takes "²", which int() refuses
             raise ApiError(400, "Content-Length is not a number")
-        if int(length) > self.server.api.settings.max_body_bytes:
+        if len(length) > 18 or int(length) > self.server.api.settings.max_body_bytes:  # int() stops at 4,300 digits
             raise ApiError(413, f"the body exceeds {self.server.api.settings.max_body_bytes} bytes")
         return self.rfile.read(int(length))
 
@@ -93,4 +99,25 @@ class ApiServer(ThreadingHTTPServer):
         self.api = api
         if ":" in api.settings.http_host:
             self.address_family = socket.AF_INET6
+        self.tls = None if api.settings.http_tls is None else server_context(api.settings.http_tls)
         super().__init__((api.settings.http_host, api.settings.http_port), _Handler)
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        connection, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the connection's own thread (_Handler.setup)
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("connection from %s failed", client_address, exc_info=True)  # a failed handshake, a reset
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """TLS 1.2 at least; a client certificate is optional, and verified against ``ca_file`` when presented."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert_file, files.key_file)
+    if files.ca_file:
+        context.load_verify_locations(cafile=files.ca_file)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context

@@ -2,6 +2,7 @@
 ports, waiting for a listener, and a Mosquitto broker owned (and ended) by pid."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -47,26 +48,45 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 class Mosquitto:
-    """A real Mosquitto listening on loopback only.
-
-    Nagle's algorithm is off (``set_tcp_nodelay``), as production brokers run it: Mosquitto's default holds
-    each small answer up to 40 ms behind the peer's delayed ACK, which every round trip would pay.
+    """A real Mosquitto on loopback, configured by :func:`cloud.pki.broker_config` from the PKI in ``pki_dir``:
+    TLS with client certificates and the ACL, exactly as an operator deploys it. ``tls=False`` adds nothing but
+    an anonymous plaintext listener instead (the benchmark of what TLS costs, and the few tests of plain MQTT);
+    ``plain_port`` serves both at once. The broker's output goes to ``mosquitto-PORT.log`` in ``workdir``. It runs
+    as whoever starts it, which owns the (0600) keys it reads.
     """
 
-    def __init__(self, workdir: str | os.PathLike, port: int | None = None, host: str = LOOPBACK):
-        self.workdir, self.host = os.fspath(workdir), host
+    def __init__(self, workdir: str | os.PathLike, port: int | None = None, host: str = LOOPBACK,
+                 pki_dir: str | os.PathLike | None = None, tls: bool = True, plain_port: int | None = None):
+        if tls and pki_dir is None:
+            raise ValueError("a TLS broker needs the PKI directory (run.py pki init DIR)")
+        self.workdir, self.host, self.tls = os.fspath(workdir), host, tls
+        self.pki_dir = None if pki_dir is None else os.fspath(pki_dir)
         self.port = port or free_port()
+        self.plain_port = plain_port
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
-        conf_path = os.path.join(self.workdir, f"mosquitto-{self.port}.conf")
-        with open(conf_path, "w") as fh:
-            fh.write(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-                     "max_queued_messages 10000\nmax_inflight_messages 20\nset_tcp_nodelay true\n")
-        self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf_path],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: listening(self.port, self.host), 10, "mosquitto to listen")
+        from cloud.pki import broker_config, plaintext_conf_text  # the PKI's imports only where a broker runs
+
+        own = os.path.join(self.workdir, f"mosquitto-{self.port}")
+        os.makedirs(own, exist_ok=True)
+        if self.pki_dir is not None and self.tls:
+            conf_path = str(broker_config(self.pki_dir, self.port, self.host, self.plain_port, into=own,
+                                          user=getpass.getuser()))
+        else:
+            conf_path = os.path.join(own, "mosquitto.conf")
+            with open(conf_path, "w") as fh:
+                fh.write(plaintext_conf_text(self.port, self.host))
+        with open(os.path.join(self.workdir, f"mosquitto-{self.port}.log"), "ab") as log:
+            self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", conf_path],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, 10, "mosquitto to listen")
         return self
+
+    def _listening(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {self.proc.returncode} (log in {self.workdir})")
+        return listening(self.port, self.host)
 
     def stop(self) -> None:
         if self.proc is not None:

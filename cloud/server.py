@@ -22,6 +22,7 @@ from cloud.settings import CloudSettings, MqttSettings
 from cloud.shadow_service import ShadowService, subscription_topics
 from cloud.store import CloudStore, CloudStoreError
 from messages.transport.mqtt import LinkSettings, MqttLink
+from messages.transport.tls import TlsSettings
 
 STORE_WORKERS = 4  # database connections; SQLite serialises writers anyway
 SETTLE_SECONDS = 5.0  # on stop, time given to requests under way
@@ -32,6 +33,8 @@ def run(settings: CloudSettings) -> int:
     """Serve until SIGTERM/SIGINT; 0 then, 2 when the cloud cannot start."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gmqtt").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
+    for note in settings.notes:
+        log.warning("%s", note)
     seed = settings.seed
     try:
         store = CloudStore(open_store(settings.store))
@@ -48,8 +51,9 @@ def run(settings: CloudSettings) -> int:
     with ThreadPoolExecutor(STORE_WORKERS, thread_name_prefix="store") as executor:
         try:
             asyncio.run(_serve(settings, store, executor))
-        except OSError as exc:
-            log.error("cannot serve HTTP on %s:%d: %s", settings.http_host, settings.http_port, exc.strerror)
+        except OSError as exc:  # ssl.SSLError too: an unusable certificate or key
+            log.error("cannot serve HTTP on %s:%d: %s", settings.http_host, settings.http_port,
+                      exc.strerror or exc)
             return 2
     log.info("cloud stopped")
     return 0
@@ -65,9 +69,8 @@ async def _serve(settings: CloudSettings, store: CloudStore, executor: ThreadPoo
     service = ShadowService(store, executor, link.publish, settings.limits, settings.max_queued_per_thing,
                             time.time)
 
-    def health() -> dict:
-        return {"ready": link.ready, "mqtt": "subscribed" if link.ready else "connecting",
-                "store": settings.store.describe(), "dropped_publishes": link.dropped}
+    def health() -> dict:  # unauthenticated: readiness, nothing about the store or the broker
+        return {"ready": link.ready}
 
     server = ApiServer(CloudApi(settings, store, executor, service, loop, link.publish, health, time.time))
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
@@ -87,8 +90,10 @@ async def _serve(settings: CloudSettings, store: CloudStore, executor: ThreadPoo
 
 def link_settings(mqtt: MqttSettings) -> LinkSettings:
     """The shared link, as the cloud wants it: MQTT 5, a persistent session, and its fixed reconnect delay as
-    a backoff whose floor is its cap (retries every half to one ``reconnect_delay``)."""
+    a backoff whose floor is its cap (retries every half to one ``reconnect_delay``). Over TLS the broker takes
+    the certificate's CN as the client id; ``client_id`` names the session on a plaintext listener."""
+    tls = TlsSettings(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if mqtt.tls else None
     return LinkSettings(mqtt.host, mqtt.port, mqtt.client_id, protocol=5, keepalive=mqtt.keepalive,
                         session_expiry=mqtt.session_expiry, reconnect_min=mqtt.reconnect_delay,
                         reconnect_max=mqtt.reconnect_delay, publish_window=mqtt.publish_window,
-                        outbox_limit=mqtt.outbox_limit)
+                        outbox_limit=mqtt.outbox_limit, tls=tls)

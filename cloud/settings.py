@@ -6,7 +6,6 @@ Each section of ``conf/cloud.toml`` is declared below with its value rules (the 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 
 import conf
 from cloud.db import StoreLocation, StoreUrlError, parse_store_url
@@ -14,6 +13,7 @@ from cloud.shadow_algebra import MAX_STATE_BYTES_CEILING, Limits
 from conf.schema import LOG_LEVELS, PORT, ConfigError, at_least, between, non_empty, one_of, positive, setting
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_thing_name
+from messages.transport.tls import TlsSettings, is_loopback
 
 MIN_TOKEN_LENGTH = 8
 
@@ -38,6 +38,13 @@ class CloudHttpSection:
     port: int = setting(8080, rule=PORT)
     max_body_bytes: int = setting(1048576, rule=at_least(1024))
     client_timeout: float = setting(10.0, rule=positive)
+    cert_file: str = "var/pki/server.crt"  # with key_file: serve https; "" for both: plain http
+    key_file: str = "var/pki/server.key"
+    ca_file: str = "var/pki/ca.crt"  # what the operator commands verify the API with, and clients' certificates
+
+    def check(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("cert_file and http.key_file go together (the API's certificate and its key)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,11 @@ class CloudStoreSection:
 class MqttSettings:
     """[mqtt]: the shadow service's broker connection, as the cloud's MQTT link takes it."""
     host: str = setting("127.0.0.1", rule=non_empty)
-    port: int = setting(1883, rule=PORT)
+    port: int = setting(8883, rule=PORT)
+    tls: bool = True
+    ca_file: str = "var/pki/ca.crt"
+    cert_file: str = "var/pki/cloud.crt"
+    key_file: str = "var/pki/cloud.key"
     client_id: str = setting("fleetlet-cloud", rule=non_empty)
     keepalive: int = setting(30, rule=between(1, 65535))
     session_expiry: int = setting(3600, rule=between(0, 2**32 - 1))
@@ -57,6 +68,12 @@ class MqttSettings:
     outbox_limit: int = setting(10000, rule=at_least(1))
     reconnect_delay: float = setting(1.0, rule=positive)
     poll_now: bool = True
+
+    def check(self) -> None:
+        if not self.tls and not is_loopback(self.host):
+            raise ConfigError(f"tls: the broker {self.host!r} is not loopback: plaintext MQTT is refused there")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("cert_file and mqtt.key_file go together (a client certificate and its key)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +122,7 @@ SECTIONS = {"http": CloudHttpSection, "store": CloudStoreSection, "mqtt": MqttSe
 class CloudSettings:
     http_host: str
     http_port: int
+    http_tls: TlsFiles | None
     max_body_bytes: int
     client_timeout: float
     store: StoreLocation
@@ -114,13 +132,26 @@ class CloudSettings:
     max_queued_per_thing: int
     seed: Seed | None
     log_level: str
+    notes: tuple[str, ...] = ()  # what start-up should tell the operator
 
     @property
     def base_url(self) -> str:
         """The URL the operator commands use to reach this cloud."""
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "") else self.http_host
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.http_port}"
+        return f"{'https' if self.http_tls else 'http'}://{host}:{self.http_port}"
+
+    def operator_tls(self) -> TlsSettings:
+        """How the operator commands verify the API: ``http.ca_file`` (the system's store when empty)."""
+        return TlsSettings(self.http_tls.ca_file if self.http_tls else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """The API's certificate and key, and the CA its clients' optional certificates must come from."""
+    cert_file: str
+    key_file: str
+    ca_file: str
 
 
 def load_cloud_settings(path: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> CloudSettings:
@@ -131,11 +162,18 @@ def load_cloud_settings(path: str | None = None, overrides: tuple[str, ...] | li
 def _from_sections(sections: dict) -> CloudSettings:
     """The checked sections as the cloud's settings, and the one rule across them (a public API needs a secret)."""
     http, mqtt, auth, shadow, seed = (sections[name] for name in ("http", "mqtt", "auth", "shadow", "seed"))
-    if not _is_loopback(http.host) and auth.admin_token == CloudAuthSection().admin_token:
+    if not is_loopback(http.host) and auth.admin_token == CloudAuthSection().admin_token:
         raise ConfigError(f"http.host {http.host!r} is not loopback: set auth.admin_token to a secret first")
+    notes = []
+    if seed.uuid != "" and not is_loopback(http.host) and seed.token == Seed().token:
+        # The default token is public (it is in this repository): off loopback it would let anyone be the device.
+        notes.append(f"the seed device {seed.uuid!r} is not registered: its token is the public default and "
+                     f"http.host {http.host!r} is not loopback")
+        seed = dataclasses.replace(seed, uuid="")
     return CloudSettings(
         http_host=http.host,
         http_port=http.port,
+        http_tls=TlsFiles(http.cert_file, http.key_file, http.ca_file) if http.cert_file else None,
         max_body_bytes=http.max_body_bytes,
         client_timeout=http.client_timeout,
         store=parse_store_url(sections["store"].url),
@@ -145,13 +183,5 @@ def _from_sections(sections: dict) -> CloudSettings:
         max_queued_per_thing=shadow.max_queued_per_thing,
         seed=None if seed.uuid == "" else seed,
         log_level=sections["log"].level,
+        notes=tuple(notes),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -112,8 +112,9 @@ def _decode_json(payload: bytes) -> object:
         return strict_json.decode(payload, int_max=_MAX_UNSIGNED)
     except strict_json.JSONNotUTF8:
         raise ShadowError(415, "Unsupported documented encoding; supported encoding is UTF-8") from None
-    except strict_json.JSONRefused:
-        raise _bad_request("Invalid JSON") from None
+    except strict_json.JSONRefused as exc:
+        # AWS's words; a refused value (2^64, 1e999, "\ud800") is named by its path too.
+        raise _bad_request("Invalid JSON" if exc.path is None else f"Invalid JSON: {exc}") from None
 
 
 def _client_token(token: object, limits: Limits) -> str:
@@ -141,6 +142,10 @@ def _state(body: JSONObject, limits: Limits) -> dict[str, JSONObject | None]:
     for section, value in state.items():
         if value is not None and not isinstance(value, dict):
             raise _bad_request(f"{section.capitalize()} node must be an object")
+        try:  # the signed 64 bits every reader takes (the decoder let versions' unsigned ones through)
+            strict_json.check_value(value, path=f"state.{section}")
+        except strict_json.JSONRefused as exc:
+            raise _bad_request(f"Invalid JSON: {exc}") from None
         _check_nodes(value, 1, limits.max_depth)
     return state
 

@@ -183,18 +183,23 @@ class ShadowService:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def execute(self, address: ShadowAddress, operation: str, payload: bytes,
-                      origin: str | None) -> ShadowResult:
-        """Run one request from ``origin`` (a profile, or None for HTTP); publish and return its outcome."""
+                      origin: str | None) -> ShadowResult | None:
+        """Run one request from ``origin`` (a profile, or None for HTTP); publish and return its outcome. None:
+        an MQTT request for a thing no registered device has, ignored (see :meth:`_unregistered`)."""
         try:
             request = parse_request(payload, self._limits, require_state=operation == "update")
         except ShadowError as err:
-            return self._reject(address, operation, origin, err, None)
+            return None if await self._unregistered(address, operation, origin) else \
+                self._reject(address, operation, origin, err, None)
         queue = self._queues.setdefault(address.thing_name, _ThingQueue())
         if queue.pending >= self._max_queued:
-            return self._reject(address, operation, origin, too_many_requests(), request)
+            return None if await self._unregistered(address, operation, origin) else \
+                self._reject(address, operation, origin, too_many_requests(), request)
         queue.pending += 1
         try:
-            async with queue.lock:  # FIFO: one thing's requests run in arrival order
+            async with queue.lock:  # FIFO: one thing's requests run in arrival order (the check too)
+                if await self._unregistered(address, operation, origin):
+                    return None
                 return await self._run(address, operation, request, origin)
         finally:
             queue.pending -= 1
@@ -217,6 +222,26 @@ class ShadowService:
         publications = accepted_publications(address, operation, origin, accepted)
         self._emit(publications)
         return ShadowResult(200, accepted.reply, publications)
+
+    async def _unregistered(self, address: ShadowAddress, operation: str, origin: str | None) -> bool:
+        """An MQTT request for a thing that no registered device has is ignored, without an answer. AWS IoT
+        never lets one reach the shadow service: the policy bound to the client's certificate refuses the
+        publish, and the client gets no answer but a closed connection. Answering would create a shadow for
+        a name nobody registered, and tell whoever asks which names are registered. Looked up each time: a
+        registration may change a device's thing name. HTTP requests are authorised by their token instead."""
+        if origin is None:
+            return False
+        try:
+            registered = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._store.thing_registered, address.thing_name)
+        except CloudStoreError as exc:
+            log.warning("ignored %s %s for %s: cannot check its registration: %s", origin, operation,
+                        address.thing_name, exc)
+            return True
+        if not registered:
+            log.info("ignored %s %s for %s: no registered device has that thing name", origin, operation,
+                     address.thing_name)
+        return not registered
 
     def _reject(self, address, operation, origin, err: ShadowError, request: dict | None) -> ShadowResult:
         token = None if request is None else request.get("clientToken")

@@ -112,6 +112,11 @@ class CloudStore:
         row = DeviceTable.get_or_none(DeviceTable.uuid == uuid)
         return None if row is None else DeviceRecord(row.uuid, row.thing)
 
+    @_translated
+    def thing_registered(self, thing: str) -> bool:
+        """Whether a registered device has this thing name (its shadows may be served over MQTT)."""
+        return DeviceTable.select().where(DeviceTable.thing == thing).exists()
+
     # --- shadows -----------------------------------------------------------------------------------------
 
     @_translated

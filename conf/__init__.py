@@ -16,6 +16,7 @@ import tomllib
 
 from conf.actors import ActorEntry, check_actors
 from conf.agent import SECTIONS as AGENT_SECTIONS
+from conf.agent import load_secrets
 from conf.schema import ConfigError, as_table, keys, parse
 
 DEFAULTS_DIR = pathlib.Path(__file__).resolve().parent
@@ -40,6 +41,7 @@ def load(kind: str, path: str | None = None, overrides: tuple[str, ...] | list[s
     config = _layered(kind, path, overrides)
     for name, cls in AGENT_SECTIONS.items():
         config[name] = as_table(parse(cls, config[name], name))
+    load_secrets(config)
     check_actors(config)  # imports the enabled actors' classes
     return config
 

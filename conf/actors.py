@@ -15,7 +15,7 @@ from typing import Protocol
 import messages
 from conf.schema import ConfigError, one_of, parse, setting
 
-SECRETS = frozenset({("device", "token")})
+SECRETS = frozenset({("device", "token"), ("credentials", "mqtt_password")})
 
 
 class ConfiguredActor(Protocol):

@@ -5,8 +5,14 @@ classes are what checks it. Cross-field rules sit in ``check()``.
 """
 from __future__ import annotations
 
+import ipaddress
+import os
+import stat
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
+from conf.actors import check_actors
 from conf.schema import (
     LOG_LEVELS,
     PORT,
@@ -21,12 +27,22 @@ from conf.schema import (
 )
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import validate_shadow_name
+from messages.transport.tls import is_loopback
 
 SHADOW_PROFILES = ("aws", "emqx")
 
 
 def _url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else f"must start with http:// or https://, got {value!r}"
+
+
+def _ip_address(value: str) -> str | None:
+    """An IPv4 or IPv6 address without brackets, or "" (every interface)."""
+    try:
+        ipaddress.ip_address(value) if value else None
+    except ValueError:
+        return f"must be an IP address (or \"\" for every interface), got {value!r}"
+    return None
 
 
 def _functions(paths: tuple[str, ...]) -> str | None:
@@ -40,12 +56,21 @@ class DeviceSection:
     uuid: str = setting("demo-device", rule=non_empty)
     thing: str = setting("demo-device", rule=non_empty)
     token: str = "demo-token"
+    token_file: str = ""  # read at load (load_secrets) into token; refused if group- or world-readable
 
 
 @dataclass(frozen=True)
 class MqttSection:
     host: str = setting("127.0.0.1", rule=non_empty)
-    port: int = setting(1883, rule=PORT)
+    port: int = setting(8883, rule=PORT)
+    tls: bool = True
+    ca_file: str = "var/pki/ca.crt"
+    cert_file: str = "var/pki/demo-device.crt"
+    key_file: str = "var/pki/demo-device.key"
+    alpn: tuple[str, ...] = ()
+    server_name: str = ""
+    username: str = ""
+    password_file: str = ""  # read at load (load_secrets); refused if group- or world-readable
     protocol: int = setting(5, rule=one_of(4, 5))
     keepalive: int = setting(30, rule=between(0, 65535))  # MQTT's two-byte keep-alive
     session_expiry: int = setting(604800, rule=between(0, 2**32 - 1))  # MQTT 5's four-byte interval
@@ -55,12 +80,28 @@ class MqttSection:
     def check(self) -> None:
         if self.reconnect_min > self.reconnect_max:
             raise ConfigError("reconnect_min must be positive and at most mqtt.reconnect_max")
+        if not self.tls and not is_loopback(self.host):
+            raise ConfigError(f"tls: the broker {self.host!r} is not loopback: plaintext MQTT is refused there")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("cert_file and mqtt.key_file go together (a client certificate and its key)")
+        if self.password_file and not self.username:
+            raise ConfigError("password_file needs mqtt.username")
 
 
 @dataclass(frozen=True)
 class CloudSection:
-    url: str = setting("http://127.0.0.1:8080", rule=_url)
+    url: str = setting("https://127.0.0.1:8080", rule=_url)
     timeout: float = setting(10.0, rule=positive)
+    ca_file: str = "var/pki/ca.crt"  # "" = the system's trust store; verification is always on
+    cert_file: str = "var/pki/demo-device.crt"
+    key_file: str = "var/pki/demo-device.key"
+
+    def check(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+            raise ConfigError(f"url: {self.url!r} is not loopback: the cloud API is reached over https:// only")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("cert_file and cloud.key_file go together (a client certificate and its key)")
 
 
 @dataclass(frozen=True)
@@ -106,10 +147,65 @@ class SupervisorSection:
     restart_max_delay: float = setting(30.0, rule=positive)
     intensity: int = setting(5, rule=non_negative)
     period: float = setting(60.0, rule=positive)
-    on_limit: str = setting("escalate", rule=one_of("escalate", "cooldown"))
+    on_limit: str = setting("cooldown", rule=one_of("escalate", "cooldown"))
     cooldown: float = setting(60.0, rule=positive)
     hold_limit: int = setting(1000, rule=at_least(1))
 
 
+@dataclass(frozen=True)
+class PolicySection:
+    """What a target state may do to the device (actors.target.policy); the device owner's, not the cloud's."""
+    allow_loopback_ports: bool = False
+    bind_address: str = setting("", rule=_ip_address)
+
+
 SECTIONS = {"device": DeviceSection, "mqtt": MqttSection, "cloud": CloudSection, "shadow": ShadowSection,
-            "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection}
+            "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection,
+            "policy": PolicySection}
+
+
+# -- files named by the configuration -----------------------------------------------------------------------------
+
+def load_secrets(config: dict[str, Any]) -> None:
+    """Read ``device.token_file`` into ``device.token``, and ``mqtt.password_file`` into the table
+    ``credentials`` (``mqtt_password``: no section of the file, so nothing can set it but the file), when set;
+    a file that group or others may read is refused (a secret on a shared device is no secret)."""
+    if config["device"]["token_file"]:
+        config["device"]["token"] = read_secret(config["device"]["token_file"], "device.token_file")
+    password_file = config["mqtt"]["password_file"]
+    config["credentials"] = {"mqtt_password": read_secret(password_file, "mqtt.password_file") if password_file
+                             else ""}
+
+
+def read_secret(path: str, key: str) -> str:
+    """The file's first line, stripped; ConfigError naming ``key`` when it is unreadable, too open or empty."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{key}: {path} is not a regular file")
+        if mode & 0o077:
+            raise ConfigError(f"{key}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}): "
+                              f"chmod 600 it")
+        text = fh.read(4096).decode("utf-8", "replace").strip().splitlines()
+    if not text or not text[0].strip():
+        raise ConfigError(f"{key}: {path} is empty")
+    return text[0].strip()
+
+
+def check_link_files(config: dict[str, Any]) -> None:
+    """Every certificate and key the enabled actors' links will open is readable: checked before the agent
+    starts anything (a command that opens no link, ``run.py status``, does not need them)."""
+    used = {item.partition(".")[0] for cls in check_actors(config).values() for item in cls.uses}
+    mqtt, cloud = config["mqtt"], config["cloud"]
+    named = [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")] \
+        if mqtt["tls"] and "mqtt" in used else []
+    if "cloud" in used and cloud["url"].startswith("https://"):
+        named += [(f"cloud.{key}", cloud[key]) for key in ("ca_file", "cert_file", "key_file")]
+    for key, path in named:
+        if path and not os.access(path, os.R_OK):
+            problem = "no such file" if not os.path.exists(path) else "not readable"
+            raise ConfigError(f"{key}: cannot read {path}: {problem}")

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 
 import msgpack
 
+from messages.protocol import json as strict_json
+
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 _MAX_CONTAINER_LEN = 100_000
 
@@ -94,13 +96,22 @@ def message_class(name: str) -> type:
 
 
 def encode(msg: object) -> bytes:
-    """Pack a registered message; raises MessageError for anything else."""
+    """Pack a registered message; raises MessageError for anything :func:`decode` would refuse (a field of
+    the wrong type, a JSON field holding 2^64, infinity or a lone surrogate, an oversized result), so no
+    OverflowError or UnicodeEncodeError ever reaches a sender."""
     name = type(msg).__name__
     schema = _REGISTRY.get(name)
     if schema is None or schema.cls is not type(msg):
         raise MessageError(f"cannot encode {type(msg).__qualname__}: not a registered message")
     body = {fname: _to_wire(getattr(msg, fname)) for fname in schema.fields}
-    packed: bytes = msgpack.packb([name, schema.version, body], use_bin_type=True)
+    for fname, hint in schema.fields.items():
+        _from_wire(body[fname], hint, f"{name}.{fname}")  # the receiver's checks, at the sender
+    try:
+        packed: bytes = msgpack.packb([name, schema.version, body], use_bin_type=True)
+    except (OverflowError, UnicodeEncodeError, TypeError, ValueError) as exc:  # an int field beyond 64 bits...
+        raise MessageError(f"{name}: cannot be encoded: {type(exc).__name__}: {exc}") from None
+    if len(packed) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"{name}: {len(packed)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
     return packed
 
 
@@ -154,23 +165,12 @@ def _to_wire(value: object) -> object:
     return value
 
 
-_JSON_SCALARS = (str, int, float, bool, type(None))
-
-
-def _check_json(value: object, where: str, depth: int = 0) -> None:
-    """dict-typed fields carry JSON documents: string keys, JSON values only."""
-    if depth > 64:
-        raise MessageError(f"{where}: nested too deeply")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise MessageError(f"{where}: object keys must be strings")
-            _check_json(item, f"{where}.{key}", depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]", depth + 1)
-    elif not isinstance(value, _JSON_SCALARS):
-        raise MessageError(f"{where}: {type(value).__name__} is not a JSON value")
+def _check_json(value: object, where: str) -> None:
+    """dict-typed fields carry JSON documents: what messages.protocol.json accepts, nothing else."""
+    try:
+        strict_json.check_value(value, path=where, max_depth=strict_json.MAX_DEPTH + 1)  # a document, and its field
+    except strict_json.JSONRefused as exc:
+        raise MessageError(str(exc)) from None
 
 
 def _from_wire(value: object, hint: object, where: str) -> object:

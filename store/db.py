@@ -16,6 +16,7 @@ from peewee import SqliteDatabase
 from store.errors import (
     StoreCorrupt,
     StoreError,
+    StoreFull,
     StoreMissing,
     StoreTooNew,
     StoreValueError,
@@ -35,10 +36,24 @@ def translated_errors(path: str, doing: str) -> Iterator[None]:
     try:
         yield
     except (peewee.PeeweeException, sqlite3.Error) as exc:
-        cause = getattr(exc, "orig", exc)  # peewee keeps the sqlite3 exception, whose code tells the cause
+        cause = _first_cause(exc)
         code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
-        kind = StoreCorrupt if code in _CORRUPTION_CODES else StoreError
+        kind = StoreCorrupt if code in _CORRUPTION_CODES else StoreFull if code == sqlite3.SQLITE_FULL else StoreError
         raise kind(f"{doing} failed: {cause}", path) from exc
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The sqlite3 error that started it: peewee keeps it as ``orig``, and SQLite rolls a transaction back
+    by itself on some errors (SQLITE_FULL), so peewee's own rollback then fails with "no transaction is
+    active" while handling the real error, which is that one's context."""
+    seen: BaseException | None = exc
+    first = exc
+    while seen is not None:
+        cause = getattr(seen, "orig", seen)
+        if getattr(cause, "sqlite_errorcode", 0):
+            first = cause
+        seen = seen.__context__
+    return getattr(first, "orig", first)
 
 
 def open_database(path: str, *, readonly: bool, synchronous: str, busy_timeout: float) -> SqliteDatabase:

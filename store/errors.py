@@ -22,5 +22,9 @@ class StoreMissing(StoreError):
     """A read-only open found no database yet (the writer has not created or initialised it)."""
 
 
+class StoreFull(StoreError):
+    """The disk (or the database's page limit) is full: the write did not happen; later ones may."""
+
+
 class StoreValueError(StoreError, ValueError):
     """An argument is not what the store accepts (wrong type, not JSON, non-finite number)."""

@@ -12,7 +12,7 @@ from typing import Concatenate, NamedTuple, ParamSpec, TypedDict, TypeVar
 from peewee import EXCLUDED, SqliteDatabase
 
 from messages.protocol.json import JSONObject
-from messages.protocol.patches import compose
+from messages.protocol.patches import apply_patch, compose, diff
 from store.db import open_database, translated_errors
 from store.errors import StoreError
 from store.models import bind_models
@@ -28,18 +28,33 @@ from store.values import (
 )
 
 _SINGLE_ROW = 1  # id of the one row in the target and target_rejection tables
+MAX_PENDING_REPORTS = 8  # per channel: reports that cannot merge into one (see enqueue_report)
+SEQ_KEY = "store.seq"  # the kv row holding the last store sequence number (migration 3 starts it)
 
 
 class TargetRecord(NamedTuple):
     document: JSONObject
     etag: str | None
-    received_at: float
+    received_at: float  # wall time, for people; which is newer is told by `seq`
+    seq: int = 0  # the store's sequence number of the write: grows with every write, whatever the clock does
 
 
 class TargetRejection(NamedTuple):
     etag: str | None
     reason: str
     at: float
+    seq: int = 0
+
+
+def newer_rejection(target: TargetRecord | None, rejection: TargetRejection | None) -> bool:
+    """Whether the last rejected target came after the target in force (store order, not wall clocks)."""
+    return rejection is not None and (target is None or rejection.seq > target.seq)
+
+
+class PendingRestart(NamedTuple):
+    app_id: str
+    service_name: str
+    reason: str
 
 
 class ShadowState(NamedTuple):
@@ -129,33 +144,71 @@ class Store:
 
     # Target state
 
+    def _next_seq(self) -> int:
+        """The next store sequence number (inside the caller's write transaction)."""
+        row = self._models.KeyValueRow.get_or_none(key=SEQ_KEY)
+        last = None if row is None else decode_json(row.value)
+        seq = (last if isinstance(last, int) else 0) + 1
+        self._models.KeyValueRow.replace(key=SEQ_KEY, value=encode_json(seq, "seq")).execute()
+        return seq
+
     @_writes
-    def save_target(self, document: JSONObject, etag: str | None, received_at: float) -> None:
+    def save_target(self, document: JSONObject, etag: str | None, received_at: float) -> int:
+        """Store the target in force; its sequence number."""
+        seq = self._next_seq()
         self._models.TargetRow.replace(
             id=_SINGLE_ROW,
             document=encode_object(document, "document"),
             etag=require_optional_text(etag, "etag"),
             received_at=require_timestamp(received_at, "received_at"),
+            seq=seq,
         ).execute()
+        return seq
 
     @_reads
     def load_target(self) -> TargetRecord | None:
         row = self._models.TargetRow.get_or_none()
-        return None if row is None else TargetRecord(decode_object(row.document, "document"), row.etag, row.received_at)
+        return None if row is None else TargetRecord(decode_object(row.document, "document"), row.etag, row.received_at,
+                                                     row.seq)
 
     @_writes
-    def record_target_rejection(self, etag: str | None, reason: str, at: float) -> None:
+    def record_target_rejection(self, etag: str | None, reason: str, at: float) -> int:
+        """Record the last rejected target; its sequence number."""
+        seq = self._next_seq()
         self._models.TargetRejectionRow.replace(
             id=_SINGLE_ROW,
             etag=require_optional_text(etag, "etag"),
             reason=require_text(reason, "reason"),
             at=require_timestamp(at, "at"),
+            seq=seq,
         ).execute()
+        return seq
 
     @_reads
     def last_target_rejection(self) -> TargetRejection | None:
         row = self._models.TargetRejectionRow.get_or_none()
-        return None if row is None else TargetRejection(row.etag, row.reason, row.at)
+        return None if row is None else TargetRejection(row.etag, row.reason, row.at, row.seq)
+
+    # Restarts asked for (RestartServices), kept until the reconciler has carried them out
+
+    @_writes
+    def add_restarts(self, app_id: str, services: tuple[str, ...], reason: str) -> None:
+        restart = self._models.PendingRestartRow
+        for service_name in services:
+            restart.replace(app_id=require_text(app_id, "app_id", allow_empty=True),
+                            service_name=require_text(service_name, "service_name"),
+                            reason=require_text(reason, "reason"), seq=self._next_seq()).execute()
+
+    @_writes
+    def clear_restart(self, app_id: str, service_name: str) -> None:
+        restart = self._models.PendingRestartRow
+        restart.delete().where((restart.app_id == app_id) & (restart.service_name == service_name)).execute()
+
+    @_reads
+    def pending_restarts(self) -> list[PendingRestart]:
+        restart = self._models.PendingRestartRow
+        return [PendingRestart(row.app_id, row.service_name, row.reason)
+                for row in restart.select().order_by(restart.seq)]
 
     # Shadows (name "" is the classic shadow)
 
@@ -190,22 +243,39 @@ class Store:
         """Merge `patch` into the channel's newest pending report; the id now holding it.
 
         A merge gives the report a new id, so an ack of what was sent before does not drop the
-        merged data. When the merge cannot be one patch (see store.patches), the patch is queued
-        as a separate report after it. An empty patch with nothing pending queues nothing.
+        merged data. When the merge cannot be one patch (see messages.protocol.patches), the patch is
+        queued as a separate report after it. After a merge, earlier reports that now compose with it are
+        merged too, so a key flipping between an object and null keeps two reports, not one per flip;
+        past MAX_PENDING_REPORTS (several keys flipping in turn), every report after the oldest is replaced
+        by the one patch that brings the accepted state, with the oldest applied, to the newest: newest
+        wins. An empty patch with nothing pending queues nothing.
         """
         outbox = self._models.OutboxRow
         channel = require_text(channel, "channel")
         patch_text = encode_object(patch, "patch")
-        newest = outbox.select().where(outbox.channel == channel).order_by(outbox.report_id.desc()).first()
-        if newest is None and not patch:
-            return None
-        merged = compose(decode_object(newest.patch, "patch"), patch) if newest else None
+        rows = list(outbox.select().where(outbox.channel == channel).order_by(outbox.report_id))
+        if not rows:
+            return outbox.insert(channel=channel, patch=patch_text).execute() if patch else None
+        patches = [decode_object(row.patch, "patch") for row in rows]
+        merged = compose(patches[-1], patch)
         if merged is None:
-            return outbox.insert(channel=channel, patch=patch_text).execute()
+            if len(rows) < MAX_PENDING_REPORTS:
+                return outbox.insert(channel=channel, patch=patch_text).execute()
+            accepted = self.load_accepted(channel) or {}
+            base = apply_patch(accepted, patches[0])
+            merged = diff(base, apply_patch(functools.reduce(apply_patch, patches[1:], base), patch))
+            first = 1
+        else:
+            first = len(rows) - 1
+            while first > 0 and (folded := compose(patches[first - 1], merged)) is not None:
+                merged, first = folded, first - 1
         merged_text = encode_json(merged, "patch")
-        if merged_text == newest.patch:
-            return newest.report_id
-        newest.delete_instance()
+        if first == len(rows) - 1 and merged_text == rows[-1].patch:
+            return rows[-1].report_id
+        outbox.delete().where((outbox.channel == channel)
+                              & (outbox.report_id >= rows[first].report_id)).execute()
+        if not merged and first > 0:
+            return rows[first - 1].report_id
         return outbox.insert(channel=channel, patch=merged_text).execute()
 
     @_reads

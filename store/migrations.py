@@ -44,7 +44,25 @@ def _v2_error_since_and_count(db: SqliteDatabase) -> None:
     db.execute_sql("UPDATE error SET since = at")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial_tables, _v2_error_since_and_count)
+def _v3_sequence_numbers_and_pending_restarts(db: SqliteDatabase) -> None:
+    """Which of the stored and the rejected target is newer is told by a store sequence number, not by wall
+    clocks that jump; restarts asked for are kept until done. The order of the two rows already there is
+    kept as their timestamps said it."""
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("target", "seq", IntegerField(default=0)),
+        migrator.add_column("target_rejection", "seq", IntegerField(default=0)),
+    )
+    db.execute_sql("UPDATE target SET seq = 1")
+    db.execute_sql("UPDATE target_rejection SET seq = CASE WHEN at > COALESCE((SELECT received_at FROM target), -1)"
+                   " THEN 2 ELSE 0 END")
+    db.execute_sql("INSERT OR REPLACE INTO kv (key, value) VALUES ('store.seq', '2')")
+    db.execute_sql("CREATE TABLE pending_restart (app_id TEXT NOT NULL, service_name TEXT NOT NULL,"
+                   " reason TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (app_id, service_name))")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial_tables, _v2_error_since_and_count,
+                                     _v3_sequence_numbers_and_pending_restarts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

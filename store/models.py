@@ -33,6 +33,7 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         document = TextField()
         etag = TextField(null=True)
         received_at = FloatField()
+        seq = IntegerField()
 
         class Meta:
             table_name = "target"
@@ -42,9 +43,20 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         etag = TextField(null=True)
         reason = TextField()
         at = FloatField()
+        seq = IntegerField()
 
         class Meta:
             table_name = "target_rejection"
+
+    class PendingRestartRow(Base):
+        app_id = TextField()
+        service_name = TextField()
+        reason = TextField()
+        seq = IntegerField()
+
+        class Meta:
+            table_name = "pending_restart"
+            primary_key = CompositeKey("app_id", "service_name")
 
     class ShadowRow(Base):
         thing = TextField()
@@ -87,6 +99,7 @@ def bind_models(db: SqliteDatabase) -> SimpleNamespace:
         KeyValueRow=KeyValueRow,
         TargetRow=TargetRow,
         TargetRejectionRow=TargetRejectionRow,
+        PendingRestartRow=PendingRestartRow,
         ShadowRow=ShadowRow,
         OutboxRow=OutboxRow,
         AcceptedStateRow=AcceptedStateRow,

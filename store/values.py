@@ -11,7 +11,7 @@ MAX_DEPTH = 64
 
 def encode_json(value: object, what: str) -> str:
     """Canonical JSON text (sorted keys, compact, ASCII), so equal documents give equal text."""
-    _check_json(value, what, 0)
+    _check_json(value, what)
     return strict_json.canonical_text(value, ascii_only=True)
 
 
@@ -37,37 +37,11 @@ def decode_object(text: str, what: str) -> JSONObject:
     return value
 
 
-def _check_json(value: object, path: str, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise StoreValueError(f"{path}: nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise StoreValueError(f"{path}: a string holds a lone surrogate") from None
-        return
-    if isinstance(value, int):
-        if not strict_json.INT64_MIN <= value <= strict_json.INT64_MAX:
-            raise StoreValueError(f"{path}: an integer outside the signed 64-bit range")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise StoreValueError(f"{path}: {value} is not a finite number")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise StoreValueError(f"{path}: key {key!r} is not a string")
-            _check_json(key, f"{path} key", depth + 1)
-            _check_json(item, f"{path}.{key}", depth + 1)
-        return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]", depth + 1)
-        return
-    raise StoreValueError(f"{path}: {type(value).__name__} is not a JSON value")
+def _check_json(value: object, path: str) -> None:
+    try:
+        strict_json.check_value(value, path=path, max_depth=MAX_DEPTH + 1)
+    except strict_json.JSONRefused as exc:
+        raise StoreValueError(str(exc)) from None
 
 
 def require_text(value: object, what: str, *, allow_empty: bool = False) -> str:
@@ -89,6 +63,6 @@ def require_timestamp(value: object, what: str) -> float:
 
 
 def require_count(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StoreValueError(f"{what}: expected a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= strict_json.INT64_MAX:
+        raise StoreValueError(f"{what}: expected a non-negative 64-bit integer, got {value!r:.40}")
     return value

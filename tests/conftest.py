@@ -28,7 +28,8 @@ from tests.support.ports import free_admin_port
 from tests.support.processes import descendants, kill_pids
 from tests.support.services import missing
 
-pytest_plugins = ["tests.support.postgres", "tests.support.cloud"]
+pytest_plugins = ["tests.support.pki", "tests.support.postgres", "tests.support.cloud",
+                  "tests.support.private_dockerd"]
 
 
 def pytest_sessionstart(session):
@@ -80,12 +81,24 @@ def port():
 
 
 # -- real broker -------------------------------------------------------------------------------------
-@pytest.fixture
-def broker(tmp_path):
-    """A fresh, real Mosquitto for one test."""
+def _mosquitto(tmp_path, **options):
     if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
         missing("the mosquitto broker")
-    server = Mosquitto(tmp_path).start()
+    return Mosquitto(tmp_path, **options).start()
+
+
+@pytest.fixture
+def broker(tmp_path, pki):
+    """A fresh, real Mosquitto for one test, as deployed: TLS, client certificates, the ACL (the session PKI)."""
+    server = _mosquitto(tmp_path, pki_dir=pki.dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def plain_broker(tmp_path):
+    """A plaintext, anonymous Mosquitto on loopback, for the tests of MQTT itself (flow control, sessions)."""
+    server = _mosquitto(tmp_path, tls=False)
     yield server
     server.stop()
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
-from actors.runtime.admin import query_status
+from actors.runtime.admin import AdminError, query_status
 from actors.target.engine.adapter import DockerEngine, EngineError
 from actors.target.engine.worker import step_to_wire
-from actors.target.model import Step, describe_step
+from actors.target.model import OrphanedVolumes, Step, describe_step, orphan_clock, orphaned_volumes, orphans_from_json
 from actors.target.planner import explain, plan
-from messages.bus.target import PollNow
+from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
+from actors.target.reconciler import ReconcilerSettings
+from conf.schema import parse
+from messages.bus.target import ORPHANED_VOLUMES_KEY, PollNow
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
 
@@ -45,15 +49,18 @@ def current_plan(config: dict) -> dict:
     try:
         with Store.open(config["store"]["path"], readonly=True) as store:
             stored = store.load_target()
+            since = orphans_from_json(store.get(ORPHANED_VOLUMES_KEY, {}))
     except StoreError as exc:
         raise PlanError(f"cannot read the agent's store: {exc}") from None
     if stored is None:
         return {"etag": None, "converged": False, "steps": [], "services": [],
                 "note": "no target state has been received yet: the reconciler does nothing"}
     try:
-        target = parse_target_state(stored.document)
+        target = enforce_policy(parse_target_state(stored.document), policy_from_config(config, on_this_host))
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
+    except PolicyRefused as exc:
+        raise PlanError(f"the stored target state is not applied: {exc.reason}") from None
     engine = DockerEngine(config["device"]["uuid"])
     try:
         current = engine.read_current()
@@ -61,8 +68,13 @@ def current_plan(config: dict) -> dict:
         raise PlanError(str(exc)) from None
     finally:
         engine.close()
-    steps = plan(target, current)
-    services = explain(target, current)
+    # The reconciler's volume clock, as it would see it now (a volume it has not seen orphaned yet starts now).
+    entry = config.get("actors", {}).get("reconciler", {})
+    grace = parse(ReconcilerSettings, entry.get("settings", {}), "actors.reconciler.settings").volume_grace
+    now = time.time()
+    orphans = OrphanedVolumes(now, grace, orphan_clock(since, orphaned_volumes(target, current), now))
+    steps = plan(target, current, orphans=orphans)
+    services = explain(target, current, orphans=orphans)
     return {"etag": stored.etag, "converged": all(row["status"] == "converged" for row in services),
             "steps": [_step_json(step) for step in steps], "services": services}
 
@@ -101,7 +113,12 @@ def show_plan(config: dict, as_json: bool) -> int:
 
 
 def poll_now(config: dict) -> int:
-    if query_status(config, tell=(PollNow("run.py poll-now"),)) is None:
+    try:
+        reply = query_status(config, tell=(PollNow("run.py poll-now"),))
+    except AdminError as exc:
+        print(f"poll-now: {exc}", file=sys.stderr)
+        return 1
+    if reply is None:
         print(f"no agent is answering on 127.0.0.1:{config['agent']['admin_port']}", file=sys.stderr)
         return 1
     print("the agent polls its target state now")

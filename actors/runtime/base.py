@@ -4,6 +4,12 @@ Messages arrive as codec bytes and are decoded strictly before any handler sees 
 message type ``T`` is the method ``on_T``. A handler that raises crashes the actor on purpose ("let it
 crash"): the supervisor restarts it with fresh state recovered from the store, instead of thespian's
 default of retrying the message and carrying on with state that may be half-updated.
+
+A crashed actor stops receiving at once: what the supervisor routed to it and it had not started on goes
+back (``Returned``) and is held for the restarted instance. Only the message being handled when it crashed
+is not retried, since it may be the cause (a poison message would crash every incarnation). A routed
+message of a coalescing type is acknowledged (``Handled``) once handled, so the supervisor can send the next
+one of its key (``actors.runtime.mailbox``).
 """
 from __future__ import annotations
 
@@ -28,7 +34,16 @@ from thespian.actors import (
 import messages
 from actors.runtime.hardening import harden_actor_process
 from conf.schema import parse
-from messages.bus.runtime import ActorCrashed, ActorReady, Configure, Ping, Pong
+from messages.bus.runtime import (
+    ActorCrashed,
+    ActorReady,
+    Configure,
+    Handled,
+    Ping,
+    Pong,
+    Returned,
+    coalesce_key,
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,8 @@ class FleetletActor(Actor):
             harden_actor_process()
             self._hardened = True
         if self._crashed:
-            return  # exiting; the restarted instance recovers from persisted state
+            self._hand_back(msg, sender)
+            return
         if isinstance(msg, (bytes, bytearray)):
             raw = bytes(msg)
             try:
@@ -96,6 +112,14 @@ class FleetletActor(Actor):
             self.unhandled(typed, raw, sender)
         else:
             handler(typed)
+        key = coalesce_key(typed)
+        if key is not None and sender == self.supervisor:
+            self.send(sender, messages.encode(Handled(self.name, key)))
+
+    def _hand_back(self, msg: object, sender: ActorAddress) -> None:
+        """Exiting after a crash: a routed message not yet handled goes back to be held for the next instance."""
+        if isinstance(msg, (bytes, bytearray)) and self.supervisor is not None and sender == self.supervisor:
+            self.send(self.supervisor, messages.encode(Returned(self.name, bytes(msg))))
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> None:
@@ -136,10 +160,15 @@ class FleetletActor(Actor):
         self.wakeupAfter(datetime.timedelta(seconds=max(0.0, seconds)), payload=payload)
 
     def crash(self, exc: BaseException) -> None:
-        """Report the failure to the supervisor and exit; the supervisor restarts this actor."""
+        """Report the failure to the supervisor, which asks this actor to exit and restarts it.
+
+        The exit request comes from the supervisor, not from this actor itself: everything the supervisor
+        sent before it arrives first and is handed back (``Returned``), so nothing routed here is lost.
+        """
         self._crashed = True
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         self.log.error("crashed: %s\n%s", detail, traceback.format_exc())
         if self.supervisor is not None:
             self.send(self.supervisor, messages.encode(ActorCrashed(self.name, detail[:2000])))
-        self.send(self.myAddress, ActorExitRequest())
+        else:
+            self.send(self.myAddress, ActorExitRequest())

@@ -42,6 +42,12 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2:].split()  # fields after "pid (comm)": state, ppid, pgrp, ...
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
 def process_start_time(pid: int) -> int | None:
     fields = stat_fields(pid)
     return int(fields[19]) if fields else None
@@ -81,6 +87,36 @@ def kill_group(pgid: int, timeout: float = 5.0) -> int:
         reap_children()
         time.sleep(0.02)
     return len(members)
+
+
+def listeners_of(port: int) -> list[int]:
+    """The processes holding a listening TCP socket on ``port`` of loopback (IPv4), from /proc."""
+    inodes = set()
+    try:
+        table = pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in table:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.split(":")[1], 16) == port:  # 0A: LISTEN
+            inodes.add(f"socket:[{inode}]")
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit() or not inodes:
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    found.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return found
 
 
 def port_in_use(port: int) -> bool:

@@ -2,11 +2,24 @@
 
 Children publish typed messages to the supervisor, which forwards them to every child subscribed to
 that type. Routing through the supervisor is what keeps a restarted child (a new address) reachable:
-while a child is down, what is addressed to it is held and delivered once it is back.
+while a child is down, what is addressed to it is held and delivered once it is back
+(``actors.runtime.mailbox``: coalescing, bounds, at most one message per key in flight to a busy child).
+
+Restart policy (OTP ``one_for_one``, on purpose not ``one_for_all``): a child that dies is restarted alone,
+with backoff. At its intensity limit a child does what its ``on_limit`` says: ``cooldown`` (the default)
+marks it failed and retries it after ``supervisor.cooldown`` seconds while every other child runs on;
+``escalate`` (persistence, the store's one writer, which every actor depends on) stops the tree, and run.py
+restarts it whole. No child is ever restarted because a sibling failed, unless that sibling is the one
+they all depend on: the siblings of a failing reconciler or poller did nothing wrong, and each actor
+recovers its own state from the store, so a restart of theirs would only cost time.
+
+The supervisor's own mailbox must stay short so that run.py's status asks are answered at once: it never
+blocks on a child (sends are asynchronous and at most one per key is queued to each child) and does no
+work besides routing.
 """
 from __future__ import annotations
 
-import collections
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +27,7 @@ from thespian.actors import ActorExitRequest, InvalidActorSpecification
 
 import messages
 from actors.runtime.base import FleetletActor
+from actors.runtime.mailbox import Mailbox
 from actors.runtime.restart import RestartPolicy, decide_restart
 from conf.actors import check_actors, config_slice
 from conf.schema import ConfigError
@@ -27,8 +41,11 @@ from messages.bus.runtime import (
     ChildStatus,
     Configure,
     GetStatus,
+    Handled,
     Ping,
+    Returned,
     StatusReply,
+    coalesce_key,
 )
 
 GLOBAL_NAME = "fleetlet-supervisor"
@@ -50,12 +67,12 @@ class Child:
     history: tuple[float, ...] = ()
     last_error: str | None = None
     generation: int = 0  # wakeups cannot be cancelled: a stale restart timer carries an old generation
-    held: collections.deque = field(default_factory=collections.deque)
-    dropped: int = 0
+    mailbox: Mailbox = field(default_factory=lambda: Mailbox(1))  # boot gives it the configured limit
 
     def status(self) -> ChildStatus:
+        box = self.mailbox
         return ChildStatus(self.name, self.cls, self.pid, self.state, self.restarts,
-                           self.last_error, len(self.held))
+                           self.last_error, len(box.held), box.superseded, box.dropped)
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,7 @@ class Supervisor(FleetletActor):
     # -- boot ---------------------------------------------------------------------------------------
     def on_Boot(self, msg: Boot, sender) -> None:
         if self.children:  # a second Boot (a retried ask) must not start a second set
-            self.send(sender, messages.encode(Booted(tuple(self.children))))
+            self.send(sender, messages.encode(Booted(tuple(self.children), os.getpid())))
             return
         try:  # conf.load checked this already; a configuration built in code is checked here
             classes = check_actors(msg.config)
@@ -90,13 +107,14 @@ class Supervisor(FleetletActor):
         self.policy = RestartPolicy.from_config(self.section)
         for name, cls in classes.items():
             entry = msg.config["actors"][name]
+            on_limit = entry.get("on_limit") or self.section["on_limit"]
             self.children[name] = Child(
                 name, entry["class"], frozenset(entry.get("subscribes", [])),
-                config_slice(msg.config, cls.uses), entry.get("settings", {}),
-                entry.get("on_limit") or self.section["on_limit"])
+                config_slice(msg.config, cls.uses), entry.get("settings", {}), on_limit,
+                mailbox=Mailbox(self.section["hold_limit"], keep_all=on_limit == "escalate"))
         for child in self.children.values():
             self._start(child)
-        self.send(sender, messages.encode(Booted(tuple(self.children))))
+        self.send(sender, messages.encode(Booted(tuple(self.children), os.getpid())))
 
     def _start(self, child: Child) -> None:
         try:
@@ -107,8 +125,8 @@ class Supervisor(FleetletActor):
             return
         child.state, child.pid = "starting", None
         self.send(child.address, messages.encode(Configure(child.name, child.config, child.settings)))
-        while child.held:  # thespian keeps per-pair order: these arrive after Configure
-            self.send(child.address, child.held.popleft())
+        for raw in child.mailbox.restart():  # thespian keeps per-pair order: these arrive after Configure
+            self.send(child.address, raw)
 
     # -- messages from children and from run.py ------------------------------------------------------
     def dispatch(self, typed, raw: bytes, sender) -> None:
@@ -118,7 +136,7 @@ class Supervisor(FleetletActor):
         elif isinstance(typed, Ping):
             super().dispatch(typed, raw, sender)
         else:
-            self.route(type(typed).__name__, raw)
+            self.route(typed, raw)
 
     def on_ActorReady(self, msg: ActorReady, sender) -> None:
         child = self.children.get(msg.name)
@@ -126,30 +144,59 @@ class Supervisor(FleetletActor):
             child.pid, child.state = msg.pid, "running"
 
     def on_ActorCrashed(self, msg: ActorCrashed, sender) -> None:
+        """The child crashed and waits for our exit request: everything we sent it before that request reaches
+        it first (thespian keeps per-pair order) and comes back as Returned; what is routed later is held."""
+        child = self.children.get(msg.name)
+        if child is not None and child.address == sender:
+            child.last_error = msg.error
+            if child.state in ("starting", "running"):
+                child.state = "crashed"
+        self.send(sender, ActorExitRequest())
+
+    def on_Returned(self, msg: Returned, sender) -> None:
+        """What the crashed child received and did not handle: held for its next start."""
         child = self.children.get(msg.name)
         if child is not None:
-            child.last_error = msg.error
+            self._deliver(child, msg.raw, self._key_of(msg.raw))
+
+    def on_Handled(self, msg: Handled, sender) -> None:
+        child = self.children.get(msg.name)
+        if child is None or child.address != sender:
+            return
+        waiting = child.mailbox.handled(msg.key)
+        if waiting is not None:
+            self.send(child.address, waiting)
 
     def on_GetStatus(self, msg: GetStatus, sender) -> None:
         state = "escalated" if self.escalated else "running"
         reply = StatusReply(state, self.escalated, tuple(c.status() for c in self.children.values()), __version__)
         self.send(sender, messages.encode(reply))
 
-    def route(self, type_name: str, raw: bytes) -> None:
+    def route(self, typed: object, raw: bytes) -> None:
+        type_name, key = type(typed).__name__, coalesce_key(typed)
         for child in self.children.values():
             if type_name in child.subscribes:
-                self._deliver(child, raw)
+                self._deliver(child, raw, key)
 
-    def _deliver(self, child: Child, raw: bytes) -> None:
+    def _deliver(self, child: Child, raw: bytes, key: tuple[str, ...] | None) -> None:
+        box = child.mailbox
         if child.address is not None and child.state in ("starting", "running"):
-            self.send(child.address, raw)
+            now = box.offer(key, raw)
+            if now is not None:
+                self.send(child.address, now)
             return
-        if len(child.held) >= self.section["hold_limit"]:
-            child.held.popleft()
-            child.dropped += 1
+        dropped = box.dropped
+        box.hold(key, raw)
+        if box.dropped > dropped:
             self.log.warning("%s: hold limit reached, dropped the oldest held message (%d so far)",
-                             child.name, child.dropped)
-        child.held.append(raw)
+                             child.name, box.dropped)
+
+    @staticmethod
+    def _key_of(raw: bytes) -> tuple[str, ...] | None:
+        try:
+            return coalesce_key(messages.decode(raw))
+        except messages.MessageError:
+            return None
 
     # -- supervision --------------------------------------------------------------------------------
     def on_child_exited(self, address) -> None:
@@ -162,17 +209,19 @@ class Supervisor(FleetletActor):
         """A message sent to a child between its death and our notice of it: hold it for the new one."""
         if not isinstance(message, (bytes, bytearray)):
             return
+        raw = bytes(message)
         for child in self.children.values():
             if child.address is not None and child.address == address:
-                child.held.append(bytes(message))  # its exit notice is on the way; restart flushes this
+                child.mailbox.hold(self._key_of(raw), raw)  # its exit notice is on the way; restart flushes this
                 return
             if child.dead_address is not None and child.dead_address == address:
-                self._deliver(child, bytes(message))
+                self._deliver(child, raw, self._key_of(raw))
                 return
 
     def _died(self, child: Child) -> None:
         child.dead_address = child.address or child.dead_address
         child.address, child.pid = None, None
+        child.mailbox.child_down()
         if self.escalated or child.state == "stopped":
             return
         decision = decide_restart(self.policy, child.history, time.monotonic())

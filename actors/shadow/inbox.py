@@ -35,6 +35,7 @@ class Batch:
     deltas: tuple[tuple[str, Delta], ...]  # the newest delta per shadow
     malformed: tuple[tuple[str, int, str], ...]  # (shadow name, count, last reason)
     poll_now: str | None
+    link_failure: str | None = None  # None: no news; "": connected since; else why the last attempt failed
 
 
 class Inbox:
@@ -55,6 +56,7 @@ class Inbox:
         self._deltas: dict[str, Delta] = {}
         self._malformed: dict[str, tuple[int, str]] = {}
         self._poll_now: str | None = None
+        self._link_failure: str | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -90,6 +92,14 @@ class Inbox:
         def change():
             self._epoch += 1 if ready else 0
             self._ready = ready
+            if ready:
+                self._link_failure = ""
+        self._file(change)
+
+    def link_failed(self, reason: str) -> None:
+        """A connection attempt failed (the link thread): the latest reason wins."""
+        def change():
+            self._link_failure = reason
         self._file(change)
 
     def _note_poll_now(self) -> None:
@@ -116,8 +126,8 @@ class Inbox:
         with self._lock:
             batch = Batch(self._epoch, self._ready, tuple(self._responses), tuple(self._deltas.items()),
                           tuple((name, count, reason) for name, (count, reason) in self._malformed.items()),
-                          self._poll_now)
+                          self._poll_now, self._link_failure)
             self._responses.clear()
-            self._deltas, self._malformed, self._poll_now = {}, {}, None
+            self._deltas, self._malformed, self._poll_now, self._link_failure = {}, {}, None, None
             self._rung = False
         return batch

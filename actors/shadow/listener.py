@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import logging
 import secrets
 import threading
@@ -30,14 +29,17 @@ from actors.shadow.sync import (
     SyncSettings,
     channel_of,
 )
-from messages.bus.outbox import RecordError, ReportQueued
+from messages.bus.outbox import ClearError, RecordError, ReportQueued, StoreReopened
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowInboxFilled
 from messages.bus.target import PollNow
+from messages.protocol import json as strict_json
 from messages.transport.http import CloudClient, CloudError
 from messages.transport.mqtt import LinkSettings, MqttLink
 from store import Store, StoreMissing
 
 POLL_INTERVAL = 0.25  # seconds: timeouts are checked, and the inbox drained if a doorbell went missing
+PACKET_OVERHEAD = 512  # MQTT bytes around a payload: fixed header, topic (a shadow's is < 256), id, properties
+LINK_ERROR = ("mqtt", "connect")  # (source, key) of the recorded reason the broker cannot be reached
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,7 @@ def recover(store_path: str, thing: str, names: tuple[str, ...]) -> dict[str, Re
 
 
 class ShadowListener(FleetletActor):
-    uses = ("device", "device.token", "mqtt", "shadow", "store", "cloud", "actors")
+    uses = ("device", "device.token", "mqtt", "credentials.mqtt_password", "shadow", "store", "cloud", "actors")
     link: MqttLink  # set in started(); stopping() may come before it
 
     def started(self) -> None:
@@ -106,8 +108,10 @@ class ShadowListener(FleetletActor):
                            self.config["device"]["uuid"], ring=self._ring)
         self.epoch, self.ready = 0, False
         logging.getLogger("gmqtt").setLevel(logging.WARNING)  # its INFO logs every SUBACK
-        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name), self.inbox.topics,
-                             self.inbox.receive, self.inbox.link_changed)
+        max_packet = self.config["shadow"]["max_payload"] + PACKET_OVERHEAD  # the broker drops what we would
+        self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name,
+                                                      max_packet_size=max_packet),
+                             self.inbox.topics, self.inbox.receive, self.inbox.link_changed, self.inbox.link_failed)
         now = time.monotonic()
         for sync in self.syncs.values():
             self._carry_out(sync, sync.start(now))
@@ -150,6 +154,11 @@ class ShadowListener(FleetletActor):
             self._carry_out(self.syncs[name], self.syncs[name].receive_malformed(count, reason, now))
         if batch.poll_now:
             self.publish(PollNow(batch.poll_now))
+        if batch.link_failure is not None:  # the latest attempt's outcome, for run.py status
+            if batch.link_failure:
+                self.publish(RecordError(LINK_ERROR[0], LINK_ERROR[1], batch.link_failure, time.time()))
+            else:
+                self.publish(ClearError(*LINK_ERROR))
 
     # -- from the other actors ----------------------------------------------------------------------------
     def on_ShadowDeltaApplied(self, msg: ShadowDeltaApplied) -> None:
@@ -162,20 +171,43 @@ class ShadowListener(FleetletActor):
         if sync is not None:
             self._carry_out(sync, sync.on_report_pending(msg.report_id, msg.patch, time.monotonic()))
 
+    def on_StoreReopened(self, msg: StoreReopened) -> None:
+        """Persistence restarted: each shadow takes its outbox from the store and reads the shadow again."""
+        try:
+            store = Store.open(self.config["store"]["path"], readonly=True)
+        except StoreMissing:
+            return
+        with store:
+            pending = {sync.channel: store.pending_report(sync.channel) for sync in self.syncs.values()}
+        now = time.monotonic()
+        for sync in self.syncs.values():
+            self._carry_out(sync, sync.store_reopened(pending[sync.channel], now))
+
     # -- effects ------------------------------------------------------------------------------------------
     def _carry_out(self, sync: ShadowSync, effects: list) -> None:
         for effect in effects:
-            if isinstance(effect, Publish):
-                self.link.publish(effect.topic, json.dumps(effect.payload, separators=(",", ":")).encode())
-            elif isinstance(effect, ReadOverHttp):
-                self._read_over_http(sync.shadow_name, effect)
-            else:
-                if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
-                    effect = dataclasses.replace(effect, at=time.time())
-                    self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
-                self.publish(effect)
-                if isinstance(effect, ShadowDeltaUpdated):
-                    self._call_functions(sync, effect)
+            try:
+                self._carry_out_one(sync, effect)
+            except (messages.MessageError, strict_json.JSONRefused) as exc:
+                # Input is checked where it enters, so this is a value built here that no receiver could
+                # read: recorded and skipped, never a crash (a crash would meet the same value again).
+                reason = f"skipped {type(effect).__name__}: {exc}"[:500]
+                self.log.error("%s", reason)
+                self.publish(RecordError(sync.channel, "unencodable", reason.encode("utf-8", "replace").decode(),
+                                         time.time()))
+
+    def _carry_out_one(self, sync: ShadowSync, effect: object) -> None:
+        if isinstance(effect, Publish):
+            self.link.publish(effect.topic, strict_json.encode(effect.payload))
+        elif isinstance(effect, ReadOverHttp):
+            self._read_over_http(sync.shadow_name, effect)
+        else:
+            if isinstance(effect, RecordError):  # the protocol's clock is monotonic; records carry wall time
+                effect = dataclasses.replace(effect, at=time.time())
+                self.log.warning("%s %s: %s", effect.source, effect.key, effect.message)
+            self.publish(effect)
+            if isinstance(effect, ShadowDeltaUpdated):
+                self._call_functions(sync, effect)
 
     def _call_functions(self, sync: ShadowSync, delta: ShadowDeltaUpdated) -> None:
         for path, function in self.functions.items():

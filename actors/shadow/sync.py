@@ -31,6 +31,7 @@ from conf.agent import MqttSection, ShadowSection
 from conf.schema import parse
 from messages.bus.outbox import AckReport, ClearError, EnqueueReport, RecordError
 from messages.bus.shadow import ShadowDeltaApplied, ShadowDeltaUpdated, ShadowDocumentSeen
+from messages.protocol.json import canonical_bytes
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import (
     compute_delta,
@@ -42,6 +43,12 @@ from messages.transport.backoff import backoff_delay
 from store import PendingReport
 
 MALFORMED_RECORD_INTERVAL = 10.0  # seconds between two store records of malformed input on one shadow
+UNHANDLED_KEYS_SHOWN = 10  # keys named in the one "unhandled" record; the rest are counted
+_LEGACY_UNHANDLED = "no handler applies this key"  # what agents before the "unhandled" row recorded per key
+# Seconds between two reads the protocol asks for itself (after a refused report, a stale delta, a store
+# restart): the version held may be wrong (a spoofed far-future delta), and only a read puts it right, but a
+# flood of stale deltas must not become a flood of reads.
+REREAD_MIN_INTERVAL = 1.0
 
 
 def as_stored(reported: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +135,12 @@ class ShadowSync:
 
     ``handlers`` names who answers every ShadowDeltaUpdated with a ShadowDeltaApplied: the actors subscribed to
     ShadowDeltaUpdated and the configured handler functions. Error keys in the store: ``desired.<path>`` for a
-    value the device cannot apply, ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
+    value the device cannot apply, ``unhandled`` (one record for every desired key no handler applies),
+    ``read``, ``report``, ``input`` and ``handler:<name>`` for the protocol.
+
+    The local copy of desired is bounded: a delta that would grow it past the payload limit (only a run of
+    spoofed or buggy deltas can: the cloud's whole shadow fits in one payload) is dropped, recorded, and the
+    shadow read again, whose document replaces the copy.
     """
 
     def __init__(self, thing_name: str, shadow_name: str, settings: SyncSettings, handlers: Iterable[str],
@@ -148,6 +160,7 @@ class ShadowSync:
         self.read: _Request | None = None
         self.read_needed = False
         self.read_failures, self.read_not_before = 0, 0.0
+        self.reread_at = 0.0  # the earliest a read the protocol asks for itself may start (1 s after the last)
         self.newest_since_read: int | None = None
         self.report: _Request | None = None
         self.report_failures, self.report_not_before = 0, 0.0
@@ -157,12 +170,15 @@ class ShadowSync:
         self.stale_dropped = 0
         self.malformed = 0
         self.malformed_recorded_at: float | None = None
+        self.unhandled: set[str] = set()  # desired top-level keys no handler applied
         self._out: list[Effect] = []
 
     # -- events -----------------------------------------------------------------------------------------
     def start(self, now: float) -> list[Effect]:
         """After a (re)start, before any link: the handlers apply the whole desired state of the local copy
         (idempotent; it restores what the device lost, and reports only what differs)."""
+        for key in [key for key, message in self.errors.items() if message == _LEGACY_UNHANDLED]:
+            self._clear(key)  # an older agent's row per key: now the one "unhandled" row
         if self.desired:
             self._dispatch(self.held or 0, self.desired, now)
         return self._flush()
@@ -231,6 +247,16 @@ class ShadowSync:
         self._progress(now)
         return self._flush()
 
+    def store_reopened(self, pending: PendingReport | None, now: float) -> list[Effect]:
+        """Persistence restarted: a report enqueued before may not be durable, and a document it was told of may
+        not be stored. Take the outbox from the store and read the shadow again, which reports what differs."""
+        ack_again = self.sender.resync(pending)
+        if ack_again is not None:
+            self._out.append(ack_again)
+        self._reread(now)
+        self._progress(now)
+        return self._flush()
+
     def tick(self, now: float) -> list[Effect]:
         """Time passes: time out reads, reports and applies, and send what is due."""
         if self.read is not None and now >= self.read.deadline:
@@ -252,11 +278,19 @@ class ShadowSync:
     def _on_delta(self, delta: Delta, now: float) -> None:
         if is_stale(self.held, delta.version):
             self.stale_dropped += 1
+            self._reread(now)  # a late duplicate, or the version held is wrong (spoofed): only a read can tell
+            return
+        desired = apply_patch(self.desired, delta.state)
+        size = len(canonical_bytes(desired))
+        if size > self.settings.limits.max_bytes:
+            self._record("input", f"dropped the delta of version {delta.version}: desired would hold {size} "
+                                  f"bytes, more than {self.settings.limits.max_bytes}; reading the shadow", now)
+            self.read_needed = True
             return
         self.held, self.exists = delta.version, True  # a delta comes from an existing shadow
         if self.read is not None:
             self.newest_since_read = max(self.newest_since_read or 0, delta.version)
-        self.desired = apply_patch(self.desired, delta.state)
+        self.desired = desired
         self._remember()
         self._dispatch(delta.version, delta.state, now)
 
@@ -272,7 +306,7 @@ class ShadowSync:
         self.desired = doc.desired
         self.sender.receiver_holds(doc.reported)
         self._remember()
-        self._clear_errors_not_desired()
+        self._clear_errors_not_desired(now)
         delta = compute_delta(self.desired, self.sender.acked)
         if delta:
             self._dispatch(doc.version, delta, now)
@@ -308,12 +342,14 @@ class ShadowSync:
                     self._record("report", f"{self.conflicts} version conflicts in a row; "
                                            "reporting without a version", now)
             elif rejected.code in (400, 413):
-                # Resending would be rejected forever: drop this report, keep the reason.
+                # Resending would be rejected forever: drop this report, keep the reason, and read the shadow:
+                # the refusal may come from a wrong view (a version held from a spoofed delta).
                 self.report, refused = None, self.sender.in_flight
                 assert refused is not None  # a report's request exists only while the report is in flight
                 self._record("report", f"the cloud refused a report for good ({what}): "
                                        f"{json.dumps(refused.patch)[:300]}", now)
                 self._out.append(self.sender.refused())
+                self._reread(now)
             else:
                 self._report_lost()
                 self.read_needed = self.read_needed or rejected.code == 404
@@ -357,9 +393,8 @@ class ShadowSync:
                 self._record(f"handler:{handler}", f"did not answer the delta of version {apply.version} "
                                                    f"within {self.settings.apply_timeout:g} s", now)
         else:
-            for key in sorted(set(apply.delta) - apply.covered):
-                self._record(f"desired.{key}", "no handler applies this key", now)
-        self._clear_errors_not_desired()
+            self.unhandled = (self.unhandled | set(apply.delta)) - apply.covered
+        self._clear_errors_not_desired(now)
         if self.pending is not None:
             pending, self.pending = self.pending, None
             self._dispatch(pending.version, pending.state, now)
@@ -370,6 +405,7 @@ class ShadowSync:
             return
         if self.read_needed and self.read is None and now >= self.read_not_before:
             self.read_needed, self.newest_since_read = False, None
+            self.reread_at = now + REREAD_MIN_INTERVAL
             self.read = _Request(self._token(), now + self.settings.read_timeout)
             if self.settings.profile == "aws":
                 self._out.append(Publish(self.topics.get, {"clientToken": self.read.client_token}))
@@ -386,6 +422,13 @@ class ShadowSync:
                 and self.conflicts <= self.settings.conflict_retries):
             payload["version"] = self.held
         self._out.append(Publish(self.topics.update, payload))
+
+    def _reread(self, now: float) -> None:
+        """Ask for a read of the whole shadow, at most one per REREAD_MIN_INTERVAL."""
+        if self.read_needed or self.read is not None:
+            return
+        self.read_needed = True
+        self.read_not_before = max(self.read_not_before, self.reread_at)
 
     def _report_lost(self) -> None:
         """The report in flight will get no answer we act on: send it again when due."""
@@ -426,11 +469,18 @@ class ShadowSync:
         if self.errors.pop(key, None) is not None:
             self._out.append(ClearError(self.channel, key))
 
-    def _clear_errors_not_desired(self) -> None:
+    def _clear_errors_not_desired(self, now: float) -> None:
         """A value that is no longer desired is no longer a problem."""
         for key in [k for k in self.errors if k.startswith("desired.")]:
             if not _has_path(self.desired, key[len("desired."):].split(".")):
                 self._clear(key)
+        self.unhandled &= set(self.desired)
+        if self.unhandled:
+            keys = sorted(self.unhandled)
+            shown = ", ".join(keys[:UNHANDLED_KEYS_SHOWN]) + (", ..." if len(keys) > UNHANDLED_KEYS_SHOWN else "")
+            self._record("unhandled", f"no handler applies {len(keys)} desired key(s): {shown}", now)
+        else:
+            self._clear("unhandled")
 
     def _flush(self) -> list[Effect]:
         out, self._out = self._out, []

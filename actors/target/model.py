@@ -8,11 +8,11 @@ which is what lets the planner be level-triggered. (The bus message announcing t
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar, Iterable, assert_never
+from typing import ClassVar, Iterable, Mapping, assert_never
 
-from messages.protocol.target_state import Service
+from messages.protocol.target_state import Service, TargetState
 
 Key = tuple[str, str | None]  # (app id, service name); None: the app's housekeeping
 ServiceKey = tuple[str, str]  # (app id, service name) of a service: a container always belongs to one
@@ -52,6 +52,53 @@ class Resource:
 
     app_id: str
     name: str
+
+
+@dataclass(frozen=True)
+class OrphanedVolumes:
+    """What decides when a volume of an app that left the target is removed (volumes hold data: never at once).
+
+    ``since`` is when each such volume was first seen orphaned (wall-clock seconds, kept in the store by the
+    reconciler, so a restart does not reset the clock), ``now`` the time of the plan and ``grace`` the
+    reconciler's volume_grace. A volume goes once orphaned for ``grace`` seconds, or at once when the target
+    lists its app in ``purge_volumes``. One not in ``since`` counts as orphaned from ``now``. The default
+    (grace 0) removes at once: for callers that keep no clock.
+    """
+
+    now: float = 0.0
+    grace: float = 0.0
+    since: Mapping[Resource, float] = field(default_factory=dict)
+
+    def due(self, target: TargetState, volume: Resource) -> bool:
+        return volume.app_id in target.purge_volumes or self.now - self.since.get(volume, self.now) >= self.grace
+
+
+def orphaned_volumes(target: TargetState, current: EngineState) -> frozenset[Resource]:
+    """The volumes whose app is not in the target: their grace period runs."""
+    return frozenset(volume for volume in current.volumes if target.app(volume.app_id) is None)
+
+
+def orphan_clock(since: Mapping[Resource, float], orphaned: frozenset[Resource], now: float) -> dict[Resource, float]:
+    """When each orphaned volume was first seen so: the known time, or ``now`` for one seen for the first time.
+    A volume no longer orphaned (its app is back, or it is gone) leaves the clock."""
+    return {volume: since.get(volume, now) for volume in orphaned}
+
+
+def orphans_to_json(since: Mapping[Resource, float]) -> dict[str, float]:
+    """``{"app/volume": seconds}``: how the store keeps the clock (names never hold a slash)."""
+    return {f"{volume.app_id}/{volume.name}": at for volume, at in sorted(since.items(), key=lambda item: item[0])}
+
+
+def orphans_from_json(value: object) -> dict[Resource, float]:
+    """What orphans_to_json wrote; anything else is an empty clock (each volume then waits a whole grace)."""
+    if not isinstance(value, dict):
+        return {}
+    clock = {}
+    for key, at in value.items():
+        app_id, slash, name = key.partition("/")
+        if slash and isinstance(at, (int, float)) and not isinstance(at, bool):
+            clock[Resource(app_id, name)] = float(at)
+    return clock
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from actors.target.model import (
     CreateVolume,
     EngineState,
     Key,
+    OrphanedVolumes,
     Pull,
     Remove,
     RemoveNetwork,
@@ -40,15 +41,18 @@ from messages.protocol.target_state import (
     config_hash,
 )
 
+REMOVE_AT_ONCE = OrphanedVolumes()  # no grace: for callers that keep no clock
+
 
 def plan(target: TargetState, current: EngineState,
-         failed_services: frozenset[Key] = frozenset()) -> list[Step]:
+         failed_services: frozenset[Key] = frozenset(), orphans: OrphanedVolumes = REMOVE_AT_ONCE) -> list[Step]:
     """The next batch of independent steps; [] when converged (or nothing more can be done this round).
 
     `failed_services` holds the `Step.key` of steps that failed this round: their service (or, with None,
-    their app's housekeeping) gets no step until the caller clears it, so a round always ends.
+    their app's housekeeping) gets no step until the caller clears it, so a round always ends. `orphans`
+    says which volumes of apps that left the target are due for removal (a volume kept has no verdict).
     """
-    steps = [step for verdict in _verdicts(target, current, failed_services) for step in verdict.steps]
+    steps = [step for verdict in _verdicts(target, current, failed_services, orphans) for step in verdict.steps]
     return _without_duplicate_pulls(steps)
 
 
@@ -62,15 +66,16 @@ class VerdictRow(TypedDict):
 
 
 def explain(target: TargetState, current: EngineState,
-            failed_services: frozenset[Key] = frozenset()) -> list[VerdictRow]:
+            failed_services: frozenset[Key] = frozenset(), orphans: OrphanedVolumes = REMOVE_AT_ONCE
+            ) -> list[VerdictRow]:
     """Per service (and per app housekeeping): status and reason, for reporting why a device is not converged."""
     return [{"app_id": verdict.app_id, "service_name": verdict.service_name, "status": verdict.status,
              "reason": verdict.reason, "steps": [step.action.value for step in verdict.steps]}
-            for verdict in _verdicts(target, current, failed_services)]
+            for verdict in _verdicts(target, current, failed_services, orphans)]
 
 
 def _verdicts(target: TargetState, current: EngineState,
-              failed: frozenset[Key]) -> Iterator[Verdict]:
+              failed: frozenset[Key], orphans: OrphanedVolumes) -> Iterator[Verdict]:
     by_service = containers_by_key(sorted(current.containers, key=lambda c: c.id))
     for app in target.apps:
         keepers = {service.service_name: _keeper(by_service.get((app.app_id, service.service_name), []), service)
@@ -93,7 +98,7 @@ def _verdicts(target: TargetState, current: EngineState,
             reason = "app removed from target" if target_app is None else "service removed from target"
             yield Verdict(app_id, service_name, "removing", reason,
                           tuple(_stop_or_remove(container, reason) for container in containers))
-    yield from _housekeeping(target, current, failed)
+    yield from _housekeeping(target, current, failed, orphans)
 
 
 def _service_verdict(app: App, service: Service, containers: list[ContainerInfo],
@@ -227,9 +232,9 @@ def _resource_steps(app: App, current: EngineState,
 
 
 def _housekeeping(target: TargetState, current: EngineState,
-                  failed: frozenset[Key]) -> Iterator[Verdict]:
+                  failed: frozenset[Key], orphans: OrphanedVolumes) -> Iterator[Verdict]:
     """Orphaned networks go once no container is attached; volumes hold data, so they go only with their
-    app, once none of its containers is left."""
+    app, once none of its containers is left and their grace period is over (`OrphanedVolumes`)."""
     needed_networks = {Resource(app.app_id, network) for app in target.apps
                        for service in app.services for network in service.config.networks}
     attached = {Resource(c.app_id, network) for c in current.containers for network in c.networks}
@@ -239,7 +244,8 @@ def _housekeeping(target: TargetState, current: EngineState,
         steps[network.app_id].append(RemoveNetwork(network.app_id, None, f"network {network.name} no longer used",
                                                    network.name))
     for volume in sorted(current.volumes):
-        if target.app(volume.app_id) is None and volume.app_id not in apps_with_containers:
+        if (target.app(volume.app_id) is None and volume.app_id not in apps_with_containers
+                and orphans.due(target, volume)):
             steps[volume.app_id].append(RemoveVolume(volume.app_id, None,
                                                      f"volume {volume.name}: app removed from target", volume.name))
     for app_id, app_steps in sorted(steps.items()):

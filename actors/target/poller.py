@@ -3,8 +3,8 @@
 `GET /api/v1/device/{uuid}/target-state` with `If-None-Match`, at the configured interval with jitter, with
 exponential backoff after errors, and at once on `PollNow`. The ETag sent is the one of the last document
 seen (stored or rejected) as the store has it, so a message lost in a crash costs a refetch, never a target.
-An invalid document is rejected as a whole (persistence stores and reports the reason); the last good
-target stays in force.
+An invalid document, or one that breaks the device owner's policy (`actors.target.policy`), is rejected as a
+whole (persistence stores and reports the reason); the last good target stays in force.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
+from actors.target.policy import POLICY_USES, Policy, PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
@@ -25,7 +26,9 @@ from messages.protocol.target_state import (
 )
 from messages.transport.backoff import backoff_ceiling, jittered
 from messages.transport.http import CloudClient, CloudError, Response
-from store import Store, TargetRecord, TargetRejection
+from store import Store, TargetRecord, TargetRejection, newer_rejection
+
+MAX_ETAG_LENGTH = 256  # an ETag is a short token; a longer one is a broken or hostile server
 
 
 @dataclass(frozen=True)
@@ -52,27 +55,34 @@ def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> floa
 
 def known_etag(target: TargetRecord | None, rejection: TargetRejection | None) -> str | None:
     """The ETag of the newest document seen: the cloud answers 304 while it still serves that one."""
-    if rejection is not None and (target is None or rejection.at > target.received_at):
+    if newer_rejection(target, rejection):
+        assert rejection is not None  # newer_rejection says there is one
         return rejection.etag
     return None if target is None else target.etag
 
 
-def interpret(response: Response, stored: TargetRecord | None,
-              now: float) -> TargetStateFetched | TargetStateRejected | None:
+def interpret(response: Response, stored: TargetRecord | None, now: float,
+              policy: Policy) -> TargetStateFetched | TargetStateRejected | None:
     """What a 200 or 304 answer means: a new target to store, a rejected one, or nothing new."""
     if response.status == 304:
         return None
     etag = response.headers.get("etag")
+    if etag is not None and len(etag) > MAX_ETAG_LENGTH:
+        return TargetStateRejected(None, f"the ETag is longer than {MAX_ETAG_LENGTH} characters", now)
     try:
-        document = to_json(parse_target_state(response.body))
-    except InvalidTargetState as exc:
+        target = parse_target_state(response.body)
+        enforce_policy(target, policy)
+    except (InvalidTargetState, PolicyRefused) as exc:
         return TargetStateRejected(etag, exc.reason, now)
+    except Exception as exc:  # noqa: BLE001 - a parser bug must reject the document, not crash the poller
+        return TargetStateRejected(etag, f"document: cannot be validated ({type(exc).__name__}: {exc})"[:500], now)
+    document = to_json(target)  # as sent: the policy in force when it is applied decides its bind address
     if stored is not None and (etag == stored.etag if etag else document == stored.document):
         return None
     fetched = TargetStateFetched(document, etag, now)
     try:
         size = len(messages.encode(fetched))
-    except (OverflowError, messages.MessageError) as exc:  # e.g. an integer serviceId beyond 64 bits
+    except messages.MessageError as exc:  # e.g. an integer serviceId beyond 64 bits
         return TargetStateRejected(etag, f"document: cannot be stored ({exc})", now)
     if size > MAX_MESSAGE_BYTES:
         return TargetStateRejected(etag, f"document: {size} bytes once normalised, more than can be stored", now)
@@ -90,12 +100,13 @@ class PollDue:
 
 class Poller(FleetletActor):
     Settings = PollerSettings
-    uses = ("device.uuid", "device.token", "cloud", "store")
+    uses = ("device.uuid", "device.token", "cloud", "store", *POLICY_USES)
     options: PollerSettings
     store: Store  # opened in started(); stopping() may come before it
 
     def started(self) -> None:
         self.client = CloudClient.from_config(self.config)
+        self.policy = policy_from_config(self.config, on_this_host)
         self.uuid = self.config["device"]["uuid"]
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.failures = 0
@@ -134,8 +145,11 @@ class Poller(FleetletActor):
             else:
                 self.failures += 1
                 self._record(f"cannot fetch the target state: {exc}")
+        except Exception as exc:  # noqa: BLE001 - whatever the network or the server does is a failed poll
+            self.failures += 1
+            self._record(f"cannot fetch the target state: {type(exc).__name__}: {exc}"[:500])
         else:
-            outcome = interpret(response, stored, time.time())
+            outcome = interpret(response, stored, time.time(), self.policy)
             if outcome is not None:
                 self.publish(outcome)
             if isinstance(outcome, TargetStateRejected):

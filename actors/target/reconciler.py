@@ -11,9 +11,22 @@ targets nor anything else; a newer target is planned at once and a pull it no lo
 - A failed step is retried with per-service exponential backoff; after `max_attempts` failures the
   service is marked failed (recorded for status, shown in the report) and still retried at the backoff
   cap, while the rest of the device converges.
-- The engine out of reach is a fault for the supervisor: the reconciler crashes and is restarted with
-  backoff; every (re)start begins with a read, so the device converges once the engine is back.
+- The engine out of reach is a known state, not a crash: the reconciler records "engine unreachable" (status
+  and the report say so), stops launching steps, and probes the engine with a read at a short capped
+  backoff (`probe_min` .. `probe_max`, 0.5 .. 5 s), so it converges within seconds of the engine's return.
+  Crashing instead would burn the restart intensity on an outage and leave the reconciler cooling down
+  long after the engine is back (measured: 48.7 s). A step cut short by the outage is not a failure of
+  its service: it is planned again from the first read after the engine returns.
 - A drift check re-reads the engine on a timer: a container removed or stopped by hand comes back.
+- Restarts asked for (RestartServices, via persistence: RestartsRecorded) are in the store until carried out
+  (stopped and started again, recreated, or gone from the target; then ServicesRestarted), so neither a
+  crash nor a new target forgets one: the configuration file holds the new values, so the service must not
+  keep running the old ones. At least once: a crash just after a restart may restart the service again.
+- The device owner's policy (`policy`) is checked again whenever the stored target is loaded: one stored
+  before the policy changed, that breaks it now, is not applied. The reconciler keeps the target it had in
+  force (none after a restart: it then starts, stops and removes nothing) and records why, until a target
+  that complies arrives; ports without an address get the policy's bind address, so changing it recreates
+  the containers concerned.
 - Thin shell: planning is `planner`, what starts when is `scheduling` (job pool, per-key retries), the
   report is `report`; this actor wires them to workers, timers and the bus. Every log line of a pass
   carries its number ("pass 7: ..."), so one pass can be followed through interleaved logs.
@@ -29,11 +42,23 @@ from functools import partial
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.target.engine.adapter import OWNER_PATTERN, EngineError, EngineUnavailable
+from actors.target.engine.adapter import OWNER_PATTERN, EngineError
 from actors.target.engine.worker import state_from_wire, step_to_wire
-from actors.target.model import EngineState, Key, Step, describe_step
+from actors.target.model import (
+    EngineState,
+    Key,
+    OrphanedVolumes,
+    Resource,
+    Step,
+    describe_step,
+    orphan_clock,
+    orphaned_volumes,
+    orphans_from_json,
+    orphans_to_json,
+)
 from actors.target.planner import VerdictRow, explain
-from actors.target.report import AppReport, report_state
+from actors.target.policy import POLICY_USES, PolicyRefused, enforce_policy, on_this_host, policy_from_config
+from actors.target.report import report_state
 from actors.target.scheduling import (
     RESTART_REASON,
     Job,
@@ -53,7 +78,14 @@ from messages.bus.engine import (
     RunEngineJob,
 )
 from messages.bus.outbox import ClearError, RecordError
-from messages.bus.target import CurrentStateObserved, RestartServices, TargetStateStored
+from messages.bus.target import (
+    ORPHANED_VOLUMES_KEY,
+    CurrentStateObserved,
+    OrphanedVolumesSeen,
+    RestartsRecorded,
+    ServicesRestarted,
+    TargetStateStored,
+)
 from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
@@ -72,12 +104,21 @@ class ReconcilerSettings:
     max_attempts: int = setting(3, rule=positive)  # failures after which a service is marked failed (still retried)
     engine_timeout: float = setting(30.0, rule=positive)  # seconds for one engine API call
     stop_timeout: int = setting(10, rule=non_negative)  # seconds a container gets to stop before it is killed
+    volume_grace: float = setting(86400.0, rule=non_negative)  # seconds an app's volumes outlive the app
+    probe_min: float = setting(0.5, rule=positive)  # engine unreachable: probe after this, doubling up to probe_max
+    probe_max: float = setting(5.0, rule=positive)
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
     """Seconds before retrying a service after `count` failures: the backoff's ceiling, no jitter, since the
     engine is local and there is no herd to spread."""
     return backoff_delay(count, settings.retry_base, settings.retry_max)
+
+
+def probe_delay(settings: ReconcilerSettings, probes: int) -> float:
+    """Seconds before the next read of an unreachable engine, after `probes` failed ones: short and capped,
+    since the engine is local and its return should be noticed at once."""
+    return backoff_delay(probes, settings.probe_min, settings.probe_max)
 
 
 @dataclass(frozen=True)
@@ -88,6 +129,11 @@ class DriftCheck:
 @dataclass(frozen=True)
 class RetryDue:
     """Timer payload: the earliest backoff of a failing service is over."""
+
+
+@dataclass(frozen=True)
+class EngineProbe:
+    """Timer payload: read the unreachable engine again."""
 
 
 @dataclass
@@ -101,7 +147,7 @@ class Pass:
 
 class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
-    uses = ("device.uuid", "store")
+    uses = ("device.uuid", "store", *POLICY_USES)
     options: ReconcilerSettings
     # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
     # close `store` only once opened.
@@ -114,10 +160,13 @@ class Reconciler(FleetletActor):
     restarts: dict[Key, str]
     retry_timer_at: float | None
     engine_error_cleared: bool
-    last_report: dict[str, dict[str, AppReport]] | None
+    engine_down: str | None  # why the engine is unreachable, None while it answers
+    probes: int  # failed reads since it became unreachable
+    last_report: dict[str, object] | None  # the last CurrentStateObserved: apps, engine
     last_report_at: float
     passes: int
     pass_: Pass | None
+    orphans_since: dict[Resource, float]  # when each volume of an app that left the target was first seen so
 
     def __init__(self) -> None:
         super().__init__()
@@ -131,19 +180,23 @@ class Reconciler(FleetletActor):
 
     def started(self) -> None:
         self.owner = self.config["device"]["uuid"]
+        self.policy = policy_from_config(self.config, on_this_host)
         self.store = Store.open(self.config["store"]["path"], readonly=True)
         self.target = None
         self.etag = None
         self.current = None
         self.pool = JobPool()
         self.retries = RetryTracker(partial(retry_delay, self.options), self.options.max_attempts)
-        self.restarts = {}
+        self.restarts = {(r.app_id, r.service_name): "stop" for r in self.store.pending_restarts()}
         self.retry_timer_at = None
         self.engine_error_cleared = False
+        self.engine_down = None
+        self.probes = 0
         self.last_report = None
         self.last_report_at = 0.0
         self.passes = 0
         self.pass_ = None
+        self.orphans_since = orphans_from_json(self.store.get(ORPHANED_VOLUMES_KEY, {}))
         self._load_target()
         self.after(self.options.drift_interval, DriftCheck())
         self._trigger("start")
@@ -173,13 +226,12 @@ class Reconciler(FleetletActor):
                 self._cancel(job_id)
             for key in self.retries.keys():
                 self._forget_failure(key)
-            self.restarts.clear()
         self._request_read()
 
     def on_ReconcileNow(self, msg: ReconcileNow) -> None:
         self._trigger(msg.reason)
 
-    def on_RestartServices(self, msg: RestartServices) -> None:
+    def on_RestartsRecorded(self, msg: RestartsRecorded) -> None:
         self._begin_pass("restart services")
         self._log(logging.INFO, "restarting %s of app %s: %s", ", ".join(msg.services), msg.app_id, msg.reason)
         app = None if self.target is None else self.target.app(msg.app_id)
@@ -187,6 +239,7 @@ class Reconciler(FleetletActor):
             if app is None or app.service(service_name) is None:
                 self._log(logging.WARNING, "cannot restart %s/%s: not in the target state", msg.app_id,
                            service_name)
+                self.publish(ServicesRestarted(msg.app_id, service_name))  # nothing to carry out: forget it
                 continue
             self.restarts[msg.app_id, service_name] = "stop"
             self._forget_failure((msg.app_id, service_name))
@@ -200,6 +253,9 @@ class Reconciler(FleetletActor):
             case RetryDue():
                 self.retry_timer_at = None
                 self._trigger("retry")
+            case EngineProbe():
+                self._begin_pass("engine probe")
+                self._request_read(probe=True)
 
     def _trigger(self, reason: str) -> None:
         self._begin_pass(reason)
@@ -217,10 +273,15 @@ class Reconciler(FleetletActor):
         if stored is None:
             return None
         try:
-            target = parse_target_state(stored.document)
+            target = enforce_policy(parse_target_state(stored.document), self.policy)
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
+            return None
+        except PolicyRefused as exc:  # stored before the policy changed
+            self._log(logging.ERROR, "the stored target state %s is not applied: %s", stored.etag, exc.reason)
+            self.publish(RecordError("reconciler", "target", f"stored target is not applied: {exc.reason}",
+                                     time.time()))
             return None
         changed = target != self.target
         self.target, self.etag = target, stored.etag
@@ -236,7 +297,9 @@ class Reconciler(FleetletActor):
                                                      options.stop_timeout,
                                                      None if step is None else step_to_wire(step))))
 
-    def _request_read(self) -> None:
+    def _request_read(self, probe: bool = False) -> None:
+        if self.engine_down is not None and not probe:
+            return  # the probe timer reads next; triggers meanwhile change nothing the read will not see
         if self.pool.read_may_start():  # one read at a time; the next starts when it is back
             self._launch(None)
 
@@ -264,9 +327,10 @@ class Reconciler(FleetletActor):
         if job is None:
             return
         if msg.unavailable:
-            error = msg.error or "the engine is unavailable"  # the worker always says why
-            self.publish(RecordError("reconciler", "engine", error, time.time()))
-            raise EngineUnavailable(job.step, error)
+            if job.step is not None:
+                self.pool.step_ended(job.step)  # cut short by the outage: planned again after it
+            self._engine_unreachable(msg.error or "the engine is unavailable")  # the worker always says why
+            return
         if job.step is None:
             if msg.error or msg.state is None:  # a read that did not fail has a state
                 raise EngineError(None, f"cannot read the engine: {msg.error}")
@@ -304,10 +368,26 @@ class Reconciler(FleetletActor):
         if self.retries.forget(key):
             self.publish(ClearError("reconciler", key_text(key)))
 
+    def _engine_unreachable(self, error: str) -> None:
+        """Record the outage once, say it in the report, and probe again after a short capped backoff."""
+        if self.engine_down is None:
+            self._log(logging.WARNING, "the engine is unreachable, probing it: %s", error)
+            self.publish(RecordError("reconciler", "engine", f"engine unreachable: {error}", time.time()))
+            self.engine_error_cleared = False
+            self.engine_down = error
+            self._report({**(self.last_report or {}), "engine": {"status": "unreachable", "reason": error[:300]}})
+        self.probes += 1
+        if not self.pool.jobs:  # the pass cannot go on; the probe that finds the engine back starts the next
+            self.pass_ = None
+        self.after(probe_delay(self.options, self.probes), EngineProbe())
+
     # -- the loop -----------------------------------------------------------------------------------
 
     def _read_done(self, job: Job, current: EngineState) -> None:
         self.current = current
+        if self.engine_down is not None:
+            self._log(logging.INFO, "the engine answers again after %d probes", self.probes)
+            self.engine_down, self.probes = None, 0
         if not self.engine_error_cleared:
             self.publish(ClearError("reconciler", "engine"))
             self.engine_error_cleared = True
@@ -323,24 +403,36 @@ class Reconciler(FleetletActor):
         target = self.target if self.target is not None else TargetState()
         for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
+            self.publish(ServicesRestarted(key[0], key[1] or ""))
+        orphans = self._orphans(target, current)
         steps = [] if self.target is None else next_steps(
             target, current, running + unseen, backing_off, self.restarts,
-            self.options.max_parallel - len(running))
+            self.options.max_parallel - len(running), orphans)
         for step in steps:
             self._log(logging.INFO, "%s %s: %s", step.action.value, key_text(step.key), step.reason)
             self._launch(step)
-        verdicts = [] if self.target is None else explain(target, current, excluded)
+        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
         for row in verdicts:
             if row["status"] == "converged":
                 self._forget_failure((row["app_id"], row["service_name"]))
         shown = {(row["app_id"], row["service_name"]) for row in verdicts}
         for key in [key for key in self.retries.keys() if key not in shown and key not in excluded]:
             self._forget_failure(key)  # its service is gone from the target and the engine
-        self._report(report_state(target, current, verdicts, self.retries.marked_errors(), running + steps))
+        self._report({**report_state(target, current, verdicts, self.retries.marked_errors(), running + steps),
+                      "engine": {"status": "ok"}})
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
 
-    def _report(self, state: dict[str, dict[str, AppReport]]) -> None:
+    def _orphans(self, target: TargetState, current: EngineState) -> OrphanedVolumes:
+        """The volume clock for this plan; a change goes to persistence first, so a restart keeps it."""
+        now = time.time()  # wall clock: the grace outlives restarts and reboots
+        since = orphan_clock(self.orphans_since, orphaned_volumes(target, current), now)
+        if since != self.orphans_since:
+            self.publish(OrphanedVolumesSeen(orphans_to_json(since)))
+            self.orphans_since = since
+        return OrphanedVolumes(now, self.options.volume_grace, since)
+
+    def _report(self, state: dict[str, object]) -> None:
         # Re-sent after a drift interval even when equal, so a restarted reporter learns it again.
         if state != self.last_report or time.monotonic() - self.last_report_at >= self.options.drift_interval:
             self.publish(CurrentStateObserved(state, time.time()))

@@ -20,8 +20,9 @@ from messages.bus.outbox import (
     ClearError,
     RecordError,
     ReportQueued,
+    StoreReopened,
 )
-from messages.bus.target import CurrentStateObserved, TargetStateRejected, TargetStateStored
+from messages.bus.target import CurrentStateObserved, TargetRejectionStored, TargetStateStored
 from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
 from store import Store, TargetRejection
@@ -39,13 +40,14 @@ class ReporterSettings:
 # -- pure core -------------------------------------------------------------------------------------------
 
 
-def target_section(etag: str | None, stored_at: float | None,
+def target_section(etag: str | None, stored_seq: int | None,
                    rejection: TargetRejection | None) -> dict[str, object]:
-    """The report's `target_state`: the ETag in force, and the rejected document's reason while it is newer."""
-    section: dict[str, object] = {"status": "none" if stored_at is None else "accepted"}
+    """The report's `target_state`: the ETag in force, and the rejected document's reason while it is newer
+    (in store order: `stored_seq` is the store sequence number of the target in force, None without one)."""
+    section: dict[str, object] = {"status": "none" if stored_seq is None else "accepted"}
     if etag is not None:
         section["etag"] = etag
-    if rejection is not None and (stored_at is None or rejection.at > stored_at):
+    if rejection is not None and (stored_seq is None or rejection.seq > stored_seq):
         section["status"] = "rejected"
         section["rejected"] = {"reason": rejection.reason, "at": rejection.at,
                                **({} if rejection.etag is None else {"etag": rejection.etag})}
@@ -82,8 +84,7 @@ class Reporter(FleetletActor):
             self.sender = OutboxSender(CHANNEL, store.load_accepted(CHANNEL) or {}, store.pending_report(CHANNEL))
             target = store.load_target()
             self.rejection = store.last_target_rejection()
-        self.target: tuple[str | None, float | None] = (
-            (None, None) if target is None else (target.etag, target.received_at))
+        self.target: tuple[str | None, int | None] = (None, None) if target is None else (target.etag, target.seq)
         # The version goes out once, and again only after an upgrade: patches carry only what changed.
         self.latest: dict[str, object] = {"agent_version": __version__, "target_state": self._target_section()}
         self.failures = 0
@@ -102,11 +103,11 @@ class Reporter(FleetletActor):
         self._request_flush()
 
     def on_TargetStateStored(self, msg: TargetStateStored) -> None:
-        self.target = (msg.etag, msg.stored_at)
+        self.target = (msg.etag, msg.seq)
         self._target_changed()
 
-    def on_TargetStateRejected(self, msg: TargetStateRejected) -> None:
-        self.rejection = TargetRejection(msg.etag, msg.reason, msg.at)
+    def on_TargetRejectionStored(self, msg: TargetRejectionStored) -> None:
+        self.rejection = TargetRejection(msg.etag, msg.reason, msg.at, msg.seq)
         self._target_changed()
 
     def _target_changed(self) -> None:
@@ -130,6 +131,14 @@ class Reporter(FleetletActor):
             self.publish(enqueue)
             self.last_report = time.monotonic()
 
+    def on_StoreReopened(self, msg: StoreReopened) -> None:
+        """Persistence restarted: count as reported only what the store holds, and report the rest again."""
+        with Store.open(self.config["store"]["path"], readonly=True) as store:
+            ack_again = self.sender.resync(store.pending_report(CHANNEL))
+        if ack_again is not None:
+            self.publish(ack_again)
+        self._request_flush()
+
     # -- sending ------------------------------------------------------------------------------------
 
     def on_ReportQueued(self, msg: ReportQueued) -> None:
@@ -152,10 +161,11 @@ class Reporter(FleetletActor):
             return  # nothing pending (an announcement of what was already sent)
         try:
             self.client.report_state({self.uuid: report.patch}, ok=(200, 204))
-        except CloudError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the network or the server does is a failed send
             self.sender.lost()
             self.failures += 1
-            reason = f"cannot send the state report: {exc}"
+            cause = exc if isinstance(exc, CloudError) else f"{type(exc).__name__}: {exc}"
+            reason = f"cannot send the state report: {cause}"[:500]
             self.log.warning("%s (failure %d)", reason, self.failures)
             self.publish(RecordError("reporter", "send", reason, time.time()))
             self.error_shown = True

@@ -16,6 +16,7 @@ from actors.target.model import (
     Create,
     EngineState,
     Key,
+    OrphanedVolumes,
     Pull,
     ResourceStep,
     Start,
@@ -23,14 +24,14 @@ from actors.target.model import (
     Stop,
     containers_by_key,
 )
-from actors.target.planner import plan
+from actors.target.planner import REMOVE_AT_ONCE, plan
 from messages.protocol.target_state import TargetState
 
 RESTART_REASON = "restart requested"
 
 
 def next_steps(target: TargetState, current: EngineState, underway: Iterable[Step], backing_off: frozenset[Key],
-               restarts: Mapping[Key, str], slots: int) -> list[Step]:
+               restarts: Mapping[Key, str], slots: int, orphans: OrphanedVolumes = REMOVE_AT_ONCE) -> list[Step]:
     """The steps to start now: restarts first, then the plan, at most `slots` of them, for services not
     backing off and with no step `underway` (running, or ended after `current` was read), and without what
     such a step is already doing (a pull, a network)."""
@@ -38,7 +39,7 @@ def next_steps(target: TargetState, current: EngineState, underway: Iterable[Ste
     excluded = backing_off | frozenset(step.key for step in underway)
     doing = {step_identity(step) for step in underway}
     steps = restart_steps(current, {key: phase for key, phase in restarts.items() if key not in excluded})
-    steps += plan(target, current, excluded | frozenset(restarts))
+    steps += plan(target, current, excluded | frozenset(restarts), orphans)
     return [step for step in steps if step_identity(step) not in doing][:max(slots, 0)]
 
 

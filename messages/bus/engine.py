@@ -7,6 +7,7 @@ worker needs, since a worker gets no Configure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from messages.codec import message
 from messages.protocol.json import JSONObject
@@ -60,6 +61,7 @@ class EngineJobDone:
 @dataclass(frozen=True)
 class ReconcileNow:
     """Re-read the engine and converge now (an operator, a benchmark, another actor)."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
     reason: str
 
 

@@ -8,6 +8,7 @@ that a crash could lose.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from messages.codec import message
 from messages.protocol.json import JSONObject
@@ -25,6 +26,7 @@ class EnqueueReport:
 @dataclass(frozen=True)
 class ReportQueued:
     """A channel has a pending report; its sender sends it and acknowledges with AckReport."""
+    coalesce: ClassVar[tuple[str, ...]] = ("channel",)  # newer supersedes older (runtime.coalesce_key)
     channel: str
     report_id: int
     patch: JSONObject
@@ -43,6 +45,8 @@ class AckReport:
 @dataclass(frozen=True)
 class RecordError:
     """Something the device cannot do, kept in the store and shown by ``run.py status``."""
+    coalesce: ClassVar[tuple[str, ...]] = ("source", "key")  # newer supersedes older (runtime.coalesce_key)
+    coalesce_as: ClassVar[str] = "error"  # errors: record and clear supersede each other
     source: str
     key: str
     message: str
@@ -52,5 +56,15 @@ class RecordError:
 @message
 @dataclass(frozen=True)
 class ClearError:
+    coalesce: ClassVar[tuple[str, ...]] = ("source", "key")  # newer supersedes older (runtime.coalesce_key)
+    coalesce_as: ClassVar[str] = "error"  # errors: record and clear supersede each other
     source: str
     key: str
+
+
+@message
+@dataclass(frozen=True)
+class StoreReopened:
+    """Persistence (re)started: what a sender enqueued before may not be durable. Senders take their outbox
+    from the store again (``OutboxSender.resync``) and report what differs; the shadows read again."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older

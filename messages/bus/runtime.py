@@ -1,4 +1,11 @@
-"""Messages of the actor runtime itself: configuration, liveness, supervision and status."""
+"""Messages of the actor runtime itself: configuration, liveness, supervision and status.
+
+Delivery rule shared by every message type (:func:`coalesce_key`): a class whose newer instance makes an
+older one useless declares ``coalesce`` (the fields that say "the same thing", possibly none) and, when
+two types speak of the same thing, ``coalesce_as`` (a shared group name). The supervisor keeps at most
+one such message per key held for a restarting child and at most one queued towards a busy child; a
+message type without ``coalesce`` is never superseded.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,6 +51,7 @@ class Boot:
 @dataclass(frozen=True)
 class Booted:
     children: tuple[str, ...]
+    pid: int  # the root supervisor's process: run.py tells "slow" (alive, busy) from "dead" by it
 
 
 @message
@@ -64,10 +72,12 @@ class ChildStatus:
     name: str
     cls: str
     pid: int | None
-    state: str  # starting | running | restarting | failed | stopped
+    state: str  # starting | running | crashed (exiting) | restarting | failed (cooling down) | stopped
     restarts: int
     last_error: str | None
     held_messages: int
+    superseded: int  # held or queued messages replaced by a newer one of the same key (nothing lost)
+    dropped: int  # held messages dropped past the hold limit (never for a child that escalates)
 
 
 @message
@@ -93,3 +103,31 @@ class Pong:
     seq: int
     sent_at: float
     responder: str
+
+
+@message
+@dataclass(frozen=True)
+class Handled:
+    """A child's note that it has handled a routed message of coalescing ``key``: the supervisor may send the
+    next one of that key (it queues at most one per key towards a child, so a blocked child never makes the
+    supervisor's own sends pile up)."""
+    name: str
+    key: tuple[str, ...]
+
+
+@message
+@dataclass(frozen=True)
+class Returned:
+    """What reached a child after it crashed, handed back unhandled: the supervisor holds it for the restarted
+    child (a crash never swallows a message the child had not started on)."""
+    name: str
+    raw: bytes
+
+
+def coalesce_key(msg: object) -> tuple[str, ...] | None:
+    """The key under which a newer message of this kind supersedes an older one; None: never superseded."""
+    fields: tuple[str, ...] | None = getattr(type(msg), "coalesce", None)
+    if fields is None:
+        return None
+    group: str = getattr(type(msg), "coalesce_as", type(msg).__name__)
+    return (group, *(str(getattr(msg, name)) for name in fields))

@@ -5,7 +5,7 @@ The handler contract is ShadowDeltaUpdated (to every handler) answered by Shadow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from messages.codec import message
 
@@ -25,6 +25,7 @@ class ShadowDeltaUpdated:
 @dataclass(frozen=True)
 class ShadowDeltaApplied:
     """A handler's answer: the device's actual state for the keys it handled, and what it could not apply."""
+    coalesce: ClassVar[tuple[str, ...]] = ("handler", "thing_name", "shadow_name")  # newer supersedes older
     handler: str
     thing_name: str
     shadow_name: str
@@ -37,6 +38,7 @@ class ShadowDeltaApplied:
 @dataclass(frozen=True)
 class ShadowDocumentSeen:
     """The last full shadow document the device knows (from a get or an accepted update)."""
+    coalesce: ClassVar[tuple[str, ...]] = ("thing_name", "shadow_name")  # newer supersedes older (runtime.coalesce_key)
     thing_name: str
     shadow_name: str
     document: dict[str, Any]

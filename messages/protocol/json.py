@@ -8,6 +8,11 @@ on the text first, so hostile input never reaches a recursion limit) and size be
 
 Every refusal is a :class:`JSONRefused` subclass, so each caller maps it to the error it declares
 (PayloadError, InvalidTargetState, ShadowError, StoreValueError, the API's 400) and keeps its wording.
+
+:func:`check_value` holds a value built in memory (a handler's answer, a report, an application's file)
+to the same rules, naming the path of what it refuses; the bus codec, the store and the senders of JSON
+(:func:`encode`: the HTTP client, the shadow listener, app_config) use it, so what one side writes the
+other can read.
 """
 from __future__ import annotations
 
@@ -34,7 +39,10 @@ JSONObject: TypeAlias = dict[str, Any]
 
 
 class JSONRefused(ValueError):
-    """The text is not a JSON value we accept; the message says why (no input is echoed)."""
+    """The text is not a JSON value we accept; the message says why (no input is echoed). ``path`` is the
+    member's path when the refusal is of one value (``state.desired.level``), None for the text as a whole."""
+
+    path: str | None = None
 
 
 class JSONTooLarge(JSONRefused):
@@ -52,9 +60,10 @@ class JSONNotUTF8(JSONRefused):
 class JSONTooDeep(JSONRefused):
     """Containers nested deeper than the caller's bound."""
 
-    def __init__(self, limit: int):
-        super().__init__(f"nested deeper than {limit} levels")
-        self.limit = limit
+    def __init__(self, limit: int, path: str | None = None):
+        super().__init__(f"{path or 'value'}: nested deeper than {limit} levels" if path is not None
+                         else f"nested deeper than {limit} levels")
+        self.limit, self.path = limit, path
 
 
 class JSONInvalid(JSONRefused):
@@ -97,7 +106,7 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
     try:
         if risky_numbers:
             value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                               parse_float=_finite_float, parse_int=lambda digits: _bounded_int(digits, int_max))
+                               parse_int=_short_int)
         else:
             value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except RecursionError:  # only for a bound beyond the interpreter's recursion limit
@@ -106,13 +115,75 @@ def decode(data: bytes | bytearray | memoryview | str, *, max_bytes: int | None 
         raise
     except ValueError as error:  # json.JSONDecodeError: syntax
         raise JSONInvalid(str(error)) from None
-    if _MAYBE_SURROGATE.search(text) is not None:
-        try:
-            # "\ud800" decodes to a str that no UTF-8 encoder (msgpack, SQLite, a socket) will take.
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise JSONUnencodable("a string holds a lone surrogate") from None
+    # An integer beyond the range, a float past its range (inf) and "\ud800" (a str no UTF-8 encoder takes:
+    # msgpack, SQLite, a socket) are values json.loads builds: found, with their path, by check_value.
+    if risky_numbers or _MAYBE_SURROGATE.search(text) is not None:
+        check_value(value, max_depth=max_depth, int_max=int_max)
     return value
+
+
+def check_value(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, int_max: int = INT64_MAX) -> None:
+    """Refuse a Python value that is not one :func:`decode` could have produced: the same rules for what
+    was built in memory (a handler's answer, a report, a file's content) as for what arrived as text.
+
+    Objects with string keys, arrays (lists), strings encodable as UTF-8 (no lone surrogate), booleans,
+    null, integers in the signed 64-bit range, finite floats, at most ``max_depth`` containers deep.
+    Raises the :class:`JSONRefused` subclass :func:`decode` would, its message naming the path of the
+    first bad member below ``path`` (``state.desired.level``, ``ports[3]``). Iterative and linear in the
+    size of the value, so no hostile value reaches a recursion limit. ``int_max`` is decode's.
+    """
+    try:
+        _check(value, "", max_depth, int_max, named=False)  # quick: no path is spelled while all is well
+    except JSONRefused:
+        _check(value, path, max_depth, int_max, named=True)  # again, to name where
+        raise
+
+
+def _check(value: object, path: str, max_depth: int, int_max: int, *, named: bool) -> None:
+    stack: list[tuple[object, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            _check_text(item, where)
+        elif isinstance(item, int):
+            if not INT64_MIN <= item <= int_max:
+                raise _refused(JSONOutOfRange, where, "an integer outside the signed 64-bit range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise _refused(JSONInvalid, where, f"{item} is not a finite number")
+        elif isinstance(item, dict):
+            if depth >= max_depth:
+                raise JSONTooDeep(max_depth, where)
+            members: list[tuple[object, str, int]] = []
+            for key, member in item.items():
+                if not isinstance(key, str):
+                    raise _refused(JSONInvalid, where, f"key {key!r:.40} is not a string")
+                _check_text(key, f"{where} key" if where else "key")
+                members.append((member, (f"{where}.{key}" if where else key) if named else "", depth + 1))
+            stack.extend(reversed(members))  # popped in document order: the first bad member is the one named
+        elif isinstance(item, list):
+            if depth >= max_depth:
+                raise JSONTooDeep(max_depth, where)
+            stack.extend(reversed([(member, f"{where}[{index}]" if named else "", depth + 1)
+                                   for index, member in enumerate(item)]))
+        else:
+            raise _refused(JSONInvalid, where, f"{type(item).__name__} is not a JSON value")
+
+
+def _refused(kind: type[JSONRefused], where: str, problem: str) -> JSONRefused:
+    error = kind(f"{where}: {problem}" if where else problem)
+    error.path = where
+    return error
+
+
+def _check_text(text: str, where: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _refused(JSONUnencodable, where, "a string holds a lone surrogate") from None
 
 
 def canonical_text(value: object, *, ascii_only: bool = False) -> str:
@@ -130,6 +201,15 @@ def canonical_bytes(value: object) -> bytes:
     return canonical_text(value).encode("utf-8")
 
 
+def encode(value: object, *, path: str = "", max_depth: int = MAX_DEPTH, indent: int | None = None) -> bytes:
+    """``value`` checked (:func:`check_value`) and spelled canonically as UTF-8: what the device and the
+    cloud send and write. ``indent`` is for files people read; the keys stay sorted."""
+    check_value(value, path=path, max_depth=max_depth)
+    if indent is None:
+        return canonical_bytes(value)
+    return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
 def json_equal(a: object, b: object) -> bool:
     """Equality of JSON values: numbers by value (1 == 1.0), but a boolean only equals a boolean."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -141,6 +221,18 @@ def json_equal(a: object, b: object) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(map(json_equal, a, b))
     return type(a) is type(b) and a == b
+
+
+def json_identical(a: object, b: object) -> bool:
+    """Equal JSON values spelled alike: like :func:`json_equal`, but a number's kind counts too (1 is not
+    1.0), for whoever hands the values on to a reader that may tell them apart (an application's file)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_identical(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(json_identical, a, b))
+    return a == b
 
 
 def _check_depth(text: str, max_depth: int) -> None:
@@ -170,14 +262,8 @@ def _no_constant(name: str) -> NoReturn:
     raise JSONInvalid(f"{name} is not allowed")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise JSONInvalid("a number is out of range")
-    return value
-
-
-def _bounded_int(digits: str, int_max: int) -> int:
-    if len(digits) > _MAX_INT_CHARS or not INT64_MIN <= (value := int(digits)) <= int_max:
-        raise JSONOutOfRange("an integer does not fit in 64 bits")
-    return value
+def _short_int(digits: str) -> int:
+    """int() of at most 20 digits (check_value then holds it to the range); a longer run is refused unread."""
+    if len(digits) > _MAX_INT_CHARS:
+        raise JSONOutOfRange(f"an integer of {len(digits.lstrip('-'))} digits does not fit in 64 bits")
+    return int(digits)

@@ -7,14 +7,17 @@ Without ``ok`` every status is an answer, for callers (operators, tests) that lo
 Redirects are not followed: a 3xx is an answer like any other, so the token never travels to another host
 (urllib would forward ``Authorization`` to wherever a redirect points). The timeout bounds the whole request:
 a socket timeout alone bounds each operation, so a server trickling bytes could hold a request far past it;
-a watchdog shuts the socket down at the deadline. The API's paths are written here once, in the methods below.
+a watchdog shuts the socket down at the deadline. https:// always verifies the server's certificate
+(:mod:`messages.transport.tls`: a CA file or the system's store, optionally a client certificate); a refused
+certificate is named in the error, with the check that failed. The API's paths are written here once, in the
+methods below.
 """
 from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -25,6 +28,7 @@ from messages.protocol import api
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.shadow_topics import CLASSIC_SHADOW
+from messages.transport.tls import TlsSettings, client_context, describe_refusal
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
 
@@ -62,7 +66,7 @@ class CloudClient:
     when a token is given."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, tls: TlsSettings | None = None):
         parts = urlsplit(base_url)
         host = parts.hostname
         if parts.scheme not in ("http", "https") or not host:
@@ -78,11 +82,24 @@ class CloudClient:
         self._token = token
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
+        self._tls = tls or TlsSettings()
+        self._context: ssl.SSLContext | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "CloudClient":
-        """The agent's client: ``cloud.url``, ``cloud.timeout`` and the device's token."""
-        return cls(config["cloud"]["url"], config["device"]["token"], config["cloud"]["timeout"])
+        """The agent's client: ``cloud.url``, ``cloud.timeout``, the device's token and ``cloud``'s TLS files."""
+        cloud = config["cloud"]
+        return cls(cloud["url"], config["device"]["token"], cloud["timeout"],
+                   tls=TlsSettings(cloud["ca_file"], cloud["cert_file"], cloud["key_file"]))
+
+    def _https_context(self) -> ssl.SSLContext:
+        """Built at the first https request (a client that is never used needs no files), then kept."""
+        if self._context is None:
+            try:
+                self._context = client_context(self._tls)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise CloudError(f"{self.base_url}: cannot use the TLS files: {exc}") from None
+        return self._context
 
     def request(self, method: str, path: str, body: bytes | JSONObject | list[object] | None = None,
                 headers: dict[str, str] | None = None, ok: tuple[int, ...] | None = None) -> Response:
@@ -92,12 +109,19 @@ class CloudClient:
         if self._token is not None:
             sent.setdefault("Authorization", f"Bearer {self._token}")
         if isinstance(body, (dict, list)):
-            body = json.dumps(body, separators=(",", ":")).encode()
+            try:  # what the cloud's decoder refuses (2^64, 1e999, a lone surrogate) is never sent
+                body = strict_json.encode(body)
+            except strict_json.JSONRefused as exc:
+                raise CloudError(f"{method} {path}: the request body is not JSON the cloud accepts: {exc}") from None
             sent.setdefault("Content-Type", "application/json")
         if body is not None:
             sent["Content-Length"] = str(len(body))
-        kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
-        connection = kind(self._host, self._parts.port, timeout=self._timeout)
+        connection: http.client.HTTPConnection
+        if self._parts.scheme == "https":
+            connection = http.client.HTTPSConnection(self._host, self._parts.port, timeout=self._timeout,
+                                                     context=self._https_context())
+        else:
+            connection = http.client.HTTPConnection(self._host, self._parts.port, timeout=self._timeout)
         started, watchdog = time.monotonic(), None
         try:
             connection.connect()  # bounded by the socket timeout; the watchdog takes the rest of the time
@@ -106,6 +130,11 @@ class CloudClient:
             reply = connection.getresponse()
             response = Response(reply.status, {name.lower(): value for name, value in reply.getheaders()},
                                 reply.read(self._max_response_bytes + 1))
+            missing = reply.length  # what a Content-Length promised and a bounded read did not get
+        except ssl.SSLCertVerificationError as exc:
+            port = self._parts.port or 443
+            raise CloudError(f"{method} {self.base_url}{path}: "
+                             f"{describe_refusal(exc, 'cloud API', self._host, port, self._tls.server_name)}") from exc
         except (OSError, http.client.HTTPException, ValueError) as exc:
             timed_out = watchdog is not None and watchdog.fired
             reason = f"no complete answer within {self._timeout} s" if timed_out else exc or type(exc).__name__
@@ -118,6 +147,9 @@ class CloudClient:
             raise CloudError(f"{method} {self.base_url}{path}: no complete answer within {self._timeout} s")
         if len(response.body) > self._max_response_bytes:
             raise CloudError(f"{method} {path}: response larger than {self._max_response_bytes} bytes",
+                             response.status)
+        if missing:
+            raise CloudError(f"{method} {path}: the answer ended {missing} bytes before its Content-Length",
                              response.status)
         if ok is not None and response.status not in ok:
             raise CloudError(f"{method} {path}: HTTP {response.status}: {response.body[:300]!r}", response.status)

@@ -13,6 +13,12 @@ client starts with an empty in-flight store, so the publishes a lost connection 
 to the front of the outbox: delivery is at least once, across reconnects too (never silently dropped, except
 the oldest ones when the outbox overflows, which ``dropped`` counts).
 
+TLS (:mod:`messages.transport.tls`: CA verification, a client certificate, ALPN, a server name) and a
+username/password are the settings'; a certificate the link refuses is reported with which certificate and
+which check, through ``on_failure`` (every failed attempt's reason; the agent records it for ``run.py
+status``), and retried after the same backoff as any other failure. MQTT 5's ``maximum_packet_size`` is sent
+in CONNECT when set, so the broker drops what the receiver would refuse anyway instead of sending it.
+
 The link runs in an asyncio loop: the cloud awaits :meth:`MqttLink.run` in its own loop; the agent, whose
 actors have none, hosts it in a daemon thread with :meth:`MqttLink.start` / :meth:`MqttLink.stop`.
 """
@@ -23,6 +29,7 @@ import collections
 import dataclasses
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +40,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 from messages.transport.backoff import backoff_delay
+from messages.transport.tls import TlsSettings, client_context, describe_refusal
 
 log = logging.getLogger("fleetlet.mqtt")
 
@@ -59,7 +67,10 @@ class LinkSettings:
     clean: bool = False  # True for throwaway observers (run.py shadow watch): no session left behind
     publish_window: int = 16  # QoS 1 publishes in flight at most; Mosquitto's receive maximum is 20
     outbox_limit: int = 1000  # publishes waiting for the window or a connection; the oldest go first
-    # TLS goes here: an ssl.SSLContext field, handed to gmqtt's connect(ssl=...) in MqttLink._connect.
+    tls: TlsSettings | None = None  # None: plaintext (loopback only, conf refuses it elsewhere)
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    max_packet_size: int = 0  # MQTT 5: the largest packet the broker may send us; 0 sends no limit
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -70,12 +81,21 @@ class LinkSettings:
             raise ValueError("an MQTT client id is needed for a persistent session")
         if self.publish_window < 1 or self.outbox_limit < 1:
             raise ValueError("mqtt.publish_window and mqtt.outbox_limit must be at least 1")
+        if self.password and not self.username:
+            raise ValueError("mqtt.password_file needs mqtt.username")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], client_id: str, clean: bool = False) -> "LinkSettings":
+    def from_config(cls, config: Mapping[str, Any], client_id: str, clean: bool = False,
+                    max_packet_size: int = 0) -> "LinkSettings":
+        """The agent's link from its checked ``[mqtt]`` section and the password conf read from its file
+        (``credentials.mqtt_password``); ``max_packet_size`` is what the caller refuses beyond."""
         mqtt = config["mqtt"]
+        tls = TlsSettings(mqtt["ca_file"], mqtt["cert_file"], mqtt["key_file"], tuple(mqtt["alpn"]),
+                          mqtt["server_name"]) if mqtt["tls"] else None
         return cls(mqtt["host"], mqtt["port"], client_id, mqtt["protocol"], mqtt["keepalive"],
-                   mqtt["session_expiry"], mqtt["reconnect_min"], mqtt["reconnect_max"], clean)
+                   mqtt["session_expiry"], mqtt["reconnect_min"], mqtt["reconnect_max"], clean, tls=tls,
+                   username=mqtt["username"], password=config.get("credentials", {}).get("mqtt_password", ""),
+                   max_packet_size=max_packet_size)
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc]  # gmqtt ships no type information
@@ -112,10 +132,12 @@ class MqttLink:
     """
 
     def __init__(self, settings: LinkSettings, topics: Sequence[str],
-                 on_message: Callable[[str, bytes], None], on_ready: Callable[[bool], None] = lambda ready: None):
+                 on_message: Callable[[str, bytes], None], on_ready: Callable[[bool], None] = lambda ready: None,
+                 on_failure: Callable[[str], None] = lambda reason: None):
         self.settings = settings
         self.topics = tuple(topics)
-        self._on_message, self._on_ready = on_message, on_ready
+        self._on_message, self._on_ready, self._on_failure = on_message, on_ready, on_failure
+        self.last_failure: str | None = None
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: _Client | None = None
@@ -167,12 +189,15 @@ class MqttLink:
             except (LinkError, OSError, gmqtt.MQTTConnectError, asyncio.TimeoutError) as exc:
                 failures += 1
                 delay = self._delay(failures)
+                reason = await self._reason(exc)
                 log.warning("MQTT %s:%d: %s; retrying in %.1f s", self.settings.host, self.settings.port,
-                            exc or type(exc).__name__, delay)
+                            reason, delay)
+                self._failed(reason)
                 await self._close(client)
                 await _pause(stop, delay)
                 continue
             up_since = time.monotonic()
+            self.last_failure = None
             self._set_ready(True)
             self._drain()
             await _first(lost.wait(), stop.wait())
@@ -202,15 +227,37 @@ class MqttLink:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
+    async def _reason(self, exc: BaseException) -> str:
+        """What went wrong, in words: for a refused certificate, which one and which check."""
+        settings = self.settings
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            server_name = settings.tls.server_name if settings.tls is not None else ""
+            return await asyncio.to_thread(describe_refusal, exc, "broker", settings.host, settings.port,
+                                           server_name)
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS with broker {settings.host}:{settings.port} failed: {exc.reason or exc}"
+        return str(exc) or type(exc).__name__
+
+    def _failed(self, reason: str) -> None:
+        self.last_failure = reason
+        _notify("on_failure", self._on_failure, reason)
+
     def _delay(self, failures: int) -> float:
         return backoff_delay(failures, self.settings.reconnect_min, self.settings.reconnect_max, random.random())
 
     def _new_client(self) -> tuple[_Client, _InFlight, asyncio.Event]:
-        session = {} if self.settings.protocol == 4 or self.settings.clean else \
-            {"session_expiry_interval": self.settings.session_expiry}
+        settings = self.settings
+        properties: dict[str, int] = {}
+        if settings.protocol == 5:
+            if not settings.clean:
+                properties["session_expiry_interval"] = settings.session_expiry
+            if settings.max_packet_size:
+                properties["maximum_packet_size"] = settings.max_packet_size
         in_flight = _InFlight(self._drain)
-        client = _Client(self.settings.client_id, clean_session=self.settings.clean, persistent_storage=in_flight,
-                         **session)
+        client = _Client(settings.client_id, clean_session=settings.clean, persistent_storage=in_flight,
+                         **properties)
+        if settings.username:
+            client.set_auth_credentials(settings.username, settings.password or None)
         lost = asyncio.Event()
         client.on_disconnect = lambda *_: lost.set()
         client.on_message = self._message
@@ -218,8 +265,22 @@ class MqttLink:
 
     async def _connect(self, client: _Client, in_flight: _InFlight, lost: asyncio.Event) -> None:
         settings = self.settings
-        await asyncio.wait_for(client.connect(settings.host, settings.port, keepalive=settings.keepalive,  # TLS: ssl=
-                                              version=PROTOCOLS[settings.protocol]), CONNECT_TIMEOUT)
+        try:  # built for each attempt: renewed certificate files are taken at the next connection
+            context = False if settings.tls is None else client_context(settings.tls)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise LinkError(f"cannot use the TLS files: {exc}") from None
+        connecting = asyncio.ensure_future(client.connect(settings.host, settings.port, ssl=context,
+                                                          keepalive=settings.keepalive,
+                                                          version=PROTOCOLS[settings.protocol]))
+        # gmqtt's connect waits out its timeout when the broker closes the connection before CONNACK, which is
+        # how a broker refuses a client certificate (the TLS 1.3 handshake ends before it checks ours).
+        await asyncio.wait_for(_first(connecting, lost.wait()), CONNECT_TIMEOUT)
+        if not connecting.done():
+            connecting.cancel()
+            raise LinkError("the broker closed the connection before accepting it" +
+                            ("; this is how it refuses a client certificate it does not trust"
+                             if settings.tls is not None and settings.tls.cert_file else ""))
+        connecting.result()
         acked: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
 
         # runs later in this loop: expected_mid is set
@@ -253,10 +314,7 @@ class MqttLink:
 
     def _set_ready(self, ready: bool) -> None:
         self.ready = ready
-        try:
-            self._on_ready(ready)
-        except Exception:  # noqa: BLE001 - a failing callback must not take the connection down
-            log.exception("MQTT link: on_ready callback failed")
+        _notify("on_ready", self._on_ready, ready)
 
     def _message(self, _client: object, topic: str, payload: bytes, _qos: int, _properties: object) -> int:
         try:
@@ -294,6 +352,13 @@ class MqttLink:
                 return
             finally:
                 in_flight.sending = None
+
+
+def _notify(name: str, callback: Callable[[Any], None], value: object) -> None:
+    try:
+        callback(value)
+    except Exception:  # noqa: BLE001 - a failing callback must not take the connection down
+        log.exception("MQTT link: %s callback failed", name)
 
 
 async def _first(*awaitables: Awaitable[object]) -> None:

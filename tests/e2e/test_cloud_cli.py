@@ -69,3 +69,17 @@ def test_operator_commands_say_when_no_cloud_answers_or_the_configuration_is_wro
     broken.write_text("[http]\nport = 'eighty'\n")
     status, _, err = operate(running, "shadow", "get", "lamp", config=str(broken))
     assert status == 2 and "http.port" in err
+
+
+def test_over_https_the_operator_commands_verify_the_cloud_with_http_ca_file(broker, tmp_path):
+    process = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db", https=True).start()
+    try:
+        status, out, _ = operate(process, "shadow", "update", "lamp", '{"state": {"desired": {"on": true}}}')
+        assert (status, json.loads(out)["version"]) == (0, 1)
+        untrusting = tmp_path / "untrusting.toml"  # the same cloud, verified with the system's store instead
+        trusted = f'ca_file = "{process.settings["http"]["ca_file"]}"'
+        untrusting.write_text(process.config_path.read_text().replace(trusted, 'ca_file = ""', 1))  # [http]'s
+        status, _, err = operate(process, "shadow", "get", "lamp", config=str(untrusting))
+        assert status == 1 and f"https://127.0.0.1:{process.http_port}" in err and "certificate verify failed" in err
+    finally:
+        process.stop()

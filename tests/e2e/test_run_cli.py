@@ -123,6 +123,32 @@ def test_a_second_run_after_sigkill_ends_the_first_runs_actors(agent_conf):
         assert code == 0, second.stderr.read()[-3000:]
 
 
+def test_sigkills_while_the_agent_starts_leave_nothing_behind_and_the_next_start_succeeds(agent_conf):
+    """SIGKILL at points spread over the start (before, while and after the admin forks): every process a killed
+    run forked is gone once the next start is up, and that start succeeds."""
+    killed_runs: set[int] = set()
+    for forked in (1, 1, 1, 2, 2, 3, 4, 5):
+        agent = start_agent(agent_conf)
+        # Kill the moment the start has forked `forked` processes (the admin first, then logger, supervisor...):
+        # forked actors inherit run.py's command line.
+        wait_for(lambda agent=agent, forked=forked: agent.poll() is not None
+                 or len(set(processes_mentioning(agent_conf)) - {agent.pid}) >= forked,
+                 timeout=30, interval=0.005, what=f"the start to fork {forked} processes")
+        agent.kill()
+        agent.wait()
+        killed_runs |= set(processes_mentioning(agent_conf))
+    final = start_agent(agent_conf)
+    try:
+        wait_for(lambda: actors_up(agent_conf), timeout=30, interval=0.3, what="the final start up")
+        survivors = sorted(pid for pid in killed_runs if alive(pid))
+        assert survivors == [], f"processes of killed runs survived the next start: {survivors}"
+        assert final.poll() is None
+    finally:
+        code = stop_agent(final)
+    assert code == 0, final.stderr.read()[-3000:]
+    assert [pid for pid in processes_mentioning(agent_conf) if alive(pid)] == []
+
+
 def test_bad_configuration_is_refused_with_the_key(tmp_path):
     result = run_py("status", "--set", "mqtt.port=abc")
     assert result.returncode == 2 and "mqtt.port must be int" in result.stderr
@@ -211,6 +237,22 @@ def test_a_bad_agent_setting_stops_every_command_before_anything_starts(tmp_path
     assert code == 2 and stderr.startswith("configuration error: ") and len(stderr.strip().splitlines()) == 1
     assert key in stderr
     assert elapsed < 5  # the interpreter and the actor modules' imports (about 0.5 s); nothing waits
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("mqtt.host=broker.example.com", "mqtt.tls: the broker 'broker.example.com' is not loopback"),
+    ("cloud.url=http://cloud.example.com", "cloud.url: 'http://cloud.example.com' is not loopback"),
+])
+def test_plaintext_off_loopback_stops_the_agent_before_anything_starts(tmp_path, override, message):
+    code, stderr, _ = refused(tmp_path, ["agent", "--set", "mqtt.tls=false", "--set", override])
+    assert code == 2 and stderr.startswith(f"configuration error: {message}")
+
+
+def test_an_unreadable_certificate_stops_the_agent_naming_the_key(tmp_path, pki):
+    code, stderr, _ = refused(tmp_path, ["agent", "--set", f"mqtt.ca_file={pki.ca}",
+                                         "--set", f"mqtt.cert_file={tmp_path}/none.crt"])
+    assert (code, stderr) == (2, f"configuration error: mqtt.cert_file: cannot read {tmp_path}/none.crt: "
+                                 "no such file\n")
 
 
 @pytest.mark.parametrize("command", AGENT_COMMANDS[:3], ids=" ".join)

@@ -15,8 +15,10 @@ import pytest
 import conf
 from cloud.loopback import free_port
 from messages.transport.http import CloudClient
+from messages.transport.tls import TlsSettings
 from store import Store
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
+from tests.support.pki import session_pki
 from tests.support.polling import wait_for, wait_quiet
 from tests.support.probe_actors import recorded_rows
 from tests.support.sockets import pump
@@ -75,7 +77,7 @@ def agent_config(tmp_path, admin_port: int, broker_port: int, cloud_url: str, pr
         f"store.path={tmp_path}/agent.db", f"agent.admin_port={admin_port}", "agent.stop_timeout=5.0",
         f"mqtt.port={broker_port}", "mqtt.reconnect_min=0.05", "mqtt.reconnect_max=0.5", "mqtt.keepalive=5",
         f"cloud.url={cloud_url}", f"shadow.profile={profile}", "shadow.report_timeout=1.5",
-        "shadow.read_timeout=1.5", "shadow.apply_timeout=3.0"])
+        "shadow.read_timeout=1.5", "shadow.apply_timeout=3.0", *session_pki().agent_overrides(DEMO["uuid"])])
     config["shadow"]["handlers"] = list(handlers)
     defaults = config["actors"]
     config["actors"] = {
@@ -254,7 +256,7 @@ def test_a_broker_restart_and_cut_connections_during_updates_lose_nothing(broker
                 broker.stop()
             if step == 15:
                 broker.start()
-                wait_for(lambda: json.loads(cloud.client(None).health().body)["mqtt"] == "subscribed",
+                wait_for(lambda: json.loads(cloud.client(None).health().body)["ready"] is True,
                          timeout=10, what="the cloud back on the broker")
             time.sleep(0.05)  # pacing: the updates straddle the cuts and the restart (not a wait)
         expected = {"mode": "m23", "t": 16 + 23 % 10}
@@ -286,7 +288,8 @@ def report_behind_the_devices_back(delta):
     """A handler function (runs in the listener) letting another writer report the delta first: the shadow's
     version moves on with no delta to tell the device, whose own report then gets 409."""
     if delta.delta:
-        CloudClient(os.environ["FLEETLET_TEST_CLOUD"], os.environ["FLEETLET_TEST_TOKEN"]).update_shadow(
+        CloudClient(os.environ["FLEETLET_TEST_CLOUD"], os.environ["FLEETLET_TEST_TOKEN"],
+                    tls=TlsSettings(session_pki().ca)).update_shadow(
             delta.thing_name, {"state": {"reported": delta.delta}})
     return {}, {}
 
@@ -355,7 +358,12 @@ def test_watch_prints_deltas_and_reports_and_a_restart_is_asked_for(broker, clou
         agents(config)
         probe.expect(f"{TOPICS['aws']}/get/rejected")  # the startup read is over (no shadow yet)
     out, stop = io.StringIO(), threading.Event()
-    watcher = threading.Thread(target=watch, args=(config, THING), kwargs={"out": out, "stop": stop, "count": 4})
+    # One certificate holds one session: the operator watches with an identity of its own, not the device's.
+    pki = session_pki()
+    cert, key = pki.files(pki.next_probe())
+    as_operator = {**config, "mqtt": {**config["mqtt"], "cert_file": cert, "key_file": key}}
+    watcher = threading.Thread(target=watch, args=(as_operator, THING),
+                               kwargs={"out": out, "stop": stop, "count": 4})
     watcher.start()
     try:
         # the watcher says so on stderr once its subscriptions are acknowledged (capfd, not capsys: the

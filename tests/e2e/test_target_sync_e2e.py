@@ -3,12 +3,8 @@
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import pathlib
 import signal
-import subprocess
 import time
 import uuid
 
@@ -23,8 +19,8 @@ from store import Store
 from tests.integration.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder
 from tests.integration.test_supervision import agent_config
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
+from tests.support.pki import session_pki
 from tests.support.polling import wait_for
-from tests.support.services import missing
 
 TEST_SETTINGS = {
     "poller": {"interval": 0.3, "jitter": 0.0, "backoff_min": 0.2, "backoff_max": 1.0},
@@ -47,6 +43,7 @@ class SyncedDevice(Device):
         self.config = agent_config(tmp_path, port, {}, restart_base_delay=0.2, restart_max_delay=1.0, cooldown=2.0)
         self.config["device"].update(uuid=self.owner, thing=self.owner, token=self.token)
         self.config["cloud"]["url"] = cloud.url
+        session_pki().agent_links(self.config, self.owner)
         shipped = conf.defaults("agent")["actors"]
         self.config["actors"] = {name: {**shipped[name], "settings": TEST_SETTINGS.get(name, {})}
                                  for name in ("persistence", "poller", "reconciler", "reporter")}
@@ -178,77 +175,60 @@ def test_sigkill_of_the_whole_agent_mid_apply_converges_after_restart_without_du
              what="the report of all eight")
 
 
-DOCKERD = ["dockerd", "--iptables=false", "--ip-forward=false", "--ip-masq=false"]
-_PR_SET_CHILD_SUBREAPER = 36
+@pytest.fixture
+def private_device(tmp_path, port, broker, private_dockerd, monkeypatch):
+    """A device whose engine is a private dockerd (the agent's workers reach it through DOCKER_HOST)."""
+    monkeypatch.setenv("DOCKER_HOST", private_dockerd.host)  # inherited by every actor forked from here
+    client = private_dockerd.client()
+    cloud = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db", {"log": {"level": "INFO"}}).start()
+    synced = SyncedDevice(client, tmp_path, port, cloud)
+    synced.config["supervisor"] = conf.defaults("agent")["supervisor"]  # the device's restart policy, not a test's
+    yield synced
+    for system in synced.systems:
+        system.stop()
+    cloud.stop()
+    client.close()  # the private engine goes, containers and all, with its fixture
 
 
-def _dockerd_pid() -> int | None:
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "dockerd":
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+OUTAGE = float(os.environ.get("FLEETLET_TEST_OUTAGE", "10"))  # seconds the engine stays away
 
 
-def _set_subreaper(on: bool) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+def engine_reported(device: SyncedDevice) -> str | None:
+    return device.reported().get("engine", {}).get("status")
 
 
-@contextlib.contextmanager
-def dockerd_stopped(docker_client):
-    """Stop the machine's dockerd, and start it again the way the machine runs it, whatever happens."""
-    pid = _dockerd_pid()
-    if pid is None or os.geteuid() != 0:
-        missing("root and a running dockerd to stop and start again")
-    os.kill(pid, signal.SIGTERM)
-    try:
-        wait_for(lambda: _dockerd_pid() is None, timeout=30, what="dockerd to stop")
-        yield
-    finally:
-        # Not our child, and not the test session's either (which is a subreaper): it reparents to init.
-        _set_subreaper(False)
-        try:
-            subprocess.run(["setsid", "sh", "-c", f"{' '.join(DOCKERD)} >>/var/log/fleetlet-dockerd.log 2>&1 &"],
-                           check=True)
-        finally:
-            _set_subreaper(True)
-        wait_for(lambda: _pings(docker_client), timeout=60, interval=0.2, what="dockerd to answer again")
-
-
-def _pings(docker_client) -> bool:
-    try:
-        return docker_client.ping()
-    except Exception:  # noqa: BLE001 - not up yet
-        return False
-
-
-def test_docker_down_during_an_update_is_a_supervised_fault_and_the_device_converges_after(device):
+def test_an_engine_outage_is_a_known_state_and_the_device_converges_within_seconds_of_its_return(
+        private_device, private_dockerd):
+    device = private_device
     system = device.start()
     etag = device.post({"1": {f"s{index}": {} for index in range(4)}})
     device.wait_converged(etag)
     before = device.running_ids()
-    others = {c.name: c.pid for c in system.status().children if c.name != "reconciler"}
+    pids = {c.name: c.pid for c in system.status().children}
 
     device.post({"1": {f"s{index}": {"environment": {"V": "2"}} for index in range(4)}})
     wait_for(lambda: device.containers().keys() != before.keys() or
              any(c[0].id not in before.values() for c in device.containers().values()),
              interval=0.005, what="the update underway")
-    with dockerd_stopped(device.docker):
-        # polling goes on: a newer target is stored while the engine is away
-        etag = device.post({"1": {f"s{index}": {"environment": {"V": "3"}} for index in range(4)}})
-        wait_for(lambda: device.stored_etag() == etag, what="the newer target stored")
-        reconciler = wait_for(lambda: next((c for c in system.status().children
-                                            if c.name == "reconciler" and c.restarts >= 2), None),
-                              timeout=30, what="reconciler restarts")
-        assert "Docker engine" in reconciler.last_error
-        assert any(e["key"] == "engine" for e in device.errors())
-    device.wait_converged(etag, timeout=40)
+    private_dockerd.stop()
+    # polling goes on: a newer target is stored while the engine is away
+    etag = device.post({"1": {f"s{index}": {"environment": {"V": "3"}} for index in range(4)}})
+    wait_for(lambda: device.stored_etag() == etag, what="the newer target stored")
+    wait_for(lambda: any(e["key"] == "engine" and "unreachable" in e["message"] for e in device.errors()),
+             what="the outage recorded")
+    wait_for(lambda: engine_reported(device) == "unreachable", what="the outage in the report")
+    time.sleep(OUTAGE)  # the fault itself (long enough to exceed a crashing reconciler's restart intensity)
+    assert {c.name: (c.pid, c.restarts) for c in system.status().children} == {n: (p, 0) for n, p in pids.items()}
+
+    private_dockerd.start()
+    back = time.monotonic()
+    device.wait_converged(etag, timeout=30)
+    converged_after = time.monotonic() - back
+    print(f"converged {converged_after:.1f} s after the engine returned")
+    assert converged_after < 10.0
     after = device.running_ids()
     assert set(after) == set(before)
     assert all("V=3" in device.docker.containers.get(cid).attrs["Config"]["Env"] for cid in after.values())
-    assert {c.name: c.pid for c in system.status().children if c.name != "reconciler"} == others
-    assert all(c.restarts == 0 for c in system.status().children if c.name != "reconciler")
+    assert {c.name: (c.pid, c.restarts) for c in system.status().children} == {n: (p, 0) for n, p in pids.items()}
     wait_for(lambda: not any(e["key"] == "engine" for e in device.errors()), what="the engine error cleared")
+    wait_for(lambda: engine_reported(device) == "ok", what="the engine back in the report")

@@ -20,6 +20,7 @@ from actors.shadow.app_config import (
 )
 from conf.schema import parse
 from messages.bus.shadow import ShadowDeltaUpdated
+from store import Store
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
 from tests.support.probe_actors import recorded_rows
@@ -75,19 +76,19 @@ def test_settings_are_checked():
 
 def test_the_file_is_replaced_atomically_and_readable_by_the_application(tmp_path):
     path = str(tmp_path / "sub" / "config.json")
-    write_atomically(path, b'{"t": 1}')
-    write_atomically(path, b'{"t": 2}')
+    write_atomically(path, b'{"t": 1}', 0o640)
+    write_atomically(path, b'{"t": 2}', 0o640)
     assert read_config(path) == {"t": 2}
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     assert os.listdir(tmp_path / "sub") == ["config.json"]  # no temp file left
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
     path = str(tmp_path / "config.json")
-    write_atomically(path, b'{"t": 1}')
+    write_atomically(path, b'{"t": 1}', 0o640)
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     with pytest.raises(OSError):
-        write_atomically(path, b'{"t": 2}')
+        write_atomically(path, b'{"t": 2}', 0o640)
     assert read_config(path) == {"t": 1}
     assert os.listdir(tmp_path) == ["config.json"]
 
@@ -107,15 +108,18 @@ def recorded(tmp_path, kind):
 
 @pytest.fixture
 def handler_system(tmp_path, port, start_agent):
-    def start():
+    def start(persistence: bool = True):
         actors = {
-            "app_config": {"class": "actors.shadow.app_config.AppConfig", "subscribes": ["ShadowDeltaUpdated"],
+            "app_config": {"class": "actors.shadow.app_config.AppConfig",
+                           "subscribes": ["ShadowDeltaUpdated", "RestartsRecorded"],
                            "settings": {"path": str(tmp_path / "app.json"), "keys": ["t", "mode"], "app_id": "1",
                                         "services": ["app"], "ranges": {"t": [16, 30]}}},
             "recorder": {"class": "tests.support.probe_actors.Recorder",
-                         "subscribes": ["ShadowDeltaApplied", "RestartServices"],
+                         "subscribes": ["ShadowDeltaApplied", "RestartServices", "RestartsRecorded"],
                          "settings": {"path": str(tmp_path / "recorded.jsonl")}},
         }
+        if persistence:
+            actors["persistence"] = {"class": "actors.persistence.Persistence", "subscribes": ["RestartServices"]}
         return start_agent(agent_config(tmp_path, port, actors))
 
     return start
@@ -133,7 +137,10 @@ def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_pat
     assert read_config(str(tmp_path / "app.json")) == {"t": 30, "mode": "cool"}
     (restart,) = wait_for(lambda: recorded(tmp_path, "RestartServices"), what="the restart")
     assert restart["app_id"] == "1" and restart["services"] == ["app"] and "changed (mode, t)" in restart["reason"]
-    assert not os.path.exists(str(tmp_path / "app.json") + RESTART_MARKER_SUFFIX)
+    wait_for(lambda: recorded(tmp_path, "RestartsRecorded"), what="the restart durable")
+    wait_for(lambda: not os.path.exists(str(tmp_path / "app.json") + RESTART_MARKER_SUFFIX), what="the marker gone")
+    with Store.open(str(tmp_path / "agent.db"), readonly=True) as store:
+        assert [(r.app_id, r.service_name) for r in store.pending_restarts()] == [("1", "app")]
 
     tell(ShadowDeltaUpdated(thing, "named", 5, {"t": 20}, {"t": 20}))  # another shadow: answered, not applied
     tell(ShadowDeltaUpdated(thing, "", 6, {"t": 36}, {**desired, "t": 36}))  # clamps to the same value: no restart
@@ -141,6 +148,16 @@ def test_the_actor_writes_reports_and_asks_for_a_restart(handler_system, tmp_pat
     named, same = recorded(tmp_path, "ShadowDeltaApplied")[1:]
     assert (named["shadow_name"], named["reported"]) == ("named", {})
     assert same["reported"]["t"] == 30 and len(recorded(tmp_path, "RestartServices")) == 1
+
+
+def test_the_marker_stays_until_the_restart_request_is_durable(handler_system, tmp_path):
+    system = handler_system(persistence=False)  # nobody makes the request durable
+    thing = conf.load("agent")["device"]["thing"]
+    desired = {"t": 20, "requiresRestart": True}
+    system.asys.tell(system.supervisor, messages.encode(ShadowDeltaUpdated(thing, "", 4, desired, desired)))
+    wait_for(lambda: recorded(tmp_path, "RestartServices"), what="the restart asked for")
+    wait_for(lambda: recorded(tmp_path, "ShadowDeltaApplied"), what="the answer")
+    assert os.path.exists(str(tmp_path / "app.json") + RESTART_MARKER_SUFFIX)
 
 
 def test_a_restart_decided_before_a_crash_is_asked_for_at_the_next_start(handler_system, tmp_path):

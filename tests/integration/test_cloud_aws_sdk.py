@@ -2,8 +2,8 @@
 
 The shadow clients only understand what AWS IoT sends: a wrong field name leaves a model attribute None,
 a payload the SDK cannot read (a wrong type, milliseconds for seconds) reaches a V1 callback as None, and
-a missing correlation token times a V2 request out. Plain TCP to the test's Mosquitto: the SDK's builders insist on
-TLS, so the connections are made from awscrt's own classes, as the builders do underneath.
+a missing correlation token times a V2 request out. The connections are made with the SDK's own builders, as a
+device does: mutual TLS with the device's certificate (CN = its thing name) to the test's Mosquitto and its ACL.
 """
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ import uuid
 
 import pytest
 
+from tests.support.pki import session_pki
 from tests.support.services import missing
 
 try:
-    from awscrt import mqtt, mqtt5, mqtt_request_response
-    from awsiot import ServiceStreamOptions, V2ServiceException, iotshadow
+    from awscrt import mqtt, mqtt_request_response
+    from awsiot import (
+        ServiceStreamOptions,
+        V2ServiceException,
+        iotshadow,
+        mqtt5_client_builder,
+        mqtt_connection_builder,
+    )
 except ImportError:
     iotshadow = None
 
@@ -35,15 +42,25 @@ def sdk():
         missing("awsiotsdk (pip install awsiotsdk)")
 
 
-def unique_thing() -> str:
-    return f"sdk-lamp-{uuid.uuid4().hex[:8]}"
+def unique_thing(cloud) -> str:
+    """A thing registered on the cloud (it serves no other over MQTT), with a device certificate of its own."""
+    thing = f"sdk-lamp-{uuid.uuid4().hex[:8]}"
+    cloud.register(thing)
+    session_pki().device(thing)
+    return thing
+
+
+def _identity(thing: str) -> dict:
+    cert, key = session_pki().device(thing)
+    return {"endpoint": "127.0.0.1", "cert_filepath": cert, "pri_key_filepath": key, "ca_filepath": session_pki().ca,
+            "enable_metrics_collection": False}
 
 
 @contextlib.contextmanager
-def mqtt311_connection(port: int):
-    """An awscrt MQTT 3.1.1 connection, connected; disconnected on exit."""
-    connection = mqtt.Connection(client=mqtt.Client(), host_name="127.0.0.1", port=port,
-                                 client_id=f"sdk-{uuid.uuid4().hex[:8]}", keep_alive_secs=30)
+def mqtt311_connection(port: int, thing: str):
+    """An MQTT 3.1.1 connection over mutual TLS as the device ``thing``, connected; disconnected on exit."""
+    connection = mqtt_connection_builder.mtls_from_path(port=port, client_id=thing, keep_alive_secs=30,
+                                                         **_identity(thing))
     connection.connect().result(TIMEOUT)
     try:
         yield connection
@@ -52,13 +69,12 @@ def mqtt311_connection(port: int):
 
 
 @contextlib.contextmanager
-def mqtt5_client(port: int):
-    """An awscrt MQTT 5 client, connected; stopped on exit."""
+def mqtt5_client(port: int, thing: str):
+    """An MQTT 5 client over mutual TLS as the device ``thing``, connected; stopped on exit."""
     connected, stopped = Inbox(), Inbox()
-    client = mqtt5.Client(mqtt5.ClientOptions(
-        host_name="127.0.0.1", port=port,
-        connect_options=mqtt5.ConnectPacket(client_id=f"sdk5-{uuid.uuid4().hex[:8]}", keep_alive_interval_sec=30),
-        on_lifecycle_event_connection_success_fn=connected, on_lifecycle_event_stopped_fn=stopped))
+    client = mqtt5_client_builder.mtls_from_path(
+        port=port, client_id=thing, keep_alive_interval_sec=30,
+        on_lifecycle_connection_success=connected, on_lifecycle_stopped=stopped, **_identity(thing))
     client.start()
     connected.next()
     try:
@@ -114,8 +130,8 @@ def assert_timestamped(metadata: dict, fields: set[str]) -> None:
 
 
 def test_the_v1_shadow_client_drives_a_classic_shadow_through_its_whole_life(sdk, cloud, broker):
-    thing = unique_thing()
-    with mqtt311_connection(broker.port) as connection:
+    thing = unique_thing(cloud)
+    with mqtt311_connection(broker.port, thing) as connection:
         shadow = iotshadow.IotShadowClient(connection)
         topics = iotshadow.UpdateShadowSubscriptionRequest(thing_name=thing)
         update_accepted = subscribe(shadow.subscribe_to_update_shadow_accepted, topics)
@@ -210,8 +226,8 @@ def test_the_v1_shadow_client_drives_a_classic_shadow_through_its_whole_life(sdk
 
 
 def test_the_v1_shadow_client_keeps_a_named_shadow_apart_from_the_classic_one(sdk, cloud, broker):
-    thing, name = unique_thing(), "config"
-    with mqtt311_connection(broker.port) as connection:
+    thing, name = unique_thing(cloud), "config"
+    with mqtt311_connection(broker.port, thing) as connection:
         shadow = iotshadow.IotShadowClient(connection)
         update_topics = iotshadow.UpdateNamedShadowSubscriptionRequest(thing_name=thing, shadow_name=name)
         update_accepted = subscribe(shadow.subscribe_to_update_named_shadow_accepted, update_topics)
@@ -266,9 +282,9 @@ def test_the_v1_shadow_client_keeps_a_named_shadow_apart_from_the_classic_one(sd
 
 
 def test_a_wish_made_over_http_reaches_the_v1_client_as_a_delta_and_its_report_settles_it(sdk, cloud, broker):
-    thing = unique_thing()
+    thing = unique_thing(cloud)
     operator = cloud.client()
-    with mqtt311_connection(broker.port) as connection:
+    with mqtt311_connection(broker.port, thing) as connection:
         shadow = iotshadow.IotShadowClient(connection)
         deltas = subscribe(shadow.subscribe_to_shadow_delta_updated_events,
                            iotshadow.ShadowDeltaUpdatedSubscriptionRequest(thing_name=thing))
@@ -292,8 +308,8 @@ def test_a_wish_made_over_http_reaches_the_v1_client_as_a_delta_and_its_report_s
 
 
 def test_the_v2_request_response_client_over_mqtt5_correlates_every_answer(sdk, cloud, broker):
-    thing = unique_thing()
-    with mqtt5_client(broker.port) as client:
+    thing = unique_thing(cloud)
+    with mqtt5_client(broker.port, thing) as client:
         shadow = iotshadow.IotShadowClientV2(client, mqtt_request_response.ClientOptions(
             max_request_response_subscriptions=4, max_streaming_subscriptions=2, operation_timeout_in_seconds=5))
         statuses, deltas = Inbox(), Inbox()

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from tests.support.cloud import DEMO, CloudProcess, MqttProbe
+from tests.support.pki import CLOUD, CLOUD_2
 from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.broker
@@ -18,6 +19,7 @@ TARGET = {"apps": {"1": {"appId": "1", "appName": "web", "services": [
 
 def test_sigkill_between_updates_keeps_every_document_and_version(cloud, broker):
     admin = cloud.client()
+    cloud.register("lamp-1")
     with MqttProbe(broker.port) as probe:
         probe.subscribe(f"{AWS}/update/accepted", f"{AWS}/update/rejected")
         assert probe.call(f"{AWS}/update", {"state": {"desired": {"a": 1}}, "clientToken": "1"}, "1")[0] == "accepted"
@@ -51,7 +53,8 @@ def test_sigkill_between_updates_keeps_every_document_and_version(cloud, broker)
 
 def test_two_clouds_on_one_store_lose_no_concurrent_update(broker, store_url, tmp_path):
     """Two processes update one shadow at once: only the database's optimistic lock orders them."""
-    clouds = [CloudProcess(tmp_path, broker.port, store_url).start() for _ in range(2)]
+    clouds = [CloudProcess(tmp_path, broker.port, store_url, identity=identity).start()
+              for identity in (CLOUD, CLOUD_2)]  # one certificate, one session: each cloud has its own
     try:
         writers, per_writer = 6, 15
         failures = []
@@ -79,6 +82,7 @@ def test_two_clouds_on_one_store_lose_no_concurrent_update(broker, store_url, tm
 
 def test_the_service_comes_back_after_a_broker_restart(broker, tmp_path):
     process = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db").start()
+    process.register("lamp-1")
     try:
         broker.stop()
         wait_for(lambda: process.client().health().status == 503, timeout=10, what="the cloud to see the broker go")

@@ -8,7 +8,9 @@ import socket
 import pytest
 
 from messages.transport.http import CloudClient
+from messages.transport.tls import TlsSettings, client_context
 from tests.support.cloud import DEMO, MqttProbe
+from tests.support.pki import session_pki
 
 pytestmark = pytest.mark.broker
 
@@ -61,7 +63,11 @@ def test_an_invalid_target_state_is_refused_with_its_reason(cloud):
     admin = cloud.client()
     bad = json.loads(json.dumps(TARGET))
     bad["apps"]["1"]["services"][0]["config"]["ports"] = ["99999:80"]
-    for body, reason in ((bad, "ports"), (b"{", "not valid JSON"), ({"apps": []}, "apps"), ([], "document")):
+    digits = json.loads(json.dumps(TARGET))  # issue 14: int() of > 4,300 digits answered 500
+    digits["apps"]["1"]["services"][0]["config"]["ports"] = ["9" * 4301]
+    huge = b'{"apps": {"1": {"appId": 18446744073709551616, "services": []}}}'
+    for body, reason in ((bad, "ports"), (b"{", "not valid JSON"), ({"apps": []}, "apps"), ([], "document"),
+                         (digits, "ports[0]: longer than"), (huge, "apps.1.appId: an integer outside")):
         reply = admin.set_target(DEMO["uuid"], body)
         assert reply.status == 400 and reason in reply.json()["error"], reply.json()
     assert admin.set_target("nobody", TARGET).status == 404
@@ -91,7 +97,7 @@ def test_tokens_are_checked_on_every_device_call(cloud, pump):
                        lambda c: c.register_device("x-1", "x-1", "x-1-token-long")):
         assert admin_only(demo).status == 403
         assert admin_only(anonymous).status == 401
-    malformed = CloudClient(cloud.url).request("GET", "/things/demo-device/shadow",
+    malformed = cloud.client(None).request("GET", "/things/demo-device/shadow",
                                                headers={"Authorization": "Basic ZGVtbzpkZW1v"})
     assert malformed.status == 401
 
@@ -142,6 +148,10 @@ def test_shadow_over_https_answers_as_aws_and_publishes_like_mqtt(cloud, broker)
             (409, "Version conflict", "h2")
         for body, code in ((b"", 400), (b"{", 400), (b'{"state": {"desired": 3}}', 400), (b"\xff", 415)):
             assert demo.update_shadow(thing, body).json()["code"] == code
+        for body in (b'{"state": {"desired": {"l": 18446744073709551616}}}', b'{"state": {"desired": {"l": 1e999}}}',
+                     b'{"state": {"desired": {"l": "\\ud800"}}}'):  # issue 14: served on every read, crashed the agent
+            refused = demo.update_shadow(thing, body).json()
+            assert refused["code"] == 400 and refused["message"].startswith("Invalid JSON: state.desired.l"), refused
         assert probe.received(f"$aws/things/{thing}/shadow/update/rejected") == []  # HTTP errors stay on HTTP
 
         got = demo.get_shadow(thing).json()
@@ -175,12 +185,15 @@ def test_bad_http_requests_get_clear_json_errors(cloud):
     assert wrong_method.status == 405 and set(wrong_method.headers["allow"].split(", ")) == {"GET", "POST", "DELETE"}
     assert raw_exchange(cloud, "POST", {"Content-Length": "2000000"}) == \
         (413, "close", "the body exceeds 1048576 bytes")  # refused unread, on its announced length
+    assert raw_exchange(cloud, "POST", {"Content-Length": "9" * 5000})[:2] == (413, "close")  # int() stops at 4,300
+    assert raw_exchange(cloud, "POST", {"Content-Length": "\u00b2"})[0] == 400  # "²".isdigit(), but not for int()
     assert raw_exchange(cloud, "POST", {"Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n0\r\n\r\n") == \
         (411, "close", "send the body with a Content-Length, not chunked")
     assert raw_exchange(cloud, "POST", {})[0] == 411
     unsupported = admin.request("OPTIONS", "/things/demo-device/shadow")
     assert (unsupported.status, unsupported.headers["content-type"]) == (501, "application/json")
-    with socket.create_connection(("127.0.0.1", cloud.http_port), timeout=5) as sock:
+    with tls_context().wrap_socket(socket.create_connection(("127.0.0.1", cloud.http_port), timeout=5),
+                                   server_hostname="127.0.0.1") as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n")
         answer = sock.makefile("rb").read()
     assert answer.startswith(b"HTTP/1.1 431") and answer.endswith(b'{"error": "Line too long"}')
@@ -191,12 +204,17 @@ def test_bad_http_requests_get_clear_json_errors(cloud):
     assert admin.register_device("pump-8", "pump-8", "demo-token").status == 409  # the demo device's
     assert admin.request("PUT", "/api/v1/devices/pump-8", {"thing": "pump-8"}).status == 400
 
-    assert admin.health().json()["ready"] is True  # still serving
+    assert admin.health().json() == {"ready": True}  # still serving; readiness only, nothing about the store
+
+
+def tls_context():
+    """What the raw exchanges speak: the cloud serves https, with the session PKI's certificate."""
+    return client_context(TlsSettings(session_pki().ca))
 
 
 def raw_exchange(cloud, method: str, headers: dict, body: bytes = b"") -> tuple[int, str | None, str]:
     """Send a request exactly as given (http.client would fix it up): (status, Connection header, error)."""
-    connection = http.client.HTTPConnection("127.0.0.1", cloud.http_port, timeout=5)
+    connection = http.client.HTTPSConnection("127.0.0.1", cloud.http_port, timeout=5, context=tls_context())
     try:
         connection.putrequest(method, "/things/demo-device/shadow")
         connection.putheader("Authorization", "Bearer demo-token")

@@ -22,6 +22,12 @@ def answers(*prefixes: str) -> list[str]:
     return [f"{prefix}/{answer}" for prefix in prefixes for answer in ANSWERS]
 
 
+@pytest.fixture(autouse=True)
+def registered(cloud):
+    """The things these tests use are registered devices: the cloud serves no other over MQTT."""
+    cloud.register("lamp-1", "other")
+
+
 def test_get_update_delete_of_a_classic_shadow_answer_as_aws_does(cloud, broker):
     with MqttProbe(broker.port) as probe:
         probe.subscribe(*answers(AWS))

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import conf
 import messages
 from actors.runtime.system import AgentSystem
+from actors.target.policy import Policy
 from actors.target.poller import PollerSettings, interpret, known_etag, poll_delay
 from conf.schema import ConfigError, parse
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
@@ -23,6 +24,9 @@ from tests.support.stub_cloud import StubCloud
 
 TARGET = {"apps": {"1": {"appName": "web", "services": [
     {"serviceName": "nginx", "config": {"image": "fleetlet-test/busybox:1", "environment": {"A": "1"}}}]}}}
+
+
+OPEN = Policy()  # no reserved ports
 
 
 def ok(document, etag: str | None = '"a"') -> Response:
@@ -43,17 +47,17 @@ def test_delay_is_the_interval_or_a_capped_doubling_backoff_within_the_jitter_ba
         assert poll_delay(options, failures + 1, fraction) >= delay
 
 
-def test_the_etag_sent_is_the_newest_document_seen():
-    stored = TargetRecord({}, '"good"', 100.0)
+def test_the_etag_sent_is_the_newest_document_seen_in_store_order_whatever_the_clocks():
+    stored = TargetRecord({}, '"good"', 100.0, seq=5)
     assert known_etag(None, None) is None
     assert known_etag(stored, None) == '"good"'
-    assert known_etag(stored, TargetRejection('"bad"', "why", 150.0)) == '"bad"'
-    assert known_etag(stored, TargetRejection('"older-bad"', "why", 50.0)) == '"good"'
-    assert known_etag(None, TargetRejection('"bad"', "why", 1.0)) == '"bad"'
+    assert known_etag(stored, TargetRejection('"bad"', "why", 50.0, seq=6)) == '"bad"'  # the clock went back
+    assert known_etag(stored, TargetRejection('"older-bad"', "why", 150.0, seq=4)) == '"good"'
+    assert known_etag(None, TargetRejection('"bad"', "why", 1.0, seq=1)) == '"bad"'
 
 
 def test_a_new_valid_document_is_fetched_in_canonical_form():
-    fetched = interpret(ok(TARGET), None, 10.0)
+    fetched = interpret(ok(TARGET), None, 10.0, OPEN)
     assert isinstance(fetched, TargetStateFetched)
     assert fetched.etag == '"a"' and fetched.fetched_at == 10.0
     assert fetched.document == to_json(parse_target_state(TARGET))
@@ -61,10 +65,10 @@ def test_a_new_valid_document_is_fetched_in_canonical_form():
 
 def test_not_modified_and_the_same_document_again_mean_nothing_new():
     stored = TargetRecord(to_json(parse_target_state(TARGET)), '"a"', 1.0)
-    assert interpret(Response(304, {"etag": '"a"'}, b""), stored, 2.0) is None
-    assert interpret(ok(TARGET, '"a"'), stored, 2.0) is None
-    assert interpret(ok(TARGET, etag=None), stored, 2.0) is None  # no ETag: compared by content
-    assert isinstance(interpret(ok(TARGET, '"b"'), stored, 2.0), TargetStateFetched)
+    assert interpret(Response(304, {"etag": '"a"'}, b""), stored, 2.0, OPEN) is None
+    assert interpret(ok(TARGET, '"a"'), stored, 2.0, OPEN) is None
+    assert interpret(ok(TARGET, etag=None), stored, 2.0, OPEN) is None  # no ETag: compared by content
+    assert isinstance(interpret(ok(TARGET, '"b"'), stored, 2.0, OPEN), TargetStateFetched)
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -74,10 +78,24 @@ def test_not_modified_and_the_same_document_again_mean_nothing_new():
                                               "config": {"image": "a:1"}}]}}}).encode(), "cannot be stored"),
 ])
 def test_an_invalid_document_is_rejected_whole_with_its_reason(body, reason):
-    rejected = interpret(Response(200, {"etag": '"bad"'}, body), None, 5.0)
+    rejected = interpret(Response(200, {"etag": '"bad"'}, body), None, 5.0, OPEN)
     assert isinstance(rejected, TargetStateRejected)
     assert rejected.etag == '"bad"' and rejected.at == 5.0
     assert reason in rejected.reason
+
+
+def test_a_target_that_breaks_the_owners_policy_is_rejected_whole_with_the_key_that_would_allow_it():
+    doc = {"apps": {"1": {"appName": "web", "services": [
+        {"serviceName": "nginx", "config": {"image": "busybox:1", "ports": ["127.0.0.1:8080:80", "19500:80"]}}]}}}
+    rejected = interpret(ok(doc), None, 5.0, Policy(reserved_ports=((19500, "the agent's admin port"),)))
+    assert isinstance(rejected, TargetStateRejected) and rejected.etag == '"a"'
+    assert rejected.reason == (
+        "policy: apps.1 service nginx: config.ports '127.0.0.1:8080:80/tcp': host address 127.0.0.1 is loopback "
+        "(policy.allow_loopback_ports = true allows it); apps.1 service nginx: config.ports '19500:80/tcp': "
+        "host port 19500 is the agent's admin port (no policy allows it)")
+    allowed = interpret(ok(doc), None, 5.0, Policy(allow_loopback_ports=True))
+    assert isinstance(allowed, TargetStateFetched)
+    assert allowed.document["apps"]["1"]["services"][0]["config"]["ports"] == ["127.0.0.1:8080:80/tcp", "19500:80/tcp"]
 
 
 def test_settings_are_checked_and_the_documented_defaults_are_the_code_defaults():

@@ -95,9 +95,10 @@ def engine_agent(tmp_path, port, docker_client, test_images):
     def start(**settings) -> AgentSystem:
         config = agent_config(tmp_path, port, {
             "persistence": {"class": "actors.persistence.Persistence",
-                            "subscribes": ["TargetStateFetched", "RecordError", "ClearError"]},
+                            "subscribes": ["TargetStateFetched", "RecordError", "ClearError", "RestartServices",
+                                           "ServicesRestarted"]},
             "reconciler": {"class": "actors.target.reconciler.Reconciler",
-                           "subscribes": ["TargetStateStored", "RestartServices", "ReconcileNow"],
+                           "subscribes": ["TargetStateStored", "RestartsRecorded", "ReconcileNow"],
                            "settings": {"drift_interval": 30.0, "retry_base": 0.2, "retry_max": 0.4,
                                         "max_attempts": 2, **settings}},
             "recorder": recorder(device),
@@ -173,6 +174,24 @@ def test_restart_services_restarts_the_same_containers(engine_agent, docker_clie
     assert all(after[service]["Running"] for service in ids)  # a one-shot too: restarting means running it again
     assert after["web"]["StartedAt"] != started["web"] and after["once"]["StartedAt"] != started["once"]
     assert after["db"]["StartedAt"] == started["db"]
+
+
+def test_a_restart_asked_for_is_not_forgotten_when_a_new_target_arrives(engine_agent, docker_client):
+    start, device = engine_agent
+    system = start()
+    set_target(system, document({"1": {"web": {}}}), '"v1"')
+    device.wait_converged('"v1"')
+    web = device.containers()["web"][0].id
+    started = docker_client.containers.get(web).attrs["State"]["StartedAt"]
+
+    tell(system, RestartServices("1", ("web",), "config file changed"))
+    set_target(system, document({"1": {"web": {}, "extra": {}}}), '"v2"')  # right behind it
+    device.wait_converged('"v2"')
+    wait_for(lambda: docker_client.containers.get(web).attrs["State"]["StartedAt"] != started,
+             what="the restart carried out after the new target")
+    assert docker_client.containers.get(web).attrs["State"]["Running"]
+    with Store.open(device.db, readonly=True) as store:
+        wait_for(lambda: store.pending_restarts() == [], what="the done restart dropped from the store")
 
 
 class Tarpit:

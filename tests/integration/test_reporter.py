@@ -48,12 +48,12 @@ def test_only_what_changed_is_in_the_patch():
 
 def test_the_target_section_shows_a_rejection_until_a_newer_target_is_stored():
     assert target_section(None, None, None) == {"status": "none"}
-    assert target_section('"1"', 10.0, None) == {"status": "accepted", "etag": '"1"'}
-    rejection = TargetRejection('"2"', "apps: must be an object", 20.0)
-    assert target_section('"1"', 10.0, rejection) == {
-        "status": "rejected", "etag": '"1"', "rejected": {"reason": "apps: must be an object", "at": 20.0,
+    assert target_section('"1"', 1, None) == {"status": "accepted", "etag": '"1"'}
+    rejection = TargetRejection('"2"', "apps: must be an object", 5.0, 2)  # stored after "1", the clock went back
+    assert target_section('"1"', 1, rejection) == {
+        "status": "rejected", "etag": '"1"', "rejected": {"reason": "apps: must be an object", "at": 5.0,
                                                         "etag": '"2"'}}
-    assert target_section('"3"', 30.0, rejection) == {"status": "accepted", "etag": '"3"'}
+    assert target_section('"3"', 3, rejection) == {"status": "accepted", "etag": '"3"'}
 
 
 def test_the_documented_defaults_are_the_code_defaults():
@@ -79,7 +79,8 @@ def reporter_agent(tmp_path, port):
                                 "subscribes": ["TargetStateRejected", "EnqueueReport", "AckReport", "RecordError",
                                                "ClearError"]},
                 "reporter": {"class": "actors.target.reporter.Reporter",
-                             "subscribes": ["CurrentStateObserved", "ReportQueued", "TargetStateRejected"],
+                             "subscribes": ["CurrentStateObserved", "ReportQueued", "TargetRejectionStored",
+                                            "StoreReopened"],
                              "settings": {"throttle": 0.3, "retry_min": 0.1, "retry_max": 0.2}},
             })
             config["cloud"]["url"] = cloud.url

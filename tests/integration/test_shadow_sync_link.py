@@ -10,6 +10,7 @@ from actors.shadow.inbox import POLL_NOW_REASON, Inbox
 from actors.shadow.payloads import Accepted, Delta, PayloadLimits
 from messages.protocol.shadow_topics import shadow_topics
 from messages.transport.mqtt import LinkSettings, MqttLink
+from tests.support.pki import session_pki
 from tests.support.polling import wait_for
 
 TOPICS = shadow_topics("aws", "dev")
@@ -30,8 +31,11 @@ class Recorder:
 
 
 def link(port, recorder, client_id="dev", protocol=5, topics=(TOPICS.update_delta,), **changes) -> MqttLink:
+    """The device "dev" with its own certificate, or a peer serving it as the cloud does (a probe identity)."""
+    pki = session_pki()
+    tls = pki.device_tls("dev") if client_id == "dev" else pki.tls(pki.next_probe())
     settings = LinkSettings("127.0.0.1", port, client_id, protocol=protocol, keepalive=5,
-                            reconnect_min=0.05, reconnect_max=0.4, **changes)
+                            reconnect_min=0.05, reconnect_max=0.4, tls=tls, **changes)
     return MqttLink(settings, topics, recorder.message, recorder.state)
 
 

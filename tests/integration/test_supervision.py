@@ -12,8 +12,10 @@ import conf
 import messages
 from actors.runtime.processes import group_members
 from actors.runtime.system import AgentSystem
+from messages.bus.target import PollNow
 from tests.support.polling import wait_for
 from tests.support.probe_actors import Boom, Probe, Quit, recorded_rows
+from tests.support.sockets import listening_sockets
 
 
 def agent_config(tmp_path, port, actors, **supervisor) -> dict:
@@ -79,6 +81,42 @@ def test_sigkilled_actor_is_restarted_and_gets_what_was_sent_meanwhile(running_a
     assert after["bystander"].restarts == 0
 
 
+def test_messages_reaching_a_crashing_actor_go_to_its_next_instance(running_agent, tmp_path):
+    actors = {"recorder": {"class": "tests.support.probe_actors.FragileRecorder", "subscribes": ["Probe", "Boom"],
+                           "settings": {"path": str(tmp_path / "recorded.jsonl")}}}
+    system = running_agent(actors)
+    first = children(system)["recorder"].pid
+    publish(system, Boom("while probes queue up"))
+    for seq in range(40):
+        publish(system, Probe(seq))  # delivered to the crashing process, or held once it is known dead
+
+    rows = wait_for(lambda: (r := recorded(tmp_path)) and len({row["seq"] for row in r}) == 40 and r, timeout=10,
+                    what="every probe, none lost in the crash")
+    after = children(system)["recorder"]
+    assert after.restarts == 1 and after.pid != first
+    assert {row["pid"] for row in rows} == {after.pid}  # the crashing one handled none of them
+
+
+def test_a_blocked_child_does_not_make_the_supervisor_deaf(running_agent, tmp_path):
+    """Notices for a child stuck in a handler are coalesced: one in flight, one waiting, none piling up."""
+    release = tmp_path / "release"
+    actors = {"stuck": {"class": "tests.support.probe_actors.Stuck", "subscribes": ["PollNow"],
+                        "settings": {"path": str(tmp_path / "recorded.jsonl"), "release": str(release)}}}
+    system = running_agent(actors)
+    publish(system, PollNow("first"))
+    wait_for(lambda: recorded(tmp_path), what="the child to block in its first notice")
+    for index in range(1500):
+        publish(system, PollNow(f"notice {index}"))
+    started = time.monotonic()
+    status = system.status(timeout=5.0)
+    assert status is not None and time.monotonic() - started < 3.0, "the supervisor did not answer at once"
+    assert {c.name: c for c in status.children}["stuck"].superseded > 0
+    release.touch()
+    rows = wait_for(lambda: (r := recorded(tmp_path)) and r[-1]["reason"] == "notice 1499" and r,
+                    what="the newest notice after the release")
+    assert [row["reason"] for row in rows] == ["first", "notice 1499"]
+
+
 def test_os_exit_and_segfault_in_an_actor_are_seen(running_agent):
     system = running_agent()
     pid = children(system)["bystander"].pid
@@ -93,8 +131,10 @@ def test_os_exit_and_segfault_in_an_actor_are_seen(running_agent):
     assert children(system)["bystander"].restarts == 2
 
 
-def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent):
-    system = running_agent(restart_base_delay=0.1, intensity=3, period=30.0)
+def test_crashing_handler_restarts_with_backoff_then_escalates(running_agent, tmp_path):
+    actors = probe_actors(tmp_path)
+    actors["crasher"]["on_limit"] = "escalate"
+    system = running_agent(actors, restart_base_delay=0.1, intensity=3, period=30.0)
     restart_seen_at = []
     for attempt in range(4):
         restarts = children(system)["crasher"].restarts
@@ -128,39 +168,27 @@ def test_cooldown_keeps_the_others_running(running_agent):
     assert children(system)["bystander"].pid == bystander
 
 
+def test_by_default_a_child_past_its_limit_cools_down_and_no_sibling_restarts(running_agent, tmp_path):
+    system = running_agent(restart_base_delay=0.05, intensity=1, period=30.0, cooldown=1.0)  # on_limit: default
+    before = children(system)
+    publish(system, Boom("one"))
+    wait_for(lambda: children(system)["crasher"].restarts == 1 and
+             children(system)["crasher"].state == "running", timeout=5, what="first restart")
+    publish(system, Boom("two"))
+    wait_for(lambda: children(system)["crasher"].state == "failed", timeout=5, what="the crasher cooling down")
+    assert system.status().state == "running"
+    after = children(system)
+    assert {name: (c.pid, c.restarts) for name, c in after.items() if name != "crasher"} == \
+        {name: (c.pid, c.restarts) for name, c in before.items() if name != "crasher"}
+
+
 def test_every_agent_socket_listens_on_loopback_only(running_agent):
     system = running_agent()
     pids = system.pids()
     assert len(pids) >= 5  # admin, logger, supervisor and three children
-    listening = _listening_sockets(pids)
+    listening = listening_sockets(pids)
     assert listening, "no listening socket found"
     assert all(addr.startswith("127.") for addr, _ in listening), listening
-
-
-def _listening_sockets(pids) -> list[tuple[str, int]]:
-    inodes = set()
-    for pid in pids:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                hex_addr, hex_port = fields[1].split(":")
-                found.append((_ip(hex_addr), int(hex_port, 16)))
-    return found
-
-
-def _ip(hex_addr: str) -> str:
-    if len(hex_addr) == 8:
-        return ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
-    return "ipv6:" + hex_addr
 
 
 def test_restart_after_sigkill_of_the_whole_agent_ends_the_old_actors(tmp_path, port):

@@ -22,6 +22,8 @@ import pytest
 
 from cloud.loopback import free_port
 from messages.transport.http import CloudClient, CloudError
+from messages.transport.tls import TlsSettings, client_context
+from tests.support.pki import CLOUD, session_pki
 from tests.support.polling import wait_for
 from tests.support.postgres import required as required_postgres
 
@@ -32,18 +34,29 @@ DEMO = {"uuid": "demo-device", "thing": "demo-device", "token": "demo-token"}  #
 
 
 class CloudProcess:
-    """One cloud: ``settings`` ({section: {key: value}}) are written over the test defaults."""
+    """One cloud: ``settings`` ({section: {key: value}}) are written over the test defaults. It serves https
+    (``https=False``: plain http) and reaches the
+    test's broker over TLS with the session PKI's ``identity`` (a file stem: ``cloud``, or ``cloud-2`` for a
+    second cloud on the same broker); ``{"mqtt": {"tls": False}}`` for a plaintext broker."""
 
-    def __init__(self, workdir, broker_port: int, store_url: str, settings: dict | None = None):
+    def __init__(self, workdir, broker_port: int, store_url: str, settings: dict | None = None,
+                 identity: str = CLOUD, https: bool = True):
         self.workdir = pathlib.Path(workdir)
         self.http_port = free_port()
+        pki = session_pki()
+        cert, key = pki.files(identity)
         self.settings = {
             "http": {"port": self.http_port},
             "store": {"url": store_url},
-            "mqtt": {"port": broker_port, "client_id": f"cloud-{uuid.uuid4().hex[:8]}", "reconnect_delay": 0.2},
+            "mqtt": {"port": broker_port, "client_id": f"cloud-{uuid.uuid4().hex[:8]}", "reconnect_delay": 0.2,
+                     "tls": True, "ca_file": pki.ca, "cert_file": cert, "key_file": key},
             "auth": {"admin_token": ADMIN_TOKEN},
             "log": {"level": "DEBUG"},
         }
+        # https as shipped, with the session PKI's server certificate (devices may present theirs: mutual TLS)
+        server_cert, server_key = pki.files("server") if https else ("", "")
+        self.settings["http"].update(cert_file=server_cert, key_file=server_key, ca_file=pki.ca)
+        self.https = https
         for section, values in (settings or {}).items():
             self.settings.setdefault(section, {}).update(values)
         self.config_path = self.workdir / f"cloud-{self.http_port}.toml"
@@ -52,10 +65,16 @@ class CloudProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def client(self, token: str | None = ADMIN_TOKEN) -> CloudClient:
-        return CloudClient(self.url, token)
+        return CloudClient(self.url, token, tls=TlsSettings(session_pki().ca))
+
+    def register(self, *things: str) -> None:
+        """Register a device for each thing name (uuid = thing), so that the cloud serves its shadows over MQTT."""
+        for thing in things:
+            reply = self.client().register_device(thing, thing, uuid.uuid4().hex)
+            assert reply.ok, reply.body
 
     def start(self, timeout: float = 20.0) -> "CloudProcess":
         self.config_path.write_text(_toml(self.settings))
@@ -124,10 +143,16 @@ def cloud(broker, store_url, tmp_path):
 # --- MQTT ------------------------------------------------------------------------------------------------
 
 class MqttProbe:
-    """A test's MQTT client (gmqtt on its own thread): subscribe, publish, and wait for messages."""
+    """A test's MQTT client (gmqtt on its own thread): subscribe, publish, and wait for messages.
 
-    def __init__(self, port: int, client_id: str | None = None):
+    Over TLS with ``identity`` (a file stem of the session PKI: a device's uuid, ``cloud``...), by default the
+    next probe identity, which may touch every thing; ``tls=False`` for a plaintext broker. Over TLS the broker
+    takes the certificate's CN as the client id, whatever ``client_id`` says."""
+
+    def __init__(self, port: int, client_id: str | None = None, identity: str | None = None, tls: bool = True):
         self._port = port
+        pki = session_pki()
+        self._tls = client_context(pki.tls(identity or pki.next_probe())) if tls else False
         self._client = gmqtt.Client(client_id or f"probe-{uuid.uuid4().hex[:8]}")
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
@@ -139,7 +164,7 @@ class MqttProbe:
 
     def __enter__(self) -> "MqttProbe":
         self._thread.start()
-        self._call(self._client.connect("127.0.0.1", self._port, keepalive=30))
+        self._call(self._client.connect("127.0.0.1", self._port, ssl=self._tls, keepalive=30))
         return self
 
     def __exit__(self, *exc) -> None:

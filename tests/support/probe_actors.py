@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import time
 from dataclasses import dataclass
 
 from actors.runtime.base import FleetletActor
@@ -68,6 +69,32 @@ class Crasher(FleetletActor):
 
     def on_Boom(self, msg: Boom) -> None:
         raise RuntimeError(f"boom: {msg.reason}")
+
+
+class FragileRecorder(Recorder):
+    """A Recorder whose Boom handler works a moment (the probes sent after it queue up meanwhile), then raises."""
+
+    def on_Boom(self, msg: Boom) -> None:
+        time.sleep(0.3)  # work in progress, not synchronisation: the test waits on what is recorded
+        raise RuntimeError(f"boom: {msg.reason}")
+
+
+@dataclass(frozen=True)
+class StuckSettings:
+    path: str  # where it records each PollNow it handles
+    release: str  # it stays blocked in its first PollNow until this file exists
+
+
+class Stuck(FleetletActor):
+    """Blocks in its first PollNow until released, as a poller stuck on a cloud trickling its answer."""
+    Settings = StuckSettings
+
+    def on_PollNow(self, msg) -> None:
+        with open(self.options.path, "a") as fh:
+            fh.write(json.dumps({"actor": self.name, "pid": os.getpid(), "reason": msg.reason}) + "\n")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.options.release) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 class Idle(FleetletActor):

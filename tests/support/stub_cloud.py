@@ -27,7 +27,8 @@ class Seen:
 class StubCloud:
     """`reply(request: Seen)` -> (status, headers, body bytes); set `self.reply` to script the answers."""
 
-    def __init__(self, reply=None):
+    def __init__(self, reply=None, tls=None):
+        """``tls``: an ssl server context, to answer over https."""
         self.reply = reply or (lambda request: (404, {}, b""))
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
@@ -57,7 +58,9 @@ class StubCloud:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> "StubCloud":

@@ -55,5 +55,31 @@ def test_listening_beyond_loopback_needs_a_secret_admin_token():
     with pytest.raises(conf.ConfigError, match="admin_token"):
         load_cloud_settings(None, ["http.host=0.0.0.0"])
     settings = load_cloud_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
-    assert settings.base_url == "http://127.0.0.1:8080"
-    assert load_cloud_settings(None, ["http.host=::1"]).base_url == "http://[::1]:8080"
+    assert settings.base_url == "https://127.0.0.1:8080"
+    assert load_cloud_settings(None, ["http.host=::1"]).base_url == "https://[::1]:8080"
+    plain = ["http.cert_file=", "http.key_file="]
+    assert load_cloud_settings(None, ["http.host=::1", *plain]).base_url == "http://[::1]:8080"
+
+
+def test_off_loopback_the_seed_device_is_not_registered_with_the_public_default_token():
+    exposed = load_cloud_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token"])
+    assert exposed.seed is None and "not registered" in exposed.notes[0] and "'demo-device'" in exposed.notes[0]
+    own_token = load_cloud_settings(None, ["http.host=0.0.0.0", "auth.admin_token=a-real-secret-token",
+                                           "seed.token=a-device-secret"])
+    assert own_token.seed is not None and own_token.notes == ()
+    assert load_cloud_settings().seed is not None  # loopback: the demo device as the agent's defaults name it
+
+
+def test_the_cloud_reaches_the_broker_over_tls_and_plaintext_only_on_loopback():
+    settings = load_cloud_settings()
+    assert (settings.mqtt.port, settings.mqtt.tls, settings.mqtt.cert_file) == (8883, True, "var/pki/cloud.crt")
+    with pytest.raises(conf.ConfigError, match=r"^mqtt\.tls: the broker 'broker\.example\.com' is not loopback"):
+        load_cloud_settings(None, ["mqtt.host=broker.example.com", "mqtt.tls=false"])
+    load_cloud_settings(None, ["mqtt.host=broker.example.com"])
+
+
+def test_an_api_certificate_makes_the_operator_commands_use_https_and_verify_with_the_ca():
+    settings = load_cloud_settings(None, ["http.cert_file=s.crt", "http.key_file=s.key", "http.ca_file=ca.crt"])
+    assert settings.base_url == "https://127.0.0.1:8080" and settings.operator_tls().ca_file == "ca.crt"
+    with pytest.raises(conf.ConfigError, match=r"^http\.cert_file"):
+        load_cloud_settings(None, ["http.cert_file="])

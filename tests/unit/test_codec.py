@@ -11,9 +11,12 @@ from hypothesis import strategies as st
 
 import messages
 import tests.support.probe_actors  # noqa: F401  (registers the test messages too)
+from messages.bus.outbox import EnqueueReport
+from messages.bus.shadow import ShadowDocumentSeen
 from messages.codec import MessageError, decode, encode, message
 
-json_leaf = st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+json_leaf = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1)
+             | st.floats(allow_nan=False, allow_infinity=False) | st.text())
 json_values = st.recursive(json_leaf, lambda inner: st.lists(inner, max_size=4) |
                            st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 
@@ -119,3 +122,38 @@ def test_only_registered_frozen_dataclasses_encode_or_register():
         message(dataclasses.dataclass(type("Mutable", (), {"__annotations__": {"x": int}})))
     with pytest.raises(TypeError, match="not supported"):
         message(dataclasses.dataclass(frozen=True)(type("Sets", (), {"__annotations__": {"x": set}})))
+
+
+# -- encode checks what decode checks: a sender gets MessageError, never OverflowError/UnicodeEncodeError ------
+
+
+@pytest.mark.parametrize("msg", [
+    ShadowDocumentSeen("t", "", {"state": {"desired": {"level": 2**64}}}, 1),  # issue 14: msgpack OverflowError
+    ShadowDocumentSeen("t", "", {"state": {"desired": {"level": 2**63}}}, 1),  # msgpack packs it; SQLite cannot
+    ShadowDocumentSeen("t", "", {}, 2**64),  # a version beyond 64 bits
+    ShadowDocumentSeen("t", "", {"state": {"desired": {"s": "\ud800"}}}, 1),  # UnicodeEncodeError
+    ShadowDocumentSeen("t\ud800", "", {}, 1),
+    EnqueueReport("c", {"x": float("inf")}),  # 1e999: JSON cannot spell it
+    EnqueueReport("c", {"x": {1, 2}}),  # a set is no JSON value
+    ShadowDocumentSeen("t", "", {}, "1"),  # type: ignore[arg-type]  # a field of the wrong type
+])
+def test_encode_refuses_what_decode_would_refuse_with_message_error(msg):
+    with pytest.raises(MessageError):
+        encode(msg)
+
+
+hostile_leaf = (st.integers() | st.floats() | st.text() | st.binary(max_size=4) | st.none() | st.booleans()
+                | st.frozensets(st.integers(), max_size=2))
+hostile_json = st.recursive(hostile_leaf, lambda inner: st.lists(inner, max_size=3)
+                            | st.dictionaries(st.text(max_size=4) | st.integers(), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=4), st.text(max_size=4), hostile_json, st.integers())
+def test_property_encode_raises_only_message_error_and_what_it_encodes_decodes(thing, name, document, version):
+    msg = ShadowDocumentSeen(thing, name, {"state": document}, version)
+    try:
+        buf = encode(msg)
+    except MessageError:
+        return
+    assert decode(buf) == msg

@@ -115,9 +115,14 @@ def test_each_actor_gets_only_what_it_uses_and_the_token_only_if_it_sends_it():
         assert config_slice(config, cls.uses)["device"]["token"] == config["device"]["token"]
     for cls in (Persistence, Reconciler, AppConfig):
         sliced = config_slice(config, cls.uses)
-        assert "token" not in sliced.get("device", {}) and "mqtt" not in sliced
-    assert config_slice(config, ("device",))["device"] == {"uuid": "demo-device", "thing": "demo-device"}
-    assert config_slice(config, Reconciler.uses) == {"device": {"uuid": "demo-device"}, "store": config["store"]}
+        # The policy reserves the broker's port: its address, nothing of the link's credentials.
+        assert "token" not in sliced.get("device", {}) and set(sliced.get("mqtt", {})) <= {"host", "port"}
+    assert config_slice(config, ("device",))["device"] == {"uuid": "demo-device", "thing": "demo-device",
+                                                           "token_file": ""}
+    assert config_slice(config, Reconciler.uses) == {
+        "device": {"uuid": "demo-device"}, "store": config["store"], "policy": config["policy"],
+        "agent": {"admin_port": 19500}, "mqtt": {"host": "127.0.0.1", "port": config["mqtt"]["port"]},
+        "cloud": {"url": config["cloud"]["url"]}}
 
 
 @pytest.mark.parametrize("override, message", [

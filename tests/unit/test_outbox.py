@@ -113,3 +113,37 @@ def test_property_whatever_the_order_the_receiver_ends_with_the_latest_state_and
         persistence.announce(sender)
     assert persistence.entries == []
     assert receiver == sender.acked == sender.expected == truth
+
+
+def test_a_report_enqueued_but_never_stored_is_said_again_after_a_resync():
+    sender = OutboxSender("c", {"a": 0}, None)
+    assert sender.report({"a": 1, "b": 2}).patch == {"a": 1, "b": 2}
+    assert sender.report({"a": 1, "b": 2}) is None  # counted as said...
+    assert sender.resync(None) is None  # ...until the store shows it never arrived
+    assert sender.report({"a": 1, "b": 2}).patch == {"a": 1, "b": 2}
+
+
+def test_a_resync_keeps_what_the_store_holds_pending_and_ignores_what_was_answered():
+    sender = OutboxSender("c", {}, None)
+    sender.report({"a": 1})
+    assert sender.resync(PendingReport(3, {"a": 1})) is None
+    assert sender.report({"a": 1}) is None and sender.take() == PendingReport(3, {"a": 1})
+    sender.accepted()
+    # The store still shows what was answered: its acknowledgement is queued or was lost. Say it again.
+    again = sender.resync(PendingReport(3, {"a": 1}))
+    assert again == AckReport("c", 3, {"a": 1})
+    assert sender.pending is None and sender.expected == {"a": 1}
+
+
+def test_a_resync_never_takes_back_what_the_receiver_acknowledged_after_the_store_last_heard():
+    # Found by the reporter's restart test: the store reopened while the acknowledgement of the report just
+    # sent was still on its way, and taking the store's older accepted state made the next report's
+    # acknowledgement overwrite the receiver's state without what the first report had said.
+    sender = OutboxSender("c", {}, PendingReport(1, {"apps": {"1": "running"}, "v": 1}))
+    sender.take()
+    sender.accepted()
+    again = sender.resync(PendingReport(1, {"apps": {"1": "running"}, "v": 1}))  # the store has not seen the ack
+    assert again == AckReport("c", 1, {"apps": {"1": "running"}, "v": 1})
+    assert sender.report({"apps": {"1": "running"}, "v": 1}) is None  # nothing new: the receiver holds it
+    enqueue = sender.report({"apps": {"1": "running"}, "v": 2})
+    assert enqueue is not None and enqueue.patch == {"v": 2}

@@ -564,3 +564,69 @@ def test_rounds_with_failing_steps_still_end(data):
     after_failures, _ = run_to_end(target, current, fail=lambda step: doomed.random() < 0.3)
     final, _ = run_to_end(target, after_failures)  # next round, failures cleared
     assert_converged(target, final)
+
+
+# -- safe destruction: volumes of an app that left the target outlive it by a grace period ---------------------
+
+from actors.target.model import (  # noqa: E402
+    OrphanedVolumes,
+    orphan_clock,
+    orphaned_volumes,
+    orphans_from_json,
+    orphans_to_json,
+)
+
+DAY = 86400.0
+
+
+def without_app_2(purge=()):
+    """An app 2 whose containers are gone and whose volume `logs` is left; the target no longer has it."""
+    before = target_of({"web": {"volumes": ["data:/data"]}}, **{"2": {"api": {"volumes": ["logs:/logs"]}}})
+    after = parse_target_state({"apps": {"1": {"services": [
+        {"serviceName": "web", "config": {"image": IMAGE_1, "volumes": ["data:/data"]}}]}},
+        **({"purge_volumes": list(purge)} if purge else {})})
+    state = converged_state(before)
+    state = dataclasses.replace(state, containers=tuple(c for c in state.containers if c.app_id == "1"),
+                                networks=frozenset(n for n in state.networks if n.app_id == "1"))
+    return after, state
+
+
+def test_an_omitted_app_keeps_its_volumes_through_the_grace_period_then_loses_them():
+    target, state = without_app_2()
+    logs = Resource("2", "logs")
+    assert orphaned_volumes(target, state) == {logs}
+    kept = OrphanedVolumes(now=1000.0 + DAY - 1, grace=DAY, since={logs: 1000.0})
+    assert [s for s in plan(target, state, orphans=kept) if s.action is Action.REMOVE_VOLUME] == []
+    assert all(row["status"] == "converged" for row in explain(target, state, orphans=kept))  # kept is no work
+    due = dataclasses.replace(kept, now=1000.0 + DAY)
+    assert [(s.action, s.resource) for s in plan(target, state, orphans=due)] == [(Action.REMOVE_VOLUME, "logs")]
+
+
+def test_a_volume_first_seen_orphaned_now_waits_the_whole_grace():
+    target, state = without_app_2()
+    assert plan(target, state, orphans=OrphanedVolumes(now=5.0, grace=DAY, since={})) == []
+
+
+def test_purge_volumes_in_the_target_removes_them_at_once():
+    target, state = without_app_2(purge=["2"])
+    assert target.purge_volumes == ("2",)
+    fresh = OrphanedVolumes(now=5.0, grace=DAY, since={})
+    assert [(s.action, s.resource) for s in plan(target, state, orphans=fresh)] == [(Action.REMOVE_VOLUME, "logs")]
+
+
+def test_the_orphan_clock_keeps_the_first_sighting_and_forgets_volumes_no_longer_orphaned():
+    a, b, c = Resource("2", "a"), Resource("3", "b"), Resource("4", "c")
+    clock = orphan_clock({a: 10.0, c: 20.0}, frozenset({a, b}), 99.0)
+    assert clock == {a: 10.0, b: 99.0}  # c's app came back (or c is gone)
+    assert orphans_from_json(orphans_to_json(clock)) == clock
+    assert orphans_from_json("garbage") == {} and orphans_from_json({"no-slash": 1.0, "x/y": "z"}) == {}
+
+
+def test_purge_volumes_is_validated_and_absent_from_the_canonical_form_when_empty():
+    from messages.protocol.target_state import InvalidTargetState, to_json
+    assert "purge_volumes" not in to_json(target_of({"web": {}}))
+    document = {"apps": {}, "purge_volumes": ["2", "1"]}
+    assert to_json(parse_target_state(document)) == {"apps": {}, "purge_volumes": ["1", "2"]}
+    for bad in ("2", [2], ["../x"], ["a", "a"]):
+        with pytest.raises(InvalidTargetState, match="purge_volumes"):
+            parse_target_state({"apps": {}, "purge_volumes": bad})

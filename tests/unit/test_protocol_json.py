@@ -20,7 +20,9 @@ from messages.protocol.json import (
     JSONUnencodable,
     canonical_bytes,
     canonical_text,
+    check_value,
     decode,
+    encode,
     json_equal,
 )
 
@@ -151,3 +153,49 @@ def test_the_quick_paths_never_skip_a_check_that_is_needed(text, error):
 @pytest.mark.parametrize("text", ['{"s": "1e5 and 12345678901234567890"}', '{"s": "\\\\ud800"}', '{"s": "[[[[{{{{"}'])
 def test_what_only_looks_risky_inside_a_string_decodes_as_the_standard_decoder_does(text):
     assert decode(text, max_depth=2) == json.loads(text)
+
+
+# -- check_value: the same rules for values built in memory ----------------------------------------------------
+
+@pytest.mark.parametrize("value, error, where", [
+    ({"state": {"desired": {"level": 2**64}}}, JSONOutOfRange, "state.desired.level"),
+    ({"a": [1, -(2**63) - 1]}, JSONOutOfRange, "a[1]"),
+    ({"a": float("inf")}, JSONInvalid, "a"),
+    ({"a": float("nan")}, JSONInvalid, "a"),
+    ({"a": "\ud800"}, JSONUnencodable, "a"),
+    ({"\udc00": 1}, JSONUnencodable, "key"),
+    ({1: "x"}, JSONInvalid, "key 1"),
+    ({"a": (1, 2)}, JSONInvalid, "a: tuple"),
+    ({"a": b"x"}, JSONInvalid, "a: bytes"),
+])
+def test_check_value_refuses_what_decode_refuses_naming_the_path(value, error, where):
+    with pytest.raises(error, match=where.replace("[", r"\[").replace("]", r"\]")):
+        check_value(value)
+    with pytest.raises(error):
+        encode(value)
+
+
+def test_check_value_bounds_depth_without_recursion():
+    deep: object = 1
+    for _ in range(100_000):  # far beyond the interpreter's recursion limit
+        deep = [deep]
+    with pytest.raises(JSONTooDeep):
+        check_value(deep)
+    check_value(decode("[" * MAX_DEPTH + "]" * MAX_DEPTH))
+
+
+@settings(max_examples=200)
+@given(values)
+def test_property_check_value_accepts_all_that_decode_produces(value):
+    check_value(value)
+    assert json_equal(decode(encode(value)), value)
+    assert json_equal(decode(encode(value, indent=2)), value)
+
+
+def test_check_value_names_the_first_bad_member_in_document_order():
+    with pytest.raises(JSONOutOfRange, match=r"^a\[1\]\.x: ") as caught:
+        check_value({"a": [0, {"x": 2**64}], "b": float("inf")})
+    assert caught.value.path == "a[1].x"
+    with pytest.raises(JSONTooDeep) as deep:
+        check_value({"a": [[[]]]}, max_depth=3)
+    assert deep.value.path == "a[0][0]"

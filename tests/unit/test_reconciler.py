@@ -16,7 +16,7 @@ from actors.target.engine.worker import (
 )
 from actors.target.model import STEP_TYPES, Action, Create, EngineState, Pull, Resource, Step
 from actors.target.planner import explain, plan
-from actors.target.reconciler import ReconcilerSettings, retry_delay
+from actors.target.reconciler import ReconcilerSettings, probe_delay, retry_delay
 from actors.target.report import report_state
 from actors.target.scheduling import finished_restarts, next_steps, obsolete_pulls, restart_steps
 from conf.schema import parse
@@ -125,7 +125,18 @@ def test_steps_and_states_cross_the_wire_unchanged():
 def test_the_documented_defaults_are_the_code_defaults():
     assert parse(ReconcilerSettings, conf.defaults("agent")["actors"]["reconciler"]["settings"],
                  "actors.reconciler.settings") == ReconcilerSettings()
-    assert conf.defaults("agent")["actors"]["reconciler"]["on_limit"] == "cooldown"
+
+
+def test_an_unreachable_engine_is_probed_at_a_short_capped_backoff():
+    delays = [probe_delay(ReconcilerSettings(), probes) for probes in range(1, 8)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_only_persistence_escalates_at_its_limit_the_rest_cool_down():
+    defaults = conf.defaults("agent")
+    assert defaults["supervisor"]["on_limit"] == "cooldown"
+    assert [name for name, entry in defaults["actors"].items() if entry.get("on_limit")] == ["persistence"]
+    assert defaults["actors"]["persistence"]["on_limit"] == "escalate"
 
 
 @settings(max_examples=100, deadline=None)

@@ -217,9 +217,66 @@ def test_tokens_are_fresh_and_answers_to_other_clients_are_ignored():
 def test_stale_deltas_are_dropped_equal_versions_are_not():
     sync = machine(handlers=())
     synced(sync, Document(5, {}, {}, None))
-    assert sync.receive(Delta(4, {"a": 1}), 1.0) == []
+    assert only(sync.receive(Delta(4, {"a": 1}), 1.0), ShadowDeltaUpdated) == []
     assert sync.stale_dropped == 1
     assert only(sync.receive(Delta(5, {"a": 2}), 1.0), ShadowDeltaUpdated)[0].delta == {"a": 2}
+
+
+def read_token(effects) -> str | None:
+    gets = [e for e in only(effects, Publish) if e.topic == TOPICS.get]
+    return gets[0].payload["clientToken"] if gets else None
+
+
+def test_spoofed_far_future_deltas_do_not_wedge_the_shadow():
+    """Deltas with a far-future version make every real one look stale; a stale delta asks for a read, and
+    the read (authoritative) puts the version right, so the next real change is applied."""
+    sync = machine(handlers=())
+    synced(sync, Document(5, {}, {}, None))
+    for index in range(3):
+        sync.receive(Delta(10**12 + index, {"spoof": index}), 1.0)
+    token = read_token(sync.receive(Delta(6, {"level": 1}), 2.0))  # a real change, dropped as stale...
+    assert token is not None  # ...but it makes the device read the shadow
+    sync.receive(Document(6, {"level": 1}, {}, token), 2.1)
+    assert sync.held == 6
+    assert only(sync.receive(Delta(7, {"level": 2}), 2.2), ShadowDeltaUpdated)[0].delta == {"level": 2}
+
+
+def test_reads_asked_for_by_stale_deltas_are_rate_bounded():
+    sync = machine(handlers=())
+    synced(sync, Document(5, {}, {}, None))
+    reads = []
+    now = 1.0
+    for _ in range(200):  # a flood of stale deltas over 10 s
+        effects = sync.receive(Delta(1, {"a": 1}), now)
+        if (token := read_token(effects)) is not None:
+            reads.append(now)
+            sync.receive(Document(5, {}, {}, token), now)
+        now += 0.05
+    assert 1 <= len(reads) <= 11
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(reads, reads[1:], strict=False))
+
+
+def test_a_report_refused_for_good_makes_the_device_read_the_shadow():
+    sync = machine()
+    synced(sync, Document(5, {}, {}, None))
+    payload = report_sent(sync, 1, {"a": 1}, 1.0)
+    effects = sync.receive(Rejected(400, "Bad version", payload["clientToken"]), 1.1)
+    assert only(effects, AckReport)  # dropped: resending would be refused forever
+    assert read_token(effects + sync.tick(2.2)) is not None
+
+
+def test_a_restarted_store_makes_the_shadow_resync_its_outbox_and_read():
+    sync = machine()
+    synced(sync, Document(5, {}, {"a": 0}, None))
+    enqueue = only(sync.on_applied(applied({"a": 1}, 5), 1.0), EnqueueReport)
+    assert enqueue and sync.sender.expected == {"a": 1}
+    effects = sync.store_reopened(None, 2.0)  # the enqueued report never became durable
+    assert sync.sender.expected == {"a": 0}
+    token = read_token(effects)
+    assert token is not None
+    sync.receive(Document(5, {"a": 1}, {"a": 0}, token), 2.1)  # desired differs from reported: apply, report
+    again = only(sync.on_applied(applied({"a": 1}, 5), 2.2), EnqueueReport)
+    assert again and again[0].patch == {"a": 1}
 
 
 def test_deltas_arriving_during_an_apply_are_coalesced_newest_wins():
@@ -355,10 +412,43 @@ def test_a_key_no_handler_applies_is_recorded_and_cleared_when_no_longer_desired
     synced(sync, Document(3, {"t": 24, "ghost": 1}, {}, None))
     effects = sync.on_applied(applied({"t": 24}, 3), 1.0)
     records = [(e.key, e.message) for e in only(effects, RecordError)]
-    assert records == [("desired.ghost", "no handler applies this key")]
+    assert records == [("unhandled", "no handler applies 1 desired key(s): ghost")]
     sync.link_down()
     effects = synced(sync, Document(6, {"t": 24}, {"t": 24}, None), 2.0)
-    assert ClearError("shadow:dev/", "desired.ghost") in effects
+    assert ClearError("shadow:dev/", "unhandled") in effects
+
+
+def test_rows_per_unknown_key_an_older_agent_left_are_cleared_at_start():
+    recovered = Recovered(desired={"ghost": 1}, errors={"desired.ghost": "no handler applies this key",
+                                                        "desired.t": "40 is outside 16..30; applied 30"})
+    effects = machine(recovered=recovered).start(0.0)
+    assert only(effects, ClearError) == [ClearError("shadow:dev/", "desired.ghost")]
+
+
+def test_unknown_keys_make_one_error_row_not_one_per_key():
+    sync = machine()
+    synced(sync, Document(3, {"t": 24}, {}, None))
+    sync.on_applied(applied({"t": 24}, 3), 1.0)
+    keys = set()
+    for version in range(4, 40):
+        sync.receive(Delta(version, {f"k{version}": 1}), float(version))
+        effects = sync.on_applied(applied({}, version), float(version))
+        keys |= {e.key for e in only(effects, RecordError)}
+    assert keys == {"unhandled"}
+    assert sync.errors["unhandled"].startswith("no handler applies 36 desired key(s): k10, k11,")
+    assert sync.errors["unhandled"].endswith(", ...")
+
+
+def test_spoofed_deltas_cannot_grow_the_local_desired_copy_past_the_payload_limit():
+    sync = machine(handlers=())
+    synced(sync, Document(3, {"t": 24}, {}, None))
+    for version in range(4, 400):
+        effects = sync.receive(Delta(version, {f"key-{version}": "x" * 40}), float(version))
+        size = len(json.dumps(sync.desired, separators=(",", ":")))
+        assert size <= SETTINGS.limits.max_bytes
+    assert "more than 4096; reading the shadow" in sync.errors["input"]
+    assert [p.topic for p in only(effects, Publish)] in ([], [sync.topics.get])
+    assert sync.read is not None  # the read's document replaces the copy
 
 
 def test_a_silent_handler_is_asked_once_more_then_recorded_and_the_next_delta_goes_out():

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from messages.protocol.patches import apply_patch, compose
 from store import (
     PendingReport,
+    PendingRestart,
     ShadowState,
     Store,
     StoreCorrupt,
@@ -24,8 +25,10 @@ from store import (
     StoreValueError,
     TargetRecord,
     TargetRejection,
+    newer_rejection,
 )
 from store.db import APPLICATION_ID
+from store.facade import MAX_PENDING_REPORTS
 from store.migrations import SCHEMA_VERSION
 from store.models import bind_models
 
@@ -117,8 +120,30 @@ def test_data_survives_reopening(path):
         store.save_target({"apps": {}}, '"e1"', 10.0)
         store.enqueue_report("device-state", {"a": 1})
     with Store.open(path) as store:
-        assert store.load_target() == TargetRecord({"apps": {}}, '"e1"', 10.0)
+        assert store.load_target()[:3] == TargetRecord({"apps": {}}, '"e1"', 10.0)[:3]
         assert store.pending_report("device-state").patch == {"a": 1}
+
+
+def test_which_of_target_and_rejection_is_newer_is_told_by_store_order_not_clocks(path):
+    with Store.open(path) as store:
+        store.save_target({"apps": {}}, '"good"', 1000.0)
+        store.record_target_rejection('"bad"', "apps: not an object", 10.0)  # the clock jumped back
+        assert newer_rejection(store.load_target(), store.last_target_rejection())
+        store.save_target({"apps": {}}, '"good-2"', 5.0)
+        assert not newer_rejection(store.load_target(), store.last_target_rejection())
+    assert newer_rejection(None, TargetRejection('"bad"', "why", 1.0, 1))
+    assert not newer_rejection(TargetRecord({}, '"a"', 1.0, 1), None)
+
+
+def test_pending_restarts_are_kept_until_cleared_one_per_service(path):
+    with Store.open(path) as store:
+        store.add_restarts("1", ("web", "db"), "config changed")
+        store.add_restarts("1", ("web",), "config changed again")
+    with Store.open(path) as store:
+        assert store.pending_restarts() == [PendingRestart("1", "db", "config changed"),
+                                            PendingRestart("1", "web", "config changed again")]
+        store.clear_restart("1", "web")
+        assert store.pending_restarts() == [PendingRestart("1", "db", "config changed")]
 
 
 V1_SCHEMA = (
@@ -156,8 +181,10 @@ def test_version_1_database_is_migrated_with_its_data_kept(path):
     with Store.open(path) as store:
         assert store._db.pragma("user_version") == SCHEMA_VERSION
         assert store.get("poller") == {"backoff": 4}
-        assert store.load_target() == TargetRecord({"apps": {}}, "etag-1", 100.0)
-        assert store.last_target_rejection() == TargetRejection("etag-2", "apps: not an object", 101.0)
+        assert store.load_target() == TargetRecord({"apps": {}}, "etag-1", 100.0, 1)
+        assert store.last_target_rejection() == TargetRejection("etag-2", "apps: not an object", 101.0, 2)
+        assert store.pending_restarts() == []
+        assert store.save_target({"apps": {}}, "etag-3", 50.0) == 3  # after what migration 3 numbered
         assert store.load_shadow("pi", "") == ShadowState({"state": {}}, 7)
         assert store.pending_report("device-state") == PendingReport(1, {"a": 1})
         assert store.load_accepted("device-state") == {"a": 0}
@@ -348,8 +375,8 @@ def test_target_and_rejection_keep_only_the_latest(store):
     store.save_target({"apps": {}}, None, 2.0)
     store.record_target_rejection("e2", "apps.1: services missing", 3.0)
     store.record_target_rejection(None, "body is not JSON", 4.0)
-    assert store.load_target() == ({"apps": {}}, None, 2.0)
-    assert store.last_target_rejection() == (None, "body is not JSON", 4.0)
+    assert store.load_target() == ({"apps": {}}, None, 2.0, 4)
+    assert store.last_target_rejection() == (None, "body is not JSON", 4.0, 6)
 
 
 def test_stale_shadow_version_is_ignored(store):
@@ -568,3 +595,29 @@ def test_store_used_from_another_thread_is_refused(store):
     thread.start()
     thread.join()
     assert "thread" in str(refusals[0])
+
+
+def test_a_key_flipping_between_object_and_null_keeps_two_reports_not_one_per_flip(store):
+    truth: dict = {}
+    for flip in range(200):
+        patch = {"net": {"dhcp": flip % 3 == 0, "n": flip}} if flip % 2 else {"net": None}
+        truth = apply_patch(truth, patch)
+        store.enqueue_report("shadow:pi/", patch)
+        assert len(pending_rows(store, "shadow:pi/")) <= 2
+    assert apply_all({"net": {"old": 1}}, drain(store, "shadow:pi/")) == truth  # exact whatever the cloud holds
+
+
+def test_keys_flipping_in_turn_are_capped_and_newest_wins_from_the_accepted_state(store):
+    store.save_accepted("c", {"keep": 1, "a": {"x": 1}})
+    receiver, truth = {"keep": 1, "a": {"x": 1}}, {"keep": 1, "a": {"x": 1}}
+    for flip in range(100):
+        key = "ab"[flip % 2]
+        patch = {key: {"v": flip}} if (flip // 2) % 2 else {key: None}
+        truth = apply_patch(truth, patch)
+        store.enqueue_report("c", patch)
+        assert len(pending_rows(store, "c")) <= MAX_PENDING_REPORTS
+    assert apply_all(receiver, drain(store, "c")) == truth
+
+
+def pending_rows(store, channel):
+    return store._db.execute_sql("SELECT report_id FROM outbox WHERE channel = ?", (channel,)).fetchall()

@@ -14,10 +14,12 @@ from messages.protocol.target_state import (
     VolumeMount,
     config_field_hashes,
     config_hash,
+    limits,
     normalise_image,
     parse_target_state,
     to_json,
 )
+from messages.protocol.target_state.limits import MAX_SERVICES_PER_APP
 
 SEED = {"apps": {"1": {"appId": 1, "appName": "my-app", "services": [{
     "serviceId": 101, "serviceName": "web", "imageName": "nginx:latest",
@@ -181,18 +183,20 @@ def test_port_specs(spec, expected):
 
 
 def test_long_dependency_chains_validate_without_recursion():
+    last = MAX_SERVICES_PER_APP - 1
     services = [{"serviceName": f"s{index}", "config": {"image": "x", "depends_on": [f"s{index - 1}"] if index else []}}
-                for index in range(3000)]
+                for index in range(MAX_SERVICES_PER_APP)]
     target = parse_target_state({"apps": {"1": {"services": services}}})
-    assert target.app("1").service("s2999").config.depends_on == ("s2998",)
+    assert target.app("1").service(f"s{last}").config.depends_on == (f"s{last - 1}",)
 
 
 def test_a_long_cycle_is_named():
-    services = [{"serviceName": f"s{index}", "config": {"image": "x", "depends_on": [f"s{(index + 1) % 500}"]}}
-                for index in range(500)]
+    count = MAX_SERVICES_PER_APP
+    services = [{"serviceName": f"s{index}", "config": {"image": "x", "depends_on": [f"s{(index + 1) % count}"]}}
+                for index in range(count)]
     reason = rejection({"apps": {"1": {"services": services}}})
     assert reason == ("apps.1.services: depends_on cycle s0 -> s1 -> s2 -> s3 -> s4 -> s5 -> s6 -> s7 -> "
-                      "... (500 services)")
+                      f"... ({count} services)")
 
 
 def test_rejection_is_a_value_error_with_the_reason():
@@ -431,6 +435,112 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "images", "model", "parse"}  # the submodules themselves
+        "canonical", "fields", "images", "limits", "model", "parse"}  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()
+
+
+# -- hard limits, each refused with its own reason; digit runs bounded; linear time --------------------------------
+
+def ports(count: int) -> list[str]:
+    return [f"{1 + index % 65535}:{1 + index // 65535}" for index in range(count)]
+
+
+@pytest.mark.parametrize("raw, path, problem", [
+    ({"apps": {f"a{i}": {"services": []} for i in range(limits.MAX_APPS + 1)}}, "apps", "entries, more than"),
+    ({"apps": {"1": {"services": [{"serviceName": f"s{i}", "config": {"image": "x"}}
+                                  for i in range(MAX_SERVICES_PER_APP + 1)]}}}, "apps.1.services", "more than"),
+    (document(ports=ports(limits.MAX_PORTS_PER_SERVICE + 1)), "apps.1.services[0].config.ports", "more than 1024"),
+    (document(environment={f"K{i}": "v" for i in range(limits.MAX_ENVIRONMENT_ENTRIES + 1)}),
+     "apps.1.services[0].config.environment", "more than"),
+    (document(environment=[f"K{i}=v" for i in range(limits.MAX_ENVIRONMENT_ENTRIES + 1)]),
+     "apps.1.services[0].config.environment", "more than"),
+    (document(volumes=[f"v:/m{i}" for i in range(limits.MAX_VOLUMES_PER_SERVICE + 1)]),
+     "apps.1.services[0].config.volumes", "more than"),
+    (document(networks=[f"n{i}" for i in range(limits.MAX_NETWORKS_PER_SERVICE + 1)]),
+     "apps.1.services[0].config.networks", "more than"),
+    (document(labels={f"l{i}": "v" for i in range(limits.MAX_LABELS_PER_SERVICE + 1)}),
+     "apps.1.services[0].config.labels", "more than"),
+    (document(command=["x"] * (limits.MAX_COMMAND_ARGUMENTS + 1)), "apps.1.services[0].config.command", "more than"),
+    (document(command="x " * (limits.MAX_COMMAND_ARGUMENTS + 1)), "apps.1.services[0].config.command", "more than"),
+    (document(environment={"K": "v" * (limits.MAX_STRING_LENGTH + 1)}), "apps.1.services[0].config.environment.K",
+     "longer than"),
+    (document(environment=["K=" + "v" * (limits.MAX_STRING_LENGTH + 1)]), "apps.1.services[0].config.environment[0]",
+     "longer than"),
+    (document(environment={"K" * (limits.MAX_KEY_LENGTH + 1): "v"}), "apps.1.services[0].config.environment",
+     "longer than"),
+    (document(labels={"l": "v" * (limits.MAX_STRING_LENGTH + 1)}), "apps.1.services[0].config.labels.l", "longer than"),
+    (document(ports=["1" * 5000]), "apps.1.services[0].config.ports[0]", "longer than"),  # was int()'s ValueError
+    (document(ports=["1" * 60]), "apps.1.services[0].config.ports[0]", "is not a port spec"),
+    (document(ports=["127.0.0.1:" + "9" * 50 + ":80"]), "apps.1.services[0].config.ports[0]", "is not a port spec"),
+])
+def test_each_limit_is_refused_with_its_own_reason_naming_the_path(raw, path, problem):
+    reason = rejection(raw)
+    assert reason.startswith(f"{path}: ") and problem in reason, reason
+
+
+def test_a_port_spec_of_thousands_of_digits_is_an_invalid_target_state_not_a_value_error():
+    for spec in ["9" * 4301, "1:" + "9" * 4301, "[::1]:" + "9" * 4301 + ":80", "80/" + "t" * 5000]:
+        with pytest.raises(InvalidTargetState):
+            parse_target_state(json.dumps(document(ports=[spec])))
+
+
+def test_everything_up_to_the_limits_is_accepted():
+    services = [{"serviceName": f"s{i}", "config": {
+        "image": "busybox", "ports": ports(limits.MAX_PORTS_PER_SERVICE)[i::8] + [f"{60000 + i}:80"],
+        "environment": {f"K{j}": "v" for j in range(limits.MAX_ENVIRONMENT_ENTRIES)},
+        "labels": {f"l{j}": "v" for j in range(limits.MAX_LABELS_PER_SERVICE)},
+        "volumes": [f"v:/m{j}" for j in range(limits.MAX_VOLUMES_PER_SERVICE)],
+        "networks": [f"n{j}" for j in range(limits.MAX_NETWORKS_PER_SERVICE)]}} for i in range(8)]
+    target = parse_target_state({"apps": {"1": {"services": services}}})
+    assert len(target.app("1").service("s0").config.environment) == limits.MAX_ENVIRONMENT_ENTRIES
+
+
+def hostile_megabyte_documents():
+    """About 1 MiB each, the shapes validation was quadratic in (issue 14: 8,000 ports took 10 s)."""
+    entry = lambda i: f"{1 + i % 60000}:{1 + i % 60000}"  # noqa: E731
+    yield document(ports=[entry(i) for i in range(90_000)])  # over the limit: refused at its count
+    yield {"apps": {"1": {"services": [{"serviceName": f"s{i}", "config": {  # a duplicate in the very last one
+        "image": "x", "ports": ports(1023) + ["1:1" if i == 99 else "2:2/udp"]}} for i in range(100)]}}}
+    yield document(environment=[f"K{i}=v" for i in range(100_000)])
+    yield document(networks=[f"n{i}" for i in range(100_000)])
+    yield {"apps": {"1": {"services": [{"serviceName": f"s{i}", "config": {
+        "image": "x", "depends_on": [f"s{i + 1}"] if i < 40_000 else []}} for i in range(40_000)]}}}
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_a_hostile_megabyte_document_is_rejected_in_well_under_a_second(index):
+    import time
+    raw = json.dumps(list(hostile_megabyte_documents())[index]).encode()
+    assert len(raw) >= 500_000
+    started = time.process_time()
+    with pytest.raises(InvalidTargetState):
+        parse_target_state(raw)
+    assert time.process_time() - started < 0.5  # CPU time: other processes on the machine do not count
+
+
+@settings(max_examples=400)
+@given(st.text(st.sampled_from(" \t\r\n\x0b'\"\\ab\u00e9"), max_size=16))
+def test_property_commands_split_exactly_as_shlex_splits_them_with_its_reasons(text):
+    import shlex
+
+    from messages.protocol.target_state.fields import split_arguments
+    try:
+        expected: object = shlex.split(text)
+    except ValueError as error:
+        expected = str(error)
+    try:
+        got: object = split_arguments(text)
+    except ValueError as error:
+        got = str(error)
+    assert got == expected
+
+
+def test_splitting_a_hostile_command_is_linear():
+    import time
+    raw = json.dumps({"apps": {"1": {"services": [
+        {"serviceName": f"s{i}", "config": {"image": "x", "command": "a" * 65_000 + ("'" if i == 15 else "")}}
+        for i in range(16)]}}})
+    started = time.process_time()
+    assert "No closing quotation" in rejection(raw)
+    assert time.process_time() - started < 0.5  # shlex took 0.54 s on 2 cores for this 1 MiB

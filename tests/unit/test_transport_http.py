@@ -2,17 +2,23 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import socket
+import ssl
 import threading
 import time
 from urllib.parse import unquote
 
 import pytest
+from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud import pki as cloud_pki
 from messages.protocol.api import segment
 from messages.transport.http import CloudClient, CloudError, Response
+from messages.transport.tls import TlsSettings
+from tests.support.pki import session_pki
 from tests.support.stub_cloud import StubCloud
 
 
@@ -35,10 +41,41 @@ def test_without_a_token_no_authorization_and_any_status_is_an_answer_unless_ok_
     assert raised.value.status == 404
 
 
-def test_a_redirect_is_an_answer_not_followed_so_the_token_stays_home():
-    with StubCloud(lambda request: (302, {"Location": "http://192.0.2.1/steal"}, b"")) as cloud:
-        assert CloudClient(cloud.url, "secret").request("GET", "/x").status == 302
-        assert len(cloud.seen()) == 1
+def server_tls() -> ssl.SSLContext:
+    """The session PKI's server certificate (127.0.0.1), as the reference cloud serves it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*session_pki().files("server"))
+    return context
+
+
+def client(url: str, token: str | None = None, **options) -> CloudClient:
+    """A client trusting the session PKI's CA (an https url needs it; an http one ignores it)."""
+    return CloudClient(url, token, tls=TlsSettings(session_pki().ca), **options)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_redirect_to_another_origin_is_an_answer_not_followed_so_the_token_never_reaches_it(tls):
+    with StubCloud() as elsewhere, \
+            StubCloud(lambda request: (302, {"Location": elsewhere.url + "/steal"}, b""),
+                      tls=server_tls() if tls else None) as cloud:
+        assert client(cloud.url, "secret").request("GET", "/x").status == 302
+        assert len(cloud.seen()) == 1 and elsewhere.seen() == []
+
+
+def test_https_verifies_the_server_against_the_ca_and_names_the_refused_certificate(tmp_path):
+    other_ca = tmp_path / "other"
+    cloud_pki.init(other_ca)
+    with StubCloud(lambda request: (200, {}, b"{}"), tls=server_tls()) as cloud:
+        assert client(cloud.url, "t").health().status == 200
+        port = cloud.url.rsplit(":", 1)[1]
+        with pytest.raises(CloudError) as refused:
+            CloudClient(cloud.url, "t", tls=TlsSettings(str(other_ca / "ca.crt"))).health()
+        with pytest.raises(CloudError, match="certificate verify failed"):
+            CloudClient(cloud.url, "t").health()  # the system's store knows no development CA
+        assert cloud.seen() == [cloud.seen()[0]]  # the refused requests sent nothing, the token least of all
+    issuer = x509.load_pem_x509_certificate(pathlib.Path(session_pki().ca).read_bytes()).subject.rfc4514_string()
+    assert (f"certificate verify failed: unable to get local issuer certificate for cloud API 127.0.0.1:{port} "
+            f"(subject CN=localhost,OU=server, issuer {issuer})") in str(refused.value)
 
 
 def test_a_path_prefix_in_the_url_is_kept_and_segments_are_escaped():
@@ -101,14 +138,18 @@ def test_json_round_trips_through_the_client():
         echoed()
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b""])
-def test_a_server_trickling_bytes_cannot_hold_a_request_past_its_timeout(head):
+def test_a_server_trickling_bytes_cannot_hold_a_request_past_its_timeout(head, tls):
     """A byte every 0.1 s keeps each socket read under the timeout; the whole request must still end."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    context = server_tls() if tls else None
 
     def trickle():
         connection, _ = listener.accept()
+        if context is not None:
+            connection = context.wrap_socket(connection, server_side=True)
         with connection:
             connection.recv(65536)
             for byte in head or b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
@@ -124,7 +165,7 @@ def test_a_server_trickling_bytes_cannot_hold_a_request_past_its_timeout(head):
     started = time.monotonic()
     try:
         with pytest.raises(CloudError, match="no complete answer within 1.0 s"):
-            CloudClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0).health()
+            client(f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}", timeout=1.0).health()
         assert time.monotonic() - started < 1.5
     finally:
         stop.set()

@@ -52,7 +52,7 @@ OWNER_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}")
 # Networks a container is attached to that are not its app's own (attached by hand): never a logical name.
 FOREIGN_NETWORK_PREFIX = "docker:"
 # The container list gives the exit code only in its status text: "Exited (137) 5 seconds ago".
-_EXIT_STATUS = re.compile(r"Exited \((-?\d+)\)")
+_EXIT_STATUS = re.compile(r"Exited \((-?\d{1,10})\)")  # bounded: int() of a long run raises
 
 
 class EngineError(Exception):

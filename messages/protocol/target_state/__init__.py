@@ -10,6 +10,7 @@ default network...) so that two spellings of the same configuration compare, ser
 from messages.protocol.target_state.canonical import HASHED_FIELDS, config_field_hashes, config_hash, to_json
 from messages.protocol.target_state.fields import NAME_PATTERN, RESERVED_LABEL_PREFIX
 from messages.protocol.target_state.images import IMAGE_PATTERN, MAX_IMAGE_LENGTH, normalise_image
+from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES
 from messages.protocol.target_state.model import (
     DEFAULT_NETWORK,
     DOWNLOAD_THEN_KILL,
@@ -25,7 +26,7 @@ from messages.protocol.target_state.model import (
     TargetState,
     VolumeMount,
 )
-from messages.protocol.target_state.parse import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES, parse_target_state
+from messages.protocol.target_state.parse import parse_target_state
 
 __all__ = [
     "DEFAULT_NETWORK",

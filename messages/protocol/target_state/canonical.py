@@ -18,7 +18,10 @@ HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "comman
 
 def to_json(target: TargetState) -> JSONObject:
     """The canonical document: every field explicit and normalised; `parse_target_state` of it is equal."""
-    return {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
+    document: JSONObject = {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
+    if target.purge_volumes:  # absent when empty, so documents without it keep their canonical form
+        document["purge_volumes"] = list(target.purge_volumes)
+    return document
 
 
 def config_hash(service: Service) -> str:

@@ -9,17 +9,21 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-import shlex
+from collections import Counter
+from collections.abc import Sized
 from typing import Any, Mapping
 
+from messages.protocol.target_state import limits
 from messages.protocol.target_state.model import PROTOCOLS, InvalidTargetState, PortMapping, VolumeMount
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESERVED_LABEL_PREFIX = "io.fleetlet."
 
+# Every digit run is bounded: int() refuses more than 4,300 digits with a plain ValueError, and no port
+# needs more than five.
 _PORT_PATTERN = re.compile(
-    r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):(?P<ip_host>\d*):|(?P<host>\d+):)?"
-    r"(?P<container>\d+)(?:/(?P<protocol>[a-z]+))?"
+    r"(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):(?P<ip_host>\d{0,5}):|(?P<host>\d{1,5}):)?"
+    r"(?P<container>\d{1,5})(?:/(?P<protocol>[a-z]{1,8}))?"
 )
 
 
@@ -51,10 +55,16 @@ def _require_object(value: Any, path: str, required: tuple[str, ...], optional: 
         raise _fail(f"{path}.{missing[0]}", "required field is missing")
 
 
-def _require_list(value: Any, path: str) -> list[object]:
+def _require_list(value: Any, path: str, limit: int | None = None) -> list[object]:
     if not isinstance(value, list):
         raise _fail(path, f"must be an array, not {_type_name(value)}")
+    _check_count(value, path, limit)
     return value
+
+
+def _check_count(value: Sized, path: str, limit: int | None) -> None:
+    if limit is not None and len(value) > limit:
+        raise _fail(path, f"{len(value)} entries, more than {limit}")
 
 
 def _string(value: Any, path: str, max_length: int | None = None) -> str:
@@ -74,40 +84,49 @@ def _name(value: Any, path: str) -> str:
     return name
 
 
-def _unique_names(values: Any, path: str) -> tuple[str, ...]:
-    names = [_name(value, f"{path}[{index}]") for index, value in enumerate(_require_list(values, path))]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
+def _unique_names(values: Any, path: str, limit: int) -> tuple[str, ...]:
+    names = [_name(value, f"{path}[{index}]") for index, value in enumerate(_require_list(values, path, limit))]
+    if len(set(names)) != len(names):
+        duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
         raise _fail(path, f"{duplicates[0]!r} is listed twice")
     return tuple(sorted(names))
 
 
-def _string_map(value: Any, path: str) -> tuple[tuple[str, str], ...]:
+def _string_map(value: Any, path: str, limit: int) -> tuple[tuple[str, str], ...]:
     _require_mapping(value, path)
-    return tuple(sorted((key, _string(item, f"{path}.{key}")) for key, item in value.items()))
+    _check_count(value, path, limit)
+    for key in value:
+        _key(key, path)
+    return tuple(sorted((key, _string(item, f"{path}.{key}", limits.MAX_STRING_LENGTH)) for key, item in value.items()))
+
+
+def _key(key: str, path: str) -> None:
+    if len(key) > limits.MAX_KEY_LENGTH:
+        raise _fail(path, f"a name is longer than {limits.MAX_KEY_LENGTH} characters")
 
 
 def _ports(value: Any, path: str) -> tuple[PortMapping, ...]:
-    mappings = [_port(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+    items = _require_list(value, path, limits.MAX_PORTS_PER_SERVICE)
+    mappings = [_port(item, f"{path}[{index}]") for index, item in enumerate(items)]
+    seen: set[PortMapping] = set()
+    bound: dict[tuple[int, str], set[str]] = {}  # (host port, protocol) -> host addresses ("" is every one)
     for index, mapping in enumerate(mappings):
-        for earlier in mappings[:index]:
-            if earlier == mapping:
-                raise _fail(f"{path}[{index}]", f"duplicate port mapping {mapping.spec()!r}")
-            if _same_host_binding(earlier, mapping):
-                raise _fail(f"{path}[{index}]", f"host port {mapping.host_port}/{mapping.protocol} is bound twice")
+        if mapping in seen:
+            raise _fail(f"{path}[{index}]", f"duplicate port mapping {mapping.spec()!r}")
+        seen.add(mapping)
+        if mapping.host_port is None:
+            continue
+        addresses = bound.setdefault((mapping.host_port, mapping.protocol), set())
+        if mapping.host_ip in addresses or "" in addresses or (mapping.host_ip == "" and addresses):
+            raise _fail(f"{path}[{index}]", f"host port {mapping.host_port}/{mapping.protocol} is bound twice")
+        addresses.add(mapping.host_ip)
     return tuple(sorted(mappings, key=lambda m: (m.container_port, m.protocol, m.host_port or 0, m.host_ip)))
-
-
-def _same_host_binding(first: PortMapping, second: PortMapping) -> bool:
-    return (first.host_port is not None and first.host_port == second.host_port
-            and first.protocol == second.protocol
-            and (first.host_ip == second.host_ip or "" in (first.host_ip, second.host_ip)))
 
 
 def _port(value: Any, path: str) -> PortMapping:
     if isinstance(value, int) and not isinstance(value, bool):
         return PortMapping(container_port=_port_number(value, path))
-    spec = _string(value, path)
+    spec = _string(value, path, limits.MAX_PORT_SPEC_LENGTH)
     match = _PORT_PATTERN.fullmatch(spec)
     if not match:
         raise _fail(path, f"{spec!r} is not a port spec ([ip:][host:]container[/tcp|udp|sctp])")
@@ -141,42 +160,52 @@ def _host_ip(text: str, spec: str, path: str) -> str:
 
 def _environment(value: Any, path: str) -> tuple[tuple[str, str], ...]:
     if isinstance(value, list):
+        _check_count(value, path, limits.MAX_ENVIRONMENT_ENTRIES)
         pairs = [_environment_entry(item, f"{path}[{index}]") for index, item in enumerate(value)]
     else:
         _require_mapping(value, path)
+        _check_count(value, path, limits.MAX_ENVIRONMENT_ENTRIES)
         pairs = [(key, _environment_value(item, f"{path}.{key}")) for key, item in value.items()]
-    for index, (key, _) in enumerate(pairs):
+    seen: set[str] = set()
+    for key, _ in pairs:
         if not key or "=" in key or "\0" in key:
-            raise _fail(path, f"invalid variable name {key!r}")
-        if any(key == earlier for earlier, _ in pairs[:index]):
+            raise _fail(path, f"invalid variable name {key[:80]!r}")
+        _key(key, path)
+        if key in seen:
             raise _fail(path, f"variable {key!r} is set twice")
+        seen.add(key)
     return tuple(sorted(pairs))
 
 
 def _environment_entry(value: Any, path: str) -> tuple[str, str]:
-    entry = _string(value, path)
+    entry = _string(value, path, limits.MAX_KEY_LENGTH + 1 + limits.MAX_STRING_LENGTH)
     if "=" not in entry:
-        raise _fail(path, f"{entry!r} is not NAME=VALUE")
+        raise _fail(path, f"{entry[:80]!r} is not NAME=VALUE")
     key, _, item = entry.partition("=")
+    if len(item) > limits.MAX_STRING_LENGTH:
+        raise _fail(path, f"the value is longer than {limits.MAX_STRING_LENGTH} characters")
     return key, item
 
 
 def _environment_value(value: Any, path: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _string(value, path)
+        return str(value)  # the decoder bounds integers to 64 bits: str() is always cheap
+    return _string(value, path, limits.MAX_STRING_LENGTH)
 
 
 def _volumes(value: Any, path: str) -> tuple[VolumeMount, ...]:
-    mounts = [_volume(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+    items = _require_list(value, path, limits.MAX_VOLUMES_PER_SERVICE)
+    mounts = [_volume(item, f"{path}[{index}]") for index, item in enumerate(items)]
+    targets: set[str] = set()
     for index, mount in enumerate(mounts):
-        if any(earlier.target == mount.target for earlier in mounts[:index]):
+        if mount.target in targets:
             raise _fail(f"{path}[{index}]", f"{mount.target!r} is mounted twice")
+        targets.add(mount.target)
     return tuple(sorted(mounts))
 
 
 def _volume(value: Any, path: str) -> VolumeMount:
-    spec = _string(value, path)
+    spec = _string(value, path, limits.MAX_KEY_LENGTH)
     source, _, rest = spec.partition(":")
     target, _, mode = rest.partition(":")
     if source.startswith(("/", ".", "~")):
@@ -190,17 +219,56 @@ def _command(value: Any, path: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
+        text = _string(value, path, limits.MAX_STRING_LENGTH)
         try:
-            arguments = shlex.split(_string(value, path))
+            arguments = split_arguments(text, limits.MAX_COMMAND_ARGUMENTS)
         except ValueError as error:
             raise _fail(path, f"cannot be split into arguments ({error})") from None
     else:
-        arguments = [_string(item, f"{path}[{index}]") for index, item in enumerate(_require_list(value, path))]
+        items = _require_list(value, path, limits.MAX_COMMAND_ARGUMENTS)
+        arguments = [_string(item, f"{path}[{index}]", limits.MAX_STRING_LENGTH) for index, item in enumerate(items)]
     return tuple(arguments) or None
 
 
+# shlex.split's POSIX words (no comments) by regular expressions, which run in the regex engine: shlex walks
+# a string a character at a time in Python (half a second per MiB). Every alternative starts with its own
+# character and the loops are possessive, so nothing backtracks. Whitespace is shlex's: space, tab, CR, LF.
+_PIECE = r"[^ \t\r\n'\"\\]|\\.|'[^']*+'|\"(?:[^\"\\]|\\.)*+\""
+_SPLITTABLE = re.compile(rf"(?:[ \t\r\n]|{_PIECE})*+", re.DOTALL)
+_WORD = re.compile(rf"(?:{_PIECE})++", re.DOTALL)
+_QUOTING = re.compile(r"""['"\\]""")
+_PART = re.compile(r"[^'\"\\]++|\\(.)|'([^']*+)'|\"((?:[^\"\\]|\\.)*+)\"", re.DOTALL)
+_DOUBLE_INNER = re.compile(r'(?:[^"\\]|\\.)*+', re.DOTALL)
+_QUOTED_ESCAPE = re.compile(r'\\(["\\])')
+
+
+def split_arguments(text: str, limit: int | None = None) -> list[str]:
+    """``shlex.split(text)``, in time linear in ``text``; ValueError as shlex words it, or when there are more
+    than ``limit`` words."""
+    stuck = _SPLITTABLE.match(text).end()  # type: ignore[union-attr]  # a * always matches
+    if stuck < len(text):  # at an unclosed quote, or a backslash ending the text (or the "..." it opens)
+        rest = text[stuck:]
+        unescaped = rest[0] == "\\" or rest[0] == '"' and _DOUBLE_INNER.match(rest, 1).end() < len(rest)  # type: ignore[union-attr]
+        raise ValueError("No escaped character" if unescaped else "No closing quotation")  # shlex's words
+    words = _WORD.findall(text)
+    if limit is not None and len(words) > limit:
+        raise ValueError(f"{len(words)} arguments, more than {limit}")
+    return [_PART.sub(_unquote, word) if _QUOTING.search(word) else word for word in words]
+
+
+def _unquote(part: re.Match[str]) -> str:
+    escaped, single, double = part.groups()
+    if escaped is not None:
+        return escaped
+    if single is not None:
+        return single
+    if double is not None:
+        return _QUOTED_ESCAPE.sub(r"\1", double)  # inside "...", a backslash escapes only " and itself
+    return part.group()
+
+
 def _labels(value: Any, path: str) -> tuple[tuple[str, str], ...]:
-    labels = _string_map(value, path)
+    labels = _string_map(value, path, limits.MAX_LABELS_PER_SERVICE)
     for key, _ in labels:
         if not key or key.startswith(RESERVED_LABEL_PREFIX):
             raise _fail(f"{path}.{key}", f"label names must be non-empty and not start with {RESERVED_LABEL_PREFIX}")

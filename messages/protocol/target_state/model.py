@@ -86,6 +86,9 @@ class App:
 @dataclass(frozen=True)
 class TargetState:
     apps: tuple[App, ...] = ()  # sorted by id
+    # The document's optional "purge_volumes": ids of apps whose volumes go as soon as the app has left the
+    # target (and its containers are gone), instead of after the reconciler's volume_grace. Sorted.
+    purge_volumes: tuple[str, ...] = ()
 
     def app(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)

@@ -1,7 +1,8 @@
 """Whole-document validation: JSON decoding with its limits, then apps, services and their configs.
 
 A document is rejected as a whole (`InvalidTargetState`, naming the path of the first bad field) so the agent
-keeps running the last good one.
+keeps running the last good one. Every count and length is bounded (`limits`), checked before the items it
+counts, and every check is linear in the document's size (bench.validation measures it).
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 from typing import Any, Mapping
 
 from messages.protocol import json as strict_json
+from messages.protocol.target_state import limits
 from messages.protocol.target_state.fields import (
+    _check_count,
     _command,
     _environment,
     _fail,
@@ -25,6 +28,7 @@ from messages.protocol.target_state.fields import (
     _volumes,
 )
 from messages.protocol.target_state.images import _image
+from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES
 from messages.protocol.target_state.model import (
     DEFAULT_NETWORK,
     DOWNLOAD_THEN_KILL,
@@ -37,18 +41,18 @@ from messages.protocol.target_state.model import (
     TargetState,
 )
 
-MAX_DOCUMENT_BYTES = 1024 * 1024
-MAX_APP_NAME_LENGTH = 256
-
 
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
     document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
-    _require_object(document, "document", required=("apps",), optional=())
+    _require_object(document, "document", required=("apps",), optional=("purge_volumes",))
     apps = document["apps"]
     _require_mapping(apps, "apps")
+    _check_count(apps, "apps", limits.MAX_APPS)
     parsed = [_parse_app(key, value, f"apps.{key}") for key, value in apps.items()]
-    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)))
+    # Ids of apps no longer in the target whose volumes are not worth keeping (see TargetState).
+    purge = _unique_names(document.get("purge_volumes", []), "purge_volumes", limits.MAX_APPS)
+    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
@@ -94,13 +98,13 @@ def _parse_app(key: str, value: Any, path: str) -> App:
     if isinstance(declared_id, bool) or not isinstance(declared_id, (int, str)) or str(declared_id) != app_id:
         raise _fail(f"{path}.appId", f"{declared_id!r} does not match its key {app_id!r}")
     app_name = _string(value.get("appName", ""), f"{path}.appName", MAX_APP_NAME_LENGTH)
-    raw_services = _require_list(value["services"], f"{path}.services")
+    raw_services = _require_list(value["services"], f"{path}.services", limits.MAX_SERVICES_PER_APP)
     services = [_parse_service(item, f"{path}.services[{index}]") for index, item in enumerate(raw_services)]
-    names = [service.service_name for service in services]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise _fail(f"{path}.services[{index}].serviceName", f"duplicate service name {name!r}")
-    by_name = {service.service_name: service for service in services}
+    by_name: dict[str, Service] = {}
+    for index, service in enumerate(services):
+        if service.service_name in by_name:
+            raise _fail(f"{path}.services[{index}].serviceName", f"duplicate service name {service.service_name!r}")
+        by_name[service.service_name] = service
     for index, service in enumerate(services):
         _check_dependencies(service, by_name, f"{path}.services[{index}].config.depends_on")
     _check_acyclic(by_name, f"{path}.services")
@@ -128,18 +132,22 @@ def _check_dependencies(service: Service, by_name: Mapping[str, Service], path: 
 
 
 def _check_acyclic(by_name: Mapping[str, Service], path: str) -> None:
-    """Peel off services whose dependencies are all peeled (iteratively: chains may be long); whatever
-    remains sits on or behind a cycle, which is then walked to name it."""
+    """Peel off services whose dependencies are all peeled (iteratively: chains may be long, and each edge is
+    looked at once); whatever remains sits on or behind a cycle, which is then walked to name it."""
     remaining = {name: set(service.config.depends_on) for name, service in by_name.items()}
+    dependents: dict[str, list[str]] = {name: [] for name in by_name}
+    for name, dependencies in remaining.items():
+        for dependency in dependencies:
+            dependents[dependency].append(name)
     ready = [name for name, dependencies in remaining.items() if not dependencies]
     while ready:
         done = ready.pop()
         del remaining[done]
-        for name, dependencies in remaining.items():
-            if done in dependencies:
-                dependencies.discard(done)
-                if not dependencies:
-                    ready.append(name)
+        for name in dependents[done]:
+            dependencies = remaining[name]
+            dependencies.discard(done)
+            if not dependencies:
+                ready.append(name)
     if remaining:
         chain = [min(remaining)]
         while chain.count(chain[-1]) < 2:
@@ -162,7 +170,7 @@ def _parse_config(value: Any, path: str) -> ServiceConfig:
     running = value.get("running", True)
     if not isinstance(running, bool):
         raise _fail(f"{path}.running", f"must be a boolean, not {_type_name(running)}")
-    networks = _unique_names(value.get("networks", []), f"{path}.networks")
+    networks = _unique_names(value.get("networks", []), f"{path}.networks", limits.MAX_NETWORKS_PER_SERVICE)
     return ServiceConfig(
         image=_image(value["image"], f"{path}.image"),
         ports=_ports(value.get("ports", []), f"{path}.ports"),
@@ -170,7 +178,7 @@ def _parse_config(value: Any, path: str) -> ServiceConfig:
         volumes=_volumes(value.get("volumes", []), f"{path}.volumes"),
         networks=networks or (DEFAULT_NETWORK,),
         command=_command(value.get("command"), f"{path}.command"),
-        depends_on=_unique_names(value.get("depends_on", []), f"{path}.depends_on"),
+        depends_on=_unique_names(value.get("depends_on", []), f"{path}.depends_on", limits.MAX_SERVICES_PER_APP),
         running=running,
         restart=value.get("restart", "always"),
         labels=_labels(value.get("labels", {}), f"{path}.labels"),
