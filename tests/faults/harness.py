@@ -29,6 +29,7 @@ from bench.common import pss_kib
 from cloud.loopback import Mosquitto
 from tests.faults.garbage import Front
 from tests.support.cloud import ADMIN_TOKEN, CloudProcess
+from tests.support.pki import session_pki
 from tests.support.polling import wait_for
 from tests.support.ports import free_admin_port
 from tests.support.processes import alive, descendants, kill_pids
@@ -177,7 +178,8 @@ class Rig:
         self.db = self.workdir / "agent.db"
         self.agent: subprocess.Popen | None = None
         self.runs: list[subprocess.Popen] = []
-        self.broker = Mosquitto(self.workdir)
+        self.pki = session_pki()
+        self.broker = Mosquitto(self.workdir, pki_dir=self.pki.dir)  # as deployed: TLS, client certificates, ACL
         self.dockerd = PrivateDockerd()
         self.cloud: CloudProcess | None = None
         self.front: Front | None = None
@@ -191,8 +193,10 @@ class Rig:
             self.broker.start()
             self.dockerd.start()
             self.dockerd.build_image()
+            # plain HTTP on loopback (which the agent accepts), so that the front can read each request and answer
+            # garbage; MQTT runs over TLS
             self.cloud = CloudProcess(self.workdir, self.broker.port, f"sqlite:///{self.workdir}/cloud.db",
-                                      {"log": {"level": "INFO"}}).start()
+                                      {"log": {"level": "INFO"}}, https=False).start()
             self.front = Front(self.cloud.http_port).start()
             assert self.admin().register_device(self.owner, self.owner, self.token).ok
             self.config_path.write_text(toml(self.agent_config()))
@@ -217,10 +221,13 @@ class Rig:
                   for name, entry in shipped.items()}
         actors["app_config"].update(enabled=True, settings={
             "path": str(self.app_file), "keys": ["level", "mode"], "app_id": APP, "services": []})
+        cert, key = self.pki.device(self.owner)  # CN = the thing name, which is the uuid: the ACL's %u
+        identity = {"ca_file": self.pki.ca, "cert_file": cert, "key_file": key}
         return {
             "device": {"uuid": self.owner, "thing": self.owner, "token": self.token},
-            "mqtt": {"port": self.broker.port, "reconnect_min": 0.05, "reconnect_max": 0.5, "keepalive": 5},
-            "cloud": {"url": self.front.url, "timeout": 2.0},
+            "mqtt": {"port": self.broker.port, "reconnect_min": 0.05, "reconnect_max": 0.5, "keepalive": 5,
+                     **identity},
+            "cloud": {"url": self.front.url, "timeout": 2.0, **identity},
             "shadow": {"report_timeout": 1.5, "read_timeout": 1.5, "apply_timeout": 3.0},
             "store": {"path": str(self.db)},
             "agent": {"admin_port": free_admin_port(), "stop_timeout": 5.0},
