@@ -64,6 +64,14 @@ def describe(pid: int) -> str | None:
     return f"{pid} {comm} state {fields[0]} ppid {fields[1]} pgid {fields[2]} age {age:.1f} s: {cmdline[:60]}"
 
 
+def pss_kib_of(pid: int) -> int:
+    """A process's proportional set size (KiB); 0 once it has ended (an engine worker lives shortly)."""
+    try:
+        return pss_kib(pid)
+    except OSError:
+        return 0
+
+
 def mentioning(text: str) -> set[int]:
     """Live processes whose command line holds ``text``: actors fork from run.py and keep its command line."""
     found = set()
@@ -280,13 +288,7 @@ class Rig:
         return mentioning(str(self.config_path)) - self.agent_pids() - {os.getpid()}
 
     def pss_kib(self) -> int:
-        total = 0
-        for pid in self.agent_pids():
-            try:
-                total += pss_kib(pid)
-            except OSError:  # an engine worker that just ended
-                pass
-        return total
+        return sum(pss_kib_of(pid) for pid in self.agent_pids())
 
     def kill_agent(self, whole: bool) -> set[int]:
         """SIGKILL run.py alone (its actors are orphaned), or every process of the run at once (a power cut).

@@ -17,7 +17,7 @@ from actors.shadow.payloads import subscriptions
 from messages.protocol.api import poll_now_topic
 from messages.protocol.shadow_topics import shadow_topics
 from tests.faults.garbage import GARBAGE, hostile_payloads
-from tests.faults.harness import Rig, describe
+from tests.faults.harness import Rig, describe, pss_kib_of
 from tests.support.cloud import MqttProbe
 from tests.support.polling import wait_for
 
@@ -357,6 +357,7 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
     before = rig.wait_up()
     containers = {n: (c[0]["id"], c[0]["started"]) for n, c in rig.containers().items()}
     baseline = _memory(rig)
+    by_actor = {name: pss_kib_of(actor["pid"]) for name, actor in before.items()}
 
     topics = [*subscriptions("aws", shadow_topics("aws", rig.owner)), poll_now_topic(rig.owner)]
     kinds = hostile_payloads(rng)
@@ -422,6 +423,8 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
     except AssertionError:
         final = _memory(rig)
         failures.append(f"memory {baseline // 1024} MiB -> {final // 1024} MiB (more than 5 % above)")
+    grown = {name: pss_kib_of(actor["pid"]) - by_actor[name] for name, actor in before.items()
+             if after.get(name, {}).get("pid") == actor["pid"]}
     return {"payloads": payloads, "payload_kinds": len(kinds), "topics": len(topics), "flood_s": round(flood, 1),
             "http_garbage_kinds": len(GARBAGE), "garbage_kinds_served": served,
             "garbage_kinds_unserved": unserved, "garbage_s": round(garbage, 1),
@@ -430,4 +433,5 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
             "restarts": sum(crashed.values()),
             "actors_with_new_pid": len(moved), "containers_touched": len(touched), "pss_kib_before": baseline,
             "pss_kib_after": final, "pss_change_pct": round(100 * (final - baseline) / baseline, 1),
+            "pss_kib_growth_by_actor": grown,
             "failures": failures}
