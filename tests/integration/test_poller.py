@@ -162,7 +162,8 @@ def test_polls_with_the_etag_stores_new_targets_and_rejects_bad_ones(poller_agen
     rejection = wait_for(lambda: stored(db)[1], what="the rejection stored")
     assert rejection.etag == '"b"' and "apps.1.services: must be an array" in rejection.reason
     assert stored(db)[0].etag == '"a"'  # the last good target stays in force
-    assert any(e["source"] == "target" and e["key"] == "rejected" for e in stored(db)[2])
+    wait_for(lambda: any(e["source"] == "target" and e["key"] == "rejected" for e in stored(db)[2]),
+             what="the rejection's error row")  # written just after the rejection itself
     wait_for(lambda: cloud.seen()[-1].headers.get("if-none-match") == '"b"', what="polls naming the rejected one")
 
     script.body, script.etag = json.dumps({"apps": {}}).encode(), '"c"'

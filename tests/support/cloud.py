@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -170,6 +171,8 @@ class MqttProbe:
     def __exit__(self, *exc) -> None:
         try:
             self._call(self._client.disconnect())
+        except (ssl.SSLError, OSError):
+            pass  # the broker sent on while the TLS session closed (APPLICATION_DATA_AFTER_CLOSE_NOTIFY): we are gone
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
