@@ -15,17 +15,17 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import time
 
 import pytest
 
-from actors.runtime.processes import become_subreaper, children_of, reap_children
+from actors.runtime.processes import become_subreaper, reap_children
 from actors.runtime.system import AgentSystem
 from cloud.loopback import Mosquitto
 from tests.support.polling import wait_for
 from tests.support.ports import free_admin_port
+from tests.support.processes import descendants, kill_pids
 from tests.support.services import missing
 
 pytest_plugins = ["tests.support.pki", "tests.support.postgres", "tests.support.cloud",
@@ -37,13 +37,7 @@ def pytest_sessionstart(session):
 
 
 def _descendants() -> set[int]:
-    found, frontier = set(), [os.getpid()]
-    while frontier:
-        for child in children_of(frontier.pop()):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
+    return descendants(os.getpid())
 
 
 @pytest.fixture(autouse=True)
@@ -57,12 +51,7 @@ def no_leaked_processes(request):
         time.sleep(0.05)
         leaked = _descendants() - before
     if leaked:
-        for pid in leaked:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        reap_children()
+        kill_pids(leaked)
         pytest.fail(f"test left processes running: {sorted(leaked)}")
 
 

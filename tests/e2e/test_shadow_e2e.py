@@ -21,6 +21,7 @@ from tests.support.cloud import DEMO, CloudProcess, MqttProbe
 from tests.support.pki import session_pki
 from tests.support.polling import wait_for, wait_quiet
 from tests.support.probe_actors import recorded_rows
+from tests.support.sockets import pump
 
 THING = DEMO["thing"]
 TOPICS = {profile: f"${profile}/things/{THING}/shadow" for profile in ("aws", "emqx")}
@@ -53,20 +54,7 @@ class CuttableProxy:
             with self.lock:
                 self.sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
 
     def cut(self) -> None:
         with self.lock:

@@ -1,7 +1,9 @@
-"""The TCP ports processes listen on, read from /proc (no tool needed)."""
+"""Sockets in tests: the TCP ports processes listen on, read from /proc (no tool needed), and relaying bytes
+between two sockets for the tests' proxies (a cuttable link, the fault suite's front)."""
 from __future__ import annotations
 
 import os
+import socket
 
 
 def listening_sockets(pids) -> list[tuple[str, int]]:
@@ -33,3 +35,17 @@ def _ip(hex_addr: str) -> str:
     if len(hex_addr) == 8:
         return ".".join(str(int(hex_addr[i:i + 2], 16)) for i in (6, 4, 2, 0))
     return "ipv6:" + hex_addr
+
+
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until either ends, then shut both down (which ends the opposite pump too)."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    for sock in (source, sink):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
