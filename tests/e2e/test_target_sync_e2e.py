@@ -178,7 +178,7 @@ def test_sigkill_of_the_whole_agent_mid_apply_converges_after_restart_without_du
 @pytest.fixture
 def private_device(tmp_path, port, broker, private_dockerd, monkeypatch):
     """A device whose engine is a private dockerd (the agent's workers reach it through DOCKER_HOST)."""
-    monkeypatch.setenv("DOCKER_HOST", private_dockerd.host)  # inherited by every actor forked from here
+    monkeypatch.setenv("DOCKER_HOST", private_dockerd.url)  # inherited by every actor forked from here
     client = private_dockerd.client()
     cloud = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db", {"log": {"level": "INFO"}}).start()
     synced = SyncedDevice(client, tmp_path, port, cloud)

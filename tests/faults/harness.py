@@ -2,7 +2,7 @@
 and a private Docker engine, each owned and ended by pid. Shared by tests/faults (quick mode) and bench.faults
 (long mode), so both measure the same thing the same way.
 
-The engine is a private dockerd (own data root, exec root, socket and pid file, no bridge, no iptables): a
+The engine is a private dockerd (tests/support/private_dockerd.py): a
 scenario may stop it, and the machine's engine is never touched. The agent reaches it through DOCKER_HOST,
 which the engine adapter's `docker.from_env` reads. Between the agent and the cloud sits a front
 (tests/faults/garbage.py) that passes requests through, or answers garbage when a scenario asks.
@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-
-import docker
 
 import conf
 from actors.target.engine.adapter import LABEL_OWNER, LABEL_SERVICE_NAME
@@ -32,14 +28,12 @@ from tests.support.cloud import ADMIN_TOKEN, CloudProcess
 from tests.support.pki import session_pki
 from tests.support.polling import wait_for
 from tests.support.ports import free_admin_port
+from tests.support.private_dockerd import PrivateDockerd
 from tests.support.processes import alive, descendants, kill_pids
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 IMAGE = "fleetlet-test/busybox:1"
 APP = "1"
-DOCKERFILE = ROOT / "tests" / "images" / "Dockerfile"
-# The apps' networks come from a range of their own, not the defaults the machine's dockerd (and its tests) use.
-ADDRESS_POOL = "10.214.0.0/16"
 
 # Fast enough for a quick run, the shipped shape otherwise: every shipped actor, app_config enabled.
 ACTOR_SETTINGS = {
@@ -85,80 +79,6 @@ def mentioning(text: str) -> set[int]:
     return found
 
 
-class PrivateDockerd:
-    """A dockerd of our own under a short temporary directory (unix socket paths are limited to 108 bytes)."""
-
-    def __init__(self) -> None:
-        self.root = pathlib.Path(tempfile.mkdtemp(prefix="fdk-", dir="/tmp"))
-        self.socket = self.root / "docker.sock"
-        self.url = f"unix://{self.socket}"
-        self.proc: subprocess.Popen | None = None
-        self._client: docker.DockerClient | None = None
-
-    def start(self, timeout: float = 60.0) -> "PrivateDockerd":
-        if shutil.which("dockerd") is None:
-            raise RuntimeError("dockerd is not installed")
-        with (self.root / "dockerd.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", f"--data-root={self.root}/data", f"--exec-root={self.root}/exec", f"-H={self.url}",
-                 f"--pidfile={self.root}/docker.pid", "--bridge=none", "--iptables=false", "--ip-forward=false",
-                 "--ip-masq=false", f"--default-address-pool=base={ADDRESS_POOL},size=24"],
-                stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self.pings, timeout=timeout, interval=0.05, what="the private dockerd")
-        return self
-
-    def pings(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the private dockerd exited with {self.proc.returncode}")
-        try:
-            return bool(self.client().ping())
-        except Exception:  # noqa: BLE001 - not up (yet)
-            return False
-
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = docker.DockerClient(base_url=self.url, timeout=20)
-        return self._client
-
-    def build_image(self) -> None:
-        context = pathlib.Path(tempfile.mkdtemp(prefix="fdk-img-"))
-        try:
-            shutil.copy(DOCKERFILE, context / "Dockerfile")
-            shutil.copy(os.environ.get("BUSYBOX", "/usr/bin/busybox"), context / "busybox")
-            self.client().images.build(path=str(context), tag=IMAGE, buildargs={"VARIANT": "1"},
-                                       network_mode="none", rm=True)
-        finally:
-            shutil.rmtree(context, ignore_errors=True)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                for container in self.client().containers.list(all=True):
-                    container.remove(force=True)
-                # a network's bridge outlives its dockerd: left behind, each holds an address range of the host's
-                for network in self.client().networks.list():
-                    if network.name not in ("bridge", "host", "none"):
-                        network.remove()
-            except Exception:  # noqa: BLE001 - cleanup goes on whatever the engine says
-                pass
-        self.stop()
-        subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)  # whatever it left mounted
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def toml(sections: dict, prefix: str = "") -> str:
     """A TOML document from nested dicts (JSON scalars and arrays are TOML)."""
     lines, tables = [], []
@@ -200,7 +120,7 @@ class Rig:
         try:
             self.broker.start()
             self.dockerd.start()
-            self.dockerd.build_image()
+            self.dockerd.build_test_images()
             # plain HTTP on loopback (which the agent accepts), so that the front can read each request and answer
             # garbage; MQTT runs over TLS
             self.cloud = CloudProcess(self.workdir, self.broker.port, f"sqlite:///{self.workdir}/cloud.db",
@@ -221,7 +141,7 @@ class Rig:
         if self.cloud is not None:
             self.cloud.stop()
         self.broker.stop()
-        self.dockerd.close()
+        self.dockerd.remove()
 
     def agent_config(self) -> dict:
         shipped = conf.defaults("agent")["actors"]
