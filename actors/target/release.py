@@ -271,3 +271,28 @@ def release_from_json(value: object) -> Release:
     except (TypeError, IndexError):
         return Release()
     return release
+
+
+# -- the report -----------------------------------------------------------------------------------------------
+
+def release_section(release: Release, locked: bool) -> dict[str, str]:
+    """The report's `release`: its status, the release that runs (committed), the one underway, the target
+    that failed and why. Only non-empty strings: in a report patch null deletes."""
+    section = {"status": LOCKED if locked and release.applying is not None else release.status,
+               "running": release.committed_etag or release.committed or "",
+               "applying": (release.applying_etag or release.applying or "") if release.applying else "",
+               "failed_target": release.failed_etag or release.failed_target or "",
+               "reason": release.reason if release.failed_target else "",
+               "failed_service": "/".join(release.failed_service or ())}
+    return {key: value for key, value in section.items() if value}
+
+
+def app_status(release: Release, computed: str, locked: bool) -> str:
+    """An app's update_status: the release's when it says more than the engine's view (`computed`)."""
+    if locked and release.applying is not None:
+        return LOCKED
+    if release.status in (ROLLED_BACK, FAILED):
+        return release.status
+    if release.status == APPLYING and computed == DONE:
+        return APPLYING  # converged, not committed yet: settling
+    return computed

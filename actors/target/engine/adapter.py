@@ -110,8 +110,7 @@ class DockerEngine:
         return f"{self.owner}_{app_id}_{service_name}"
 
     def lock_path(self, app_id: str) -> str:
-        """The host directory holding app `app_id`'s update lock (mounted into its opted-in services)."""
-        return os.path.join(os.path.abspath(self.lock_dir), self.owner, app_id)
+        return lock_path(self.lock_dir, self.owner, app_id)
 
     def resource_name(self, app_id: str, name: str) -> str:
         return f"{self.owner}_{app_id}_{name}"
@@ -345,6 +344,11 @@ def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerIn
                            for name, endpoint in attached.items()),
         field_hashes=_decode_field_hashes(labels.get(LABEL_CONFIG_FIELDS, "")),
     )
+
+
+def lock_path(lock_dir: str, owner: str, app_id: str) -> str:
+    """The host directory holding app `app_id`'s update lock (mounted into its opted-in services)."""
+    return os.path.join(os.path.abspath(lock_dir), owner, app_id)
 
 
 def _with_details(client: docker.DockerClient, info: ContainerInfo) -> ContainerInfo:
