@@ -205,7 +205,8 @@ def test_a_hand_over_whose_new_container_never_gets_ready_is_removed(device):
     old_id = device.running_ids()["web"]
     set_target(system, document({"1": {"web": {**UNHEALTHY, "update_strategy": "hand-over"}}}), '"bad"')
     device.wait_release("rolled_back", failed_target='"bad"')
-    wait_for(lambda: device.running_ids() == {"web": old_id}, what="the new container gone, the old one kept")
+    wait_for(lambda: {name: [(c.id, c.status) for c in found] for name, found in device.containers().items()}
+             == {"web": [(old_id, "running")]}, what="the new container gone, the old one kept")
 
 
 def test_sigkill_of_the_whole_agent_mid_rollback_ends_in_one_release(device):
