@@ -6,6 +6,7 @@ Health checks use short intervals so the suite stays fast; the image is the stat
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -24,7 +25,8 @@ from messages.bus.engine import ReconcileNow
 from messages.bus.target import RELEASE_KEY
 from messages.protocol.target_state import config_hash, parse_target_state
 from store import Store
-from tests.integration.test_reconciler_engine import IMAGE_1, IMAGE_2, Device, document, recorder, set_target
+from tests.integration.test_reconciler_engine import IMAGE_2, Device, document, recorder, set_target
+from tests.integration.test_reconciler_plan_cli import run as run_cli
 from tests.integration.test_supervision import agent_config
 from tests.support.polling import wait_for
 
@@ -139,6 +141,27 @@ def test_a_container_that_exits_rolls_back_with_its_exit_code(device):
     rolled = device.wait_release("rolled_back", failed_target='"exits"')
     assert "code 3" in rolled["reason"], rolled
     wait_for(lambda: device.hashes() == {"web": {hash_of(good)}}, what="the previous config running again")
+
+
+def test_plan_shows_the_release_state_and_plans_the_committed_release_after_a_rollback(device, capfd):
+    system = device.start()
+    good = document({"1": {"web": HEALTHY}})
+    set_target(system, good, '"good"')
+    device.wait_release("done", running='"good"')
+    set_target(system, document({"1": {"web": UNHEALTHY}}), '"bad"')
+    device.wait_release("rolled_back", failed_target='"bad"')
+    wait_for(lambda: {name: [(c.labels[LABEL_CONFIG_HASH], c.status) for c in found]
+                      for name, found in device.containers().items()} == {"web": [(hash_of(good), "running")]},
+             what="the rollback done")
+    capfd.readouterr()
+    assert run_cli(device.config, "plan", "--json") == 0
+    shown = json.loads(capfd.readouterr().out)
+    assert shown["release"]["status"] == "rolled_back" and shown["release"]["applies"] == "committed"
+    # The committed release runs: nothing to do.
+    assert shown["converged"] and shown["steps"] == [], (shown["steps"], shown["services"])
+    assert run_cli(device.config, "plan") == 0
+    text = capfd.readouterr().out
+    assert 'release: rolled_back; running "good"; target "bad" failed (1/web): 1/web: unhealthy' in text
 
 
 def test_a_first_install_that_fails_is_retried_and_reported(device):
