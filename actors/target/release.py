@@ -184,7 +184,10 @@ def container_failure(service: Service, container: ContainerInfo) -> str:
         return "the container is dead"
     if container.health == "unhealthy":
         return f"unhealthy: {container.health_output or 'the health check failed'}"
-    if container.status == "exited" and config.running and not _completed(service, container):
+    # With restart "always" or "unless-stopped" the engine restarts a crashing container (a crash loop shows
+    # as restarting): exited there means stopped by hand or by the agent, which the planner starts again.
+    if (container.status == "exited" and config.running and config.restart in ("no", "on-failure")
+            and not _completed(service, container)):
         return f"exited with code {container.exit_code}"
     return ""
 

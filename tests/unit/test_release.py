@@ -159,13 +159,21 @@ HEALTH = {"healthcheck": {"test": ["CMD", "/bin/true"], "interval": "1s"}}
     ({"status": "restarting", "exit_code": 2, "restart_count": 4}, False,
      "1/web: crash-looping (exit code 2, 4 restarts)"),
     ({"status": "exited", "exit_code": 3}, False, "1/web: exited with code 3"),
+    ({"status": "exited", "exit_code": 0}, True, ""),  # a one-shot that completed
     ({"status": "created"}, False, ""),
 ])
 def test_readiness_of_a_service(fields, ready, failure):
-    target = target_of({"web": HEALTH})
+    target = target_of({"web": {**HEALTH, "restart": "on-failure"}})
     current = EngineState(containers=(container_for(service_of(target, "web"), **fields),))
     judged = r.readiness(target, current, converged=True)
     assert (judged.ready, judged.failure) == (ready, failure)
+
+
+def test_a_container_stopped_by_hand_under_restart_always_is_not_ready_but_no_failure():
+    target = target_of({"web": {}})
+    stopped = container_for(service_of(target, "web"), status="exited", exit_code=137)
+    judged = r.readiness(target, EngineState(containers=(stopped,)), converged=True)
+    assert (judged.ready, judged.failure, judged.waiting) == (False, "", "waiting for 1/web")
 
 
 def test_a_container_of_another_config_is_not_ready_and_unconverged_is_not_ready():
