@@ -29,6 +29,7 @@ from actors.runtime.processes import become_subreaper
 from actors.runtime.system import AgentSystem
 from actors.target.engine.adapter import LABEL_CONFIG_HASH, LABEL_OWNER
 from bench.common import write_result
+from bench.reconcile import remove_owned
 from cloud.loopback import free_port, wait_until
 from messages.bus.target import TargetStateFetched
 from messages.protocol.target_state import config_hash, parse_target_state, to_json
@@ -89,11 +90,7 @@ class Agent:
 
     def close(self) -> None:
         self.system.stop()
-        owned = {"label": f"{LABEL_OWNER}={self.owner}"}
-        for container in self.client.containers.list(all=True, filters=owned):
-            container.remove(force=True)
-        for network in self.client.networks.list(filters=owned):
-            network.remove()
+        remove_owned(self.client, self.owner)
 
 
 def rollback_round(agent: Agent, interval: float) -> dict:
