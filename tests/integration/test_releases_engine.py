@@ -254,3 +254,25 @@ def test_sigkill_of_the_whole_agent_mid_rollback_ends_in_one_release(device):
     wait_for(lambda: device.hashes() == good_hashes and all(
         len(c) == 1 for c in device.containers().values()), timeout=30, what="the committed release alone")
     device.wait_release("rolled_back", failed_target='"bad"', running='"good"')
+
+
+def test_a_crash_loop_after_commit_is_reported_not_rolled_back(device):
+    system = device.start()
+    set_target(system, document({"1": {"web": {}}}), '"v1"')
+    device.wait_release("done", running='"v1"')
+    crashing = document({"1": {"web": {"command": ["/bin/sh", "-c", f"test -f /crash && exit 5; {RUN}"]}}})
+    set_target(system, crashing, '"v2"')
+    device.wait_release("done", running='"v2"')
+    web = device.docker.containers.get(device.running_ids()["web"])
+    web.exec_run(["/bin/sh", "-c", "echo > /crash"])
+    web.kill()  # the engine restarts it (restart: always), and it now exits 5 at once, again and again
+
+    def reported() -> dict | None:  # seen at the next read: a drift check, here asked for at once
+        system.asys.tell(system.supervisor, messages.encode(ReconcileNow("test")))
+        row = device.report()["apps"]["1"]["services"]["web"]
+        return row if row.get("crash_loop") else None
+
+    row = wait_for(reported, timeout=15, interval=0.2, what="the crash loop reported")
+    assert row["exit_code"] == "5" and int(row["restart_count"]) >= 1 and float(row["crash_loop_since"]) > 0
+    assert device.release()["status"] == "done" and device.release()["running"] == '"v2"'
+    assert {c.labels[LABEL_CONFIG_HASH] for c in device.containers()["web"]} == {hash_of(crashing)}  # not v1
