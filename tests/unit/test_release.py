@@ -271,3 +271,11 @@ def test_a_healthcheck_is_part_of_the_config_hash_only_when_set():
 def test_a_bad_healthcheck_is_refused_naming_its_path(healthcheck, message):
     with pytest.raises(InvalidTargetState, match=message.replace(".", r"\.").replace("(", r"\(")):
         parse_target_state(config_with(healthcheck))
+
+
+@pytest.mark.parametrize("strategy, first", [("delete-then-download", "stop"), ("kill-then-download", "stop"),
+                                             ("download-then-kill", "pull")])
+def test_delete_then_download_removes_the_old_container_before_the_pull(strategy, first):
+    old = container_for(service_of(target_of({"web": {"update_strategy": strategy}}), "web"))
+    new_target = target_of({"web": {"update_strategy": strategy, "image": IMAGE_2}})
+    assert [s.action.value for s in plan(new_target, engine(old, images=frozenset({IMAGE_1})))] == [first]
