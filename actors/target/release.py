@@ -26,7 +26,14 @@ from dataclasses import asdict, dataclass, fields, replace
 from actors.target.model import ContainerInfo, EngineState, Remove, ServiceKey, Step, Stop, containers_by_key
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
-from messages.protocol.target_state import Service, TargetState, config_hash, to_json
+from messages.protocol.target_state import (
+    InvalidTargetState,
+    Service,
+    TargetState,
+    config_hash,
+    parse_target_state,
+    to_json,
+)
 from messages.transport.backoff import backoff_delay
 
 NONE, DONE, APPLYING, FAILED, ROLLED_BACK, LOCKED = "none", "done", "applying", "failed", "rolled_back", "locked"
@@ -267,13 +274,28 @@ def release_from_json(value: object) -> Release:
     install: applied, and retried, never rolled back to something unknown)."""
     if not isinstance(value, dict) or set(value) != {f.name for f in fields(Release)}:
         return Release()
-    try:
-        service = value["failed_service"]
-        release = Release(**{**value, "failed_service": None if service is None else (str(service[0]),
-                                                                                   str(service[1]))})
-    except (TypeError, IndexError):
+    service = value["failed_service"]
+    if service is not None and not (isinstance(service, list) and len(service) == 2
+                                    and all(isinstance(part, str) for part in service)):
         return Release()
+    release = Release(**{**value, "failed_service": None if service is None else (service[0], service[1])})
+    for name, kinds in _STORED_TYPES.items():
+        if not isinstance(getattr(release, name), kinds) or isinstance(getattr(release, name), bool):
+            return Release()
+    if release.committed_document is not None:
+        try:  # it was canonical when committed: one this agent cannot read is no known good
+            parse_target_state(release.committed_document)
+        except InvalidTargetState:
+            return Release()
     return release
+
+
+_NONE = type(None)
+_STORED_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: (str, _NONE) for name in ("committed", "committed_etag", "applying", "applying_etag", "blocked",
+                                       "failed_target", "failed_etag")},
+    "committed_document": (dict, _NONE), "started_at": (int, float), "ready_since": (int, float, _NONE),
+    "attempts": (int,), "retry_at": (int, float, _NONE), "reason": (str,), "failed_at": (int, float, _NONE)}
 
 
 # -- the report -----------------------------------------------------------------------------------------------

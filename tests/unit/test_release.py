@@ -106,6 +106,10 @@ def test_the_store_form_round_trips_and_garbage_is_the_empty_release():
     assert r.release_from_json(r.release_to_json(release)) == release
     assert r.release_from_json({"committed": "x"}) == r.Release()
     assert r.release_from_json("nonsense") == r.Release()
+    stored = r.release_to_json(release)
+    for name, wrong in (("attempts", "2"), ("committed_document", {"apps": 3}), ("failed_service", ["1"]),
+                        ("started_at", True), ("committed", 7)):
+        assert r.release_from_json({**stored, name: wrong}) == r.Release(), name
 
 
 EVENTS = st.lists(st.one_of(
