@@ -481,7 +481,8 @@ class Reconciler(FleetletActor):
         for key in [key for key in self.retries.keys() if key not in shown and key not in excluded]:
             self._forget_failure(key)  # its service is gone from the target and the engine
         self._report({**self._release_report(report_state(target, current, verdicts, self.retries.marked_errors(),
-                                                          running + steps), current, bool(held)),
+                                                          running + steps), current,
+                                                          frozenset(step.app_id for step in held)),
                       "engine": {"status": "ok"}})
         if self.release.applying is not None and not self.tick_armed:
             self.tick_armed = True
@@ -523,16 +524,16 @@ class Reconciler(FleetletActor):
             return True
         return False
 
-    def _release_report(self, report: dict, current: EngineState, locked: bool) -> dict:
+    def _release_report(self, report: dict, current: EngineState, locked: frozenset[str]) -> dict:
         """The report with the release's status per app, its `release` section, and crash loops."""
         self.crash_since = releases.crash_loops(current, self.crash_since, time.time())
         by_id = {container.id: container for container in current.containers}
-        for app in report["apps"].values():
-            app["update_status"] = releases.app_status(self.release, app["update_status"], locked)
+        for app_id, app in report["apps"].items():
+            app["update_status"] = releases.app_status(self.release, app["update_status"], app_id in locked)
             for row in app["services"].values():
                 if (container_id := row.get("containerId")) in self.crash_since:
                     row.update(releases.crash_loop_row(by_id[container_id], self.crash_since[container_id]))
-        return {**report, "release": releases.release_section(self.release, locked)}
+        return {**report, "release": releases.release_section(self.release, bool(locked))}
 
     def _orphans(self, target: TargetState, current: EngineState) -> OrphanedVolumes:
         """The volume clock for this plan; a change goes to persistence first, so a restart keeps it."""
