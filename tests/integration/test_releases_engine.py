@@ -276,3 +276,15 @@ def test_a_crash_loop_after_commit_is_reported_not_rolled_back(device):
     assert row["exit_code"] == "5" and int(row["restart_count"]) >= 1 and float(row["crash_loop_since"]) > 0
     assert device.release()["status"] == "done" and device.release()["running"] == '"v2"'
     assert {c.labels[LABEL_CONFIG_HASH] for c in device.containers()["web"]} == {hash_of(crashing)}  # not v1
+
+
+def test_the_failure_budget_tries_the_target_again_before_rolling_back(device):
+    device.config["update"]["max_attempts"] = 2
+    system = device.start()
+    set_target(system, document({"1": {"web": HEALTHY}}), '"good"')
+    device.wait_release("done", running='"good"')
+    set_target(system, document({"1": {"web": UNHEALTHY}}), '"bad"')
+    device.wait_release("rolled_back", failed_target='"bad"')
+    releases = [row["state"].get("release", {}) for row in device.messages("CurrentStateObserved")]
+    retried = [r for r in releases if r.get("status") == "applying" and r.get("failed_target") == '"bad"']
+    assert retried, releases  # the first failure was reported while the second attempt ran
