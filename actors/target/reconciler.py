@@ -189,6 +189,7 @@ class Reconciler(FleetletActor):
     lock_since: dict[str, float]  # since when each app has held its update lock
     crash_since: dict[str, float]  # since when each crash-looping container (by id) has been seen so
     tick_armed: bool
+    lock_dir: str  # update.lock_dir
 
     def __init__(self) -> None:
         super().__init__()
@@ -339,6 +340,7 @@ class Reconciler(FleetletActor):
         if release != self.release:
             self.publish(ReleaseChanged(releases.release_to_json(release)))
             self.release = release
+
     # -- jobs ---------------------------------------------------------------------------------------
 
     def _launch(self, step: Step | None) -> None:
@@ -457,23 +459,15 @@ class Reconciler(FleetletActor):
         for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
             self.publish(ServicesRestarted(key[0], key[1] or ""))
-        orphans = self._orphans(target, current)
-        now = time.time()
-        self.lock_since = releases.lock_clock(self.lock_since, releases.locked_apps(
-            target, current, LOCK_LABEL, self._lock_held), now)
-        deferred = releases.deferred(target, self.lock_since, now, self.rules)
-        steps, held = releases.defer_for_locks([] if self.target is None else next_steps(
-            target, current, running + unseen, backing_off, self.restarts,
-            self.options.max_parallel, orphans), deferred)
-        steps = steps[:max(self.options.max_parallel - len(running), 0)]
+        steps, held, verdicts = self._plan(target, current, running, unseen, backing_off, excluded)
+        if self._judge_release(target, current, verdicts, bool(held), bool(running or unseen)):
+            target = self.target or target  # rolled back: the committed release, planned at once
+            steps, held, verdicts = self._plan(target, current, running, unseen, backing_off, excluded)
         for step in held:
             self._log(logging.INFO, "deferred %s: app %s holds its update lock", describe_step(step), step.app_id)
         for step in steps:
             self._log(logging.INFO, "%s %s: %s", step.action.value, key_text(step.key), step.reason)
             self._launch(step)
-        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
-        if self._judge_release(target, current, verdicts, bool(held), bool(steps or running or unseen)):
-            self._request_read()  # the target to apply changed (a rollback): plan it from a fresh read
         for row in verdicts:
             if row["status"] == "converged":
                 self._forget_failure((row["app_id"], row["service_name"]))
@@ -490,6 +484,21 @@ class Reconciler(FleetletActor):
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
 
+    def _plan(self, target: TargetState, current: EngineState, running: list[Step], unseen: list[Step],
+              backing_off: frozenset[Key], excluded: frozenset[Key]
+              ) -> tuple[list[Step], list[Step], list[VerdictRow]]:
+        """(steps to start, steps an update lock defers, verdicts) for `target` now."""
+        orphans = self._orphans(target, current)
+        now = time.time()
+        self.lock_since = releases.lock_clock(self.lock_since, releases.locked_apps(
+            target, current, LOCK_LABEL, self._lock_held), now)
+        deferred = releases.deferred(target, self.lock_since, now, self.rules)
+        steps, held = releases.defer_for_locks([] if self.target is None else next_steps(
+            target, current, running + unseen, backing_off, self.restarts,
+            self.options.max_parallel, orphans), deferred)
+        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
+        return steps[:max(self.options.max_parallel - len(running), 0)], held, verdicts
+
     def _lock_held(self, app_id: str) -> bool:
         return os.path.exists(os.path.join(lock_path(self.lock_dir, self.owner, app_id), LOCK_FILE))
 
@@ -498,7 +507,7 @@ class Reconciler(FleetletActor):
         """Feed the release the engine's view; True when the target to apply changed (a rollback)."""
         if self.stored_id is None or self.stored_document is None or self.release.applying != self.stored_id:
             return False
-        converged = not busy and all(row["status"] == "converged" for row in verdicts)
+        converged = not busy and all(row["status"] == "converged" for row in verdicts)  # no step left to run
         restarting = any(key[0] in {app.app_id for app in target.apps} for key in self.restarts)
         readiness = releases.readiness(target, current, converged)
         if restarting and readiness.failure:  # a retry's restart underway: judged once it is done
@@ -519,10 +528,16 @@ class Reconciler(FleetletActor):
                           "rolled back" if outcome.event == releases.ROLLED_BACK else "failed", release.reason)
                 self.publish(RecordError("reconciler", "release", f"target {release.failed_etag} "
                                          f"{outcome.event.replace('_', ' ')}: {release.reason}"[:500], time.time()))
-        if outcome.event == releases.ROLLED_BACK:
+        if outcome.event != releases.ROLLED_BACK:
+            return False
+        try:
             self.target = enforce_policy(self._applied(target), self.policy)
-            return True
-        return False
+        except PolicyRefused as exc:  # the committed release breaks a newer policy: leave the containers be
+            self._log(logging.ERROR, "the committed release is not applied: %s", exc.reason)
+            self.publish(RecordError("reconciler", "target", f"committed release is not applied: {exc.reason}",
+                                     time.time()))
+            self.target = None
+        return True
 
     def _release_report(self, report: dict, current: EngineState, locked: frozenset[str]) -> dict:
         """The report with the release's status per app, its `release` section, and crash loops."""
