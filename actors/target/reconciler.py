@@ -225,6 +225,7 @@ class Reconciler(FleetletActor):
                                     update["lock_timeout"], self.options.retry_base, self.options.retry_max)
         self.lock_dir = update["lock_dir"]
         self.release = releases.release_from_json(self.store.get(RELEASE_KEY))
+        self._set_release(releases.resumed(self.release, time.time()))
         self.stored_id = None
         self.stored_document = None
         self.lock_since = {}

@@ -110,6 +110,14 @@ def on_target(release: Release, tid: str, etag: str | None, now: float) -> Relea
                    retry_at=None, blocked=None)
 
 
+def resumed(release: Release, now: float) -> Release:
+    """The release as a (re)started agent takes it up: an attempt underway gets its whole window again, since
+    the time the agent was down (a power cut) says nothing about the release; the settle window starts over."""
+    if release.applying is None or release.retry_at is not None:
+        return release
+    return replace(release, started_at=now, ready_since=None)
+
+
 def applied_target(release: Release, tid: str) -> str:
     """"committed" when the stored target `tid` is the rolled-back one (and a committed one exists), else
     "stored"."""

@@ -96,6 +96,14 @@ def test_a_held_lock_holds_the_window():
     assert r.release_section(release, locked=True)["status"] == r.LOCKED
 
 
+def test_a_restart_gives_the_attempt_underway_its_whole_window_again():
+    release, _ = r.on_observation(r.on_target(committed(), "new", None, now=0), "new", DOC, READY, 5, RULES)
+    after_power_cut = r.resumed(release, now=1000)
+    assert (after_power_cut.started_at, after_power_cut.ready_since) == (1000, None)
+    assert r.on_observation(after_power_cut, "new", DOC, WAITING, 1001, RULES)[1] == r.NOTHING  # no timeout
+    assert r.resumed(committed(), 1000) == committed()
+
+
 def test_a_target_equal_to_the_committed_one_needs_nothing():
     release = r.on_target(committed(), "new", None, now=0)
     assert r.on_target(release, "good", None, now=1).status == r.DONE
