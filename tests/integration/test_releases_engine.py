@@ -232,6 +232,31 @@ def test_a_hand_over_whose_new_container_never_gets_ready_is_removed(device):
              == {"web": [(old_id, "running")]}, what="the new container gone, the old one kept")
 
 
+def power_cut(system: AgentSystem) -> None:
+    for pgid in system.pgids:  # as a power cut would: every agent process at once
+        os.killpg(pgid, signal.SIGKILL)
+    wait_for(lambda: not any(group_members(pgid) for pgid in system.pgids), what="the agent gone")
+    reap_children()
+
+
+def test_sigkill_of_the_whole_agent_mid_update_ends_in_the_new_release_committed(device):
+    device.config["actors"]["reconciler"]["settings"]["max_parallel"] = 1  # a longer update to interrupt
+    system = device.start()
+    services = {f"s{index}": {**HEALTHY, "environment": {"I": str(index)}} for index in range(4)}
+    set_target(system, document({"1": services}), '"v1"')
+    device.wait_release("done", running='"v1"')
+    newer = document({"1": {name: {**config, "image": IMAGE_2} for name, config in services.items()}})
+    set_target(system, newer, '"v2"')
+    new_hashes = {name: {hash_of(newer, "1", name)} for name in services}
+    wait_for(lambda: any(hashes & new_hashes[name] for name, hashes in device.hashes().items())
+             and device.hashes() != new_hashes, interval=0.005, what="the update underway")
+    power_cut(system)
+
+    device.start()
+    device.wait_release("done", running='"v2"')
+    assert device.hashes() == new_hashes and all(len(c) == 1 for c in device.containers().values())
+
+
 def test_sigkill_of_the_whole_agent_mid_rollback_ends_in_one_release(device):
     system = device.start()
     services = {f"s{index}": {**HEALTHY, "environment": {"I": str(index)}} for index in range(4)}
@@ -245,10 +270,7 @@ def test_sigkill_of_the_whole_agent_mid_rollback_ends_in_one_release(device):
     # Mid-rollback: the release is rolled back in the store, some containers are still the bad release's.
     wait_for(lambda: device.stored_release().blocked is not None and device.hashes() != good_hashes,
              interval=0.005, timeout=TIMEOUT + 10, what="the rollback underway")
-    for pgid in system.pgids:  # as a power cut would: every agent process at once
-        os.killpg(pgid, signal.SIGKILL)
-    wait_for(lambda: not any(group_members(pgid) for pgid in system.pgids), what="the agent gone")
-    reap_children()
+    power_cut(system)
 
     device.start()
     wait_for(lambda: device.hashes() == good_hashes and all(
