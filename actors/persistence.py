@@ -27,7 +27,9 @@ from messages.bus.outbox import (
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
     ORPHANED_VOLUMES_KEY,
+    RELEASE_KEY,
     OrphanedVolumesSeen,
+    ReleaseChanged,
     RestartServices,
     RestartsRecorded,
     ServicesRestarted,
@@ -119,6 +121,9 @@ class Persistence(FleetletActor):
 
     def on_OrphanedVolumesSeen(self, msg: OrphanedVolumesSeen) -> None:
         self._write("OrphanedVolumesSeen", lambda: self.store.put(ORPHANED_VOLUMES_KEY, msg.since))
+
+    def on_ReleaseChanged(self, msg: ReleaseChanged) -> None:
+        self._write("ReleaseChanged", lambda: self.store.put(RELEASE_KEY, msg.release))
 
     def on_RecordError(self, msg: RecordError) -> None:
         self._write("RecordError", lambda: self.store.record_error(msg.source, msg.key, msg.message, msg.at))

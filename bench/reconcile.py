@@ -101,11 +101,16 @@ class Agent:
 
     def close(self) -> None:
         self.system.stop()
-        owned = {"label": f"{LABEL_OWNER}={self.owner}"}
-        for container in self.client.containers.list(all=True, filters=owned):
-            container.remove(force=True)
-        for network in self.client.networks.list(filters=owned):
-            network.remove()
+        remove_owned(self.client, self.owner)
+
+
+def remove_owned(client: docker.DockerClient, owner: str) -> None:
+    """Remove the containers and networks a benchmark agent of this owner label created."""
+    owned = {"label": f"{LABEL_OWNER}={owner}"}
+    for container in client.containers.list(all=True, filters=owned):
+        container.remove(force=True)
+    for network in client.networks.list(filters=owned):
+        network.remove()
 
 
 def agent_round(workdir: pathlib.Path, client: docker.DockerClient, noops: int, max_parallel: int | None) -> dict:

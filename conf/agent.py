@@ -159,9 +159,19 @@ class PolicySection:
     bind_address: str = setting("", rule=_ip_address)
 
 
+@dataclass(frozen=True)
+class UpdateSection:
+    """How a target is applied as a release (actors.target.release): health-gated commit, rollback, locks."""
+    settle_seconds: float = setting(10.0, rule=non_negative)
+    timeout: float = setting(300.0, rule=positive)
+    max_attempts: int = setting(1, rule=positive)
+    lock_timeout: float = setting(3600.0, rule=non_negative)
+    lock_dir: str = setting("var/locks", rule=non_empty)
+
+
 SECTIONS = {"device": DeviceSection, "mqtt": MqttSection, "cloud": CloudSection, "shadow": ShadowSection,
             "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection,
-            "policy": PolicySection}
+            "policy": PolicySection, "update": UpdateSection}
 
 
 # -- files named by the configuration -----------------------------------------------------------------------------

@@ -3,22 +3,26 @@ them; and `run.py poll-now`: ask the running agent to poll its target state at o
 
 `plan` needs no running agent: it reads the stored target (read-only) and the engine, and plans. It
 shows the next batch only; the reconciler re-plans after each batch, from what the engine then holds.
+It shows the release state too (committed, applying, rolled back, locked, and why), and plans the target
+the reconciler applies: the committed one while the stored one is the rolled-back target.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 from actors.runtime.admin import AdminError, query_status
-from actors.target.engine.adapter import DockerEngine, EngineError
+from actors.target import release as releases
+from actors.target.engine.adapter import LOCK_FILE, LOCK_LABEL, DockerEngine, EngineError, lock_path
 from actors.target.engine.worker import step_to_wire
 from actors.target.model import OrphanedVolumes, Step, describe_step, orphan_clock, orphaned_volumes, orphans_from_json
 from actors.target.planner import explain, plan
 from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from actors.target.reconciler import ReconcilerSettings
 from conf.schema import parse
-from messages.bus.target import ORPHANED_VOLUMES_KEY, PollNow
+from messages.bus.target import ORPHANED_VOLUMES_KEY, RELEASE_KEY, PollNow
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
 
@@ -50,13 +54,18 @@ def current_plan(config: dict) -> dict:
         with Store.open(config["store"]["path"], readonly=True) as store:
             stored = store.load_target()
             since = orphans_from_json(store.get(ORPHANED_VOLUMES_KEY, {}))
+            release = releases.release_from_json(store.get(RELEASE_KEY))
     except StoreError as exc:
         raise PlanError(f"cannot read the agent's store: {exc}") from None
     if stored is None:
         return {"etag": None, "converged": False, "steps": [], "services": [],
                 "note": "no target state has been received yet: the reconciler does nothing"}
     try:
-        target = enforce_policy(parse_target_state(stored.document), policy_from_config(config, on_this_host))
+        parsed = parse_target_state(stored.document)
+        applied = releases.applied_target(release, releases.target_id(parsed))
+        if applied == "committed":
+            parsed = parse_target_state(release.committed_document or {})
+        target = enforce_policy(parsed, policy_from_config(config, on_this_host))
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
     except PolicyRefused as exc:
@@ -73,10 +82,14 @@ def current_plan(config: dict) -> dict:
     grace = parse(ReconcilerSettings, entry.get("settings", {}), "actors.reconciler.settings").volume_grace
     now = time.time()
     orphans = OrphanedVolumes(now, grace, orphan_clock(since, orphaned_volumes(target, current), now))
-    steps = plan(target, current, orphans=orphans)
+    locked = releases.locked_apps(target, current, LOCK_LABEL, lambda app_id: os.path.exists(
+        os.path.join(lock_path(config["update"]["lock_dir"], config["device"]["uuid"], app_id), LOCK_FILE)))
+    steps, held = releases.defer_for_locks(plan(target, current, orphans=orphans), locked)
     services = explain(target, current, orphans=orphans)
     return {"etag": stored.etag, "converged": all(row["status"] == "converged" for row in services),
-            "steps": [_step_json(step) for step in steps], "services": services}
+            "steps": [_step_json(step) for step in steps], "services": services,
+            "deferred": [_step_json(step) for step in held],
+            "release": {**releases.release_section(release, bool(held)), "applies": applied}}
 
 
 def _step_json(step: Step) -> dict:
@@ -99,10 +112,13 @@ def show_plan(config: dict, as_json: bool) -> int:
         print(result["note"])
         return 0
     steps = result["steps"]
+    print(_release_line(result["release"]))
     print(f"target {result['etag']}: " + ("converged, nothing to do" if result["converged"] else
                                           f"{len(steps)} step(s) would run now"))
     for step in steps:
         print(f"  {step['summary']}: {step['reason']}")
+    for step in result["deferred"]:
+        print(f"  deferred (update lock held): {step['summary']}: {step['reason']}")
     unsettled = [row for row in result["services"] if row["status"] != "converged"]
     if unsettled:
         print("services not converged:")
@@ -110,6 +126,21 @@ def show_plan(config: dict, as_json: bool) -> int:
         name = "/".join(part for part in (row["app_id"], row["service_name"]) if part)
         print(f"  {name:<24} {row['status']:<9} {row['reason']}")
     return 0
+
+
+def _release_line(release: dict) -> str:
+    """"release: rolled_back; running "a"; target "b" failed (1/web): unhealthy: ...; applying the committed one"."""
+    parts = [f"release: {release['status']}"]
+    if release.get("running"):
+        parts.append(f"running {release['running']}")
+    if release.get("applying"):
+        parts.append(f"applying {release['applying']}")
+    if release.get("failed_target"):
+        service = f" ({release['failed_service']})" if release.get("failed_service") else ""
+        parts.append(f"target {release['failed_target']} failed{service}: {release.get('reason', '')}")
+    if release["applies"] == "committed":
+        parts.append("the committed release is applied")
+    return "; ".join(parts)
 
 
 def poll_now(config: dict) -> int:

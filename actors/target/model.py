@@ -44,6 +44,9 @@ class ContainerInfo:
     exit_code: int | None = None
     networks: frozenset[str] = frozenset()  # logical names of the app's networks it is attached to
     field_hashes: tuple[tuple[str, str], ...] = ()  # per-field hashes it was created with (explanations only)
+    health: str = ""  # docker's health status: "" (no health check), starting, healthy, unhealthy
+    health_output: str = ""  # the last health check's output (read for an unhealthy or restarting container)
+    restart_count: int = 0  # the engine's restarts of it (read for an unhealthy or restarting container)
 
 
 @dataclass(frozen=True, order=True)

@@ -34,6 +34,7 @@ from actors.target.model import (
 )
 from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
+    HAND_OVER,
     App,
     Service,
     TargetState,
@@ -105,10 +106,14 @@ def _service_verdict(app: App, service: Service, containers: list[ContainerInfo]
                      keepers: Mapping[str, ContainerInfo | None], current: EngineState,
                      resource_steps: tuple[Step, ...]) -> Verdict:
     keeper = keepers[service.service_name]
+    step, waiting_for = _next_step(app, service, keeper, keepers, current)
+    handing_over = keeper is not None and _handing_over(service, keeper)
     extras = () if keeper is None else tuple(  # no keeper: there are no containers
         _stop_or_remove(container, f"duplicate of container {keeper.id[:12]}")
-        for container in containers if container is not keeper)
-    step, waiting_for = _next_step(app, service, keeper, keepers, current)
+        for container in containers if container is not keeper
+        and not (handing_over and container.status in ACTIVE_STATUSES))
+    if keeper is not None and handing_over and not step and not waiting_for:
+        waiting_for = f"hand-over: the old container runs until {keeper.id[:12]} is ready"
     steps = resource_steps + extras + ((step,) if step else ())
     if steps:
         return Verdict(app.app_id, service.service_name, "pending", "; ".join(s.reason for s in steps), steps)
@@ -135,6 +140,11 @@ def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
     if keeper is not None and (outdated := _outdated_reason(keeper, service)):
         if keeper.status not in ACTIVE_STATUSES:
             return on(Remove, outdated, keeper), ""
+        if config.update_strategy == HAND_OVER and keeper.config_hash != config_hash(service):
+            if not image_present:
+                return pull(f"{outdated}: image {config.image} missing, pulled before the hand-over"), ""
+            return Create(app.app_id, service.service_name, f"{outdated}: the new container starts beside the old",
+                          service), ""
         if config.update_strategy == DOWNLOAD_THEN_KILL and not image_present:
             return pull(f"{outdated}: image {config.image} missing, pulled before stopping"), ""
         return on(Stop, outdated, keeper), ""
@@ -185,6 +195,13 @@ def _outdated_reason(container: ContainerInfo, service: Service) -> str:
     if container.networks != frozenset(service.config.networks):
         return "network attachments differ from target"
     return ""
+
+
+def _handing_over(service: Service, keeper: ContainerInfo) -> bool:
+    """A hand-over whose new container is not ready yet (running, and healthy if it has a health check):
+    the old one keeps running meanwhile. One that never gets ready goes when its release is rolled back."""
+    ready = keeper.status == "running" and keeper.health in ("", "healthy")
+    return service.config.update_strategy == HAND_OVER and not ready and keeper.config_hash == config_hash(service)
 
 
 def _finished(container: ContainerInfo, service: Service) -> bool:

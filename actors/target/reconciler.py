@@ -27,6 +27,11 @@ targets nor anything else; a newer target is planned at once and a pull it no lo
   force (none after a restart: it then starts, stops and removes nothing) and records why, until a target
   that complies arrives; ports without an address get the policy's bind address, so changing it recreates
   the containers concerned.
+- A target is applied as a release (`release`, pure; `[update]`): committed once every service is ready and
+  has settled, rolled back to the committed release when it fails, never applied again after a rollback
+  until a different target arrives. The release state is sent to persistence on every change and read back
+  on start, so a restart resumes the update where it stood; the engine is read every `release_tick` while a
+  release is underway. A running container of an app holding its update lock defers the app's stops.
 - Thin shell: planning is `planner`, what starts when is `scheduling` (job pool, per-key retries), the
   report is `report`; this actor wires them to workers, timers and the bus. Every log line of a pass
   carries its number ("pass 7: ..."), so one pass can be followed through interleaved logs.
@@ -42,7 +47,8 @@ from functools import partial
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.target.engine.adapter import OWNER_PATTERN, EngineError
+from actors.target import release as releases
+from actors.target.engine.adapter import LOCK_FILE, LOCK_LABEL, OWNER_PATTERN, EngineError, lock_path
 from actors.target.engine.worker import state_from_wire, step_to_wire
 from actors.target.model import (
     EngineState,
@@ -80,8 +86,10 @@ from messages.bus.engine import (
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import (
     ORPHANED_VOLUMES_KEY,
+    RELEASE_KEY,
     CurrentStateObserved,
     OrphanedVolumesSeen,
+    ReleaseChanged,
     RestartsRecorded,
     ServicesRestarted,
     TargetStateStored,
@@ -90,6 +98,7 @@ from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
     parse_target_state,
+    to_json,
 )
 from messages.transport.backoff import backoff_delay
 from store import Store
@@ -107,6 +116,7 @@ class ReconcilerSettings:
     volume_grace: float = setting(86400.0, rule=non_negative)  # seconds an app's volumes outlive the app
     probe_min: float = setting(0.5, rule=positive)  # engine unreachable: probe after this, doubling up to probe_max
     probe_max: float = setting(5.0, rule=positive)
+    release_tick: float = setting(1.0, rule=positive)  # seconds between reads while a release is underway
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
@@ -132,6 +142,11 @@ class RetryDue:
 
 
 @dataclass(frozen=True)
+class ReleaseTick:
+    """Timer payload: read the engine again to judge the release underway."""
+
+
+@dataclass(frozen=True)
 class EngineProbe:
     """Timer payload: read the unreachable engine again."""
 
@@ -147,7 +162,7 @@ class Pass:
 
 class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
-    uses = ("device.uuid", "store", *POLICY_USES)
+    uses = ("device.uuid", "store", "update", *POLICY_USES)
     options: ReconcilerSettings
     # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
     # close `store` only once opened.
@@ -167,6 +182,14 @@ class Reconciler(FleetletActor):
     passes: int
     pass_: Pass | None
     orphans_since: dict[Resource, float]  # when each volume of an app that left the target was first seen so
+    rules: releases.Rules
+    release: releases.Release
+    stored_id: str | None  # target_id of the stored target (None until one is stored)
+    stored_document: dict | None  # its canonical document
+    lock_since: dict[str, float]  # since when each app has held its update lock
+    crash_since: dict[str, float]  # since when each crash-looping container (by id) has been seen so
+    tick_armed: bool
+    lock_dir: str  # update.lock_dir
 
     def __init__(self) -> None:
         super().__init__()
@@ -197,6 +220,17 @@ class Reconciler(FleetletActor):
         self.passes = 0
         self.pass_ = None
         self.orphans_since = orphans_from_json(self.store.get(ORPHANED_VOLUMES_KEY, {}))
+        update = self.config["update"]
+        self.rules = releases.Rules(update["settle_seconds"], update["timeout"], update["max_attempts"],
+                                    update["lock_timeout"], self.options.retry_base, self.options.retry_max)
+        self.lock_dir = update["lock_dir"]
+        self.release = releases.release_from_json(self.store.get(RELEASE_KEY))
+        self._set_release(releases.resumed(self.release, time.time()))
+        self.stored_id = None
+        self.stored_document = None
+        self.lock_since = {}
+        self.crash_since = {}
+        self.tick_armed = False
         self._load_target()
         self.after(self.options.drift_interval, DriftCheck())
         self._trigger("start")
@@ -256,6 +290,9 @@ class Reconciler(FleetletActor):
             case EngineProbe():
                 self._begin_pass("engine probe")
                 self._request_read(probe=True)
+            case ReleaseTick():
+                self.tick_armed = False
+                self._trigger("release check")
 
     def _trigger(self, reason: str) -> None:
         self._begin_pass(reason)
@@ -268,12 +305,18 @@ class Reconciler(FleetletActor):
             self.pass_ = Pass(self.passes, reason)
 
     def _load_target(self) -> TargetState | None:
-        """Take the stored target; it if it differs from the one in force, else None."""
+        """Take the stored target as a release (or the committed one, if the stored one was rolled back); the
+        target to apply if it differs from the one in force, else None."""
         stored = self.store.load_target()
         if stored is None:
             return None
         try:
-            target = enforce_policy(parse_target_state(stored.document), self.policy)
+            parsed = parse_target_state(stored.document)
+            tid = releases.target_id(parsed)
+            if tid != self.stored_id:
+                self.stored_id, self.stored_document = tid, to_json(parsed)
+                self._set_release(releases.on_target(self.release, tid, stored.etag, time.time()))
+            target = enforce_policy(self._applied(parsed), self.policy)
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
@@ -287,6 +330,18 @@ class Reconciler(FleetletActor):
         self.target, self.etag = target, stored.etag
         return target if changed else None
 
+    def _applied(self, stored: TargetState) -> TargetState:
+        """The stored target, or the committed one while the stored one is the rolled-back target."""
+        if self.stored_id is not None and releases.applied_target(self.release, self.stored_id) == "committed":
+            return parse_target_state(self.release.committed_document or {})
+        return stored
+
+    def _set_release(self, release: releases.Release) -> None:
+        """Persistence first keeps it, so a restart resumes the update from it."""
+        if release != self.release:
+            self.publish(ReleaseChanged(releases.release_to_json(release)))
+            self.release = release
+
     # -- jobs ---------------------------------------------------------------------------------------
 
     def _launch(self, step: Step | None) -> None:
@@ -295,7 +350,8 @@ class Reconciler(FleetletActor):
         options = self.options
         self.send(address, messages.encode(RunEngineJob(job_id, self.owner, options.engine_timeout,
                                                      options.stop_timeout,
-                                                     None if step is None else step_to_wire(step))))
+                                                     None if step is None else step_to_wire(step),
+                                                     self.lock_dir)))
 
     def _request_read(self, probe: bool = False) -> None:
         if self.engine_down is not None and not probe:
@@ -404,24 +460,96 @@ class Reconciler(FleetletActor):
         for key in finished_restarts(current, self.restarts) - excluded:
             del self.restarts[key]
             self.publish(ServicesRestarted(key[0], key[1] or ""))
-        orphans = self._orphans(target, current)
-        steps = [] if self.target is None else next_steps(
-            target, current, running + unseen, backing_off, self.restarts,
-            self.options.max_parallel - len(running), orphans)
+        steps, held, verdicts = self._plan(target, current, running, unseen, backing_off, excluded)
+        if self._judge_release(target, current, verdicts, bool(held), bool(running or unseen)):
+            target = self.target or target  # rolled back: the committed release, planned at once
+            steps, held, verdicts = self._plan(target, current, running, unseen, backing_off, excluded)
+        for step in held:
+            self._log(logging.INFO, "deferred %s: app %s holds its update lock", describe_step(step), step.app_id)
         for step in steps:
             self._log(logging.INFO, "%s %s: %s", step.action.value, key_text(step.key), step.reason)
             self._launch(step)
-        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
         for row in verdicts:
             if row["status"] == "converged":
                 self._forget_failure((row["app_id"], row["service_name"]))
         shown = {(row["app_id"], row["service_name"]) for row in verdicts}
         for key in [key for key in self.retries.keys() if key not in shown and key not in excluded]:
             self._forget_failure(key)  # its service is gone from the target and the engine
-        self._report({**report_state(target, current, verdicts, self.retries.marked_errors(), running + steps),
+        self._report({**self._release_report(report_state(target, current, verdicts, self.retries.marked_errors(),
+                                                          running + steps), current,
+                                                          frozenset(step.app_id for step in held)),
                       "engine": {"status": "ok"}})
+        if self.release.applying is not None and not self.tick_armed:
+            self.tick_armed = True
+            self.after(self.options.release_tick, ReleaseTick())
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
+
+    def _plan(self, target: TargetState, current: EngineState, running: list[Step], unseen: list[Step],
+              backing_off: frozenset[Key], excluded: frozenset[Key]
+              ) -> tuple[list[Step], list[Step], list[VerdictRow]]:
+        """(steps to start, steps an update lock defers, verdicts) for `target` now."""
+        orphans = self._orphans(target, current)
+        now = time.time()
+        self.lock_since = releases.lock_clock(self.lock_since, releases.locked_apps(
+            target, current, LOCK_LABEL, self._lock_held), now)
+        deferred = releases.deferred(target, self.lock_since, now, self.rules)
+        steps, held = releases.defer_for_locks([] if self.target is None else next_steps(
+            target, current, running + unseen, backing_off, self.restarts,
+            self.options.max_parallel, orphans), deferred)
+        verdicts = [] if self.target is None else explain(target, current, excluded, orphans)
+        return steps[:max(self.options.max_parallel - len(running), 0)], held, verdicts
+
+    def _lock_held(self, app_id: str) -> bool:
+        return os.path.exists(os.path.join(lock_path(self.lock_dir, self.owner, app_id), LOCK_FILE))
+
+    def _judge_release(self, target: TargetState, current: EngineState, verdicts: list[VerdictRow], locked: bool,
+                       busy: bool) -> bool:
+        """Feed the release the engine's view; True when the target to apply changed (a rollback)."""
+        if self.stored_id is None or self.stored_document is None or self.release.applying != self.stored_id:
+            return False
+        converged = not busy and all(row["status"] == "converged" for row in verdicts)  # no step left to run
+        restarting = any(key[0] in {app.app_id for app in target.apps} for key in self.restarts)
+        readiness = releases.readiness(target, current, converged)
+        if restarting and readiness.failure:  # a retry's restart underway: judged once it is done
+            readiness = releases.Readiness(False, waiting="restarting")
+        release, outcome = releases.on_observation(self.release, self.stored_id, self.stored_document, readiness,
+                                                   time.time(), self.rules, locked)
+        self._set_release(release)
+        match outcome.event:
+            case "committed":
+                self._log(logging.INFO, "release %s committed", release.committed_etag or release.committed)
+                self.publish(ClearError("reconciler", "release"))
+            case "retry":
+                self._log(logging.WARNING, "release %s: retrying: %s", self.etag, release.reason)
+                for key in outcome.restart:
+                    self.restarts[key] = "stop"
+            case releases.ROLLED_BACK | releases.FAILED:
+                self._log(logging.WARNING, "release %s %s: %s", release.failed_etag or release.failed_target,
+                          "rolled back" if outcome.event == releases.ROLLED_BACK else "failed", release.reason)
+                self.publish(RecordError("reconciler", "release", f"target {release.failed_etag} "
+                                         f"{outcome.event.replace('_', ' ')}: {release.reason}"[:500], time.time()))
+        if outcome.event != releases.ROLLED_BACK:
+            return False
+        try:
+            self.target = enforce_policy(self._applied(target), self.policy)
+        except PolicyRefused as exc:  # the committed release breaks a newer policy: leave the containers be
+            self._log(logging.ERROR, "the committed release is not applied: %s", exc.reason)
+            self.publish(RecordError("reconciler", "target", f"committed release is not applied: {exc.reason}",
+                                     time.time()))
+            self.target = None
+        return True
+
+    def _release_report(self, report: dict, current: EngineState, locked: frozenset[str]) -> dict:
+        """The report with the release's status per app, its `release` section, and crash loops."""
+        self.crash_since = releases.crash_loops(current, self.crash_since, time.time())
+        by_id = {container.id: container for container in current.containers}
+        for app_id, app in report["apps"].items():
+            app["update_status"] = releases.app_status(self.release, app["update_status"], app_id in locked)
+            for row in app["services"].values():
+                if (container_id := row.get("containerId")) in self.crash_since:
+                    row.update(releases.crash_loop_row(by_id[container_id], self.crash_since[container_id]))
+        return {**report, "release": releases.release_section(self.release, bool(locked))}
 
     def _orphans(self, target: TargetState, current: EngineState) -> OrphanedVolumes:
         """The volume clock for this plan; a change goes to persistence first, so a restart keeps it."""

@@ -37,6 +37,7 @@ class RunEngineJob:
     timeout: float  # seconds for each engine API call
     stop_timeout: int  # seconds a stop waits before the engine kills the container
     step: EngineStep | None
+    lock_dir: str = ""  # where the apps' update-lock directories are ("": none is mounted)
 
 
 @message

@@ -77,6 +77,17 @@ class OrphanedVolumesSeen:
     since: JSONObject
 
 
+RELEASE_KEY = "reconciler.release"  # the store key (Store.put/get) of ReleaseChanged.release
+
+
+@message
+@dataclass(frozen=True)
+class ReleaseChanged:
+    """The release state (actors.target.release, its store form: the committed target and its document, the
+    attempt underway, the rolled-back target and why): persistence keeps it, so a restart resumes it."""
+    release: JSONObject
+
+
 @message
 @dataclass(frozen=True)
 class RestartServices:

@@ -43,6 +43,7 @@ class SyncedDevice(Device):
         self.config = agent_config(tmp_path, port, {}, restart_base_delay=0.2, restart_max_delay=1.0, cooldown=2.0)
         self.config["device"].update(uuid=self.owner, thing=self.owner, token=self.token)
         self.config["cloud"]["url"] = cloud.url
+        self.config["update"]["settle_seconds"] = 0.5  # a release commits (update_status "done") soon after converging
         session_pki().agent_links(self.config, self.owner)
         shipped = conf.defaults("agent")["actors"]
         self.config["actors"] = {name: {**shipped[name], "settings": TEST_SETTINGS.get(name, {})}

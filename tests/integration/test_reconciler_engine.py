@@ -96,7 +96,7 @@ def engine_agent(tmp_path, port, docker_client, test_images):
         config = agent_config(tmp_path, port, {
             "persistence": {"class": "actors.persistence.Persistence",
                             "subscribes": ["TargetStateFetched", "RecordError", "ClearError", "RestartServices",
-                                           "ServicesRestarted"]},
+                                           "ServicesRestarted", "ReleaseChanged"]},
             "reconciler": {"class": "actors.target.reconciler.Reconciler",
                            "subscribes": ["TargetStateStored", "RestartsRecorded", "ReconcileNow"],
                            "settings": {"drift_interval": 30.0, "retry_base": 0.2, "retry_max": 0.4,
@@ -104,6 +104,7 @@ def engine_agent(tmp_path, port, docker_client, test_images):
             "recorder": recorder(device),
         })
         config["device"]["uuid"] = device.owner
+        config["update"]["settle_seconds"] = 0.5  # a release commits (update_status "done") soon after converging
         system = AgentSystem(config)
         systems.append(system)
         system.start()
@@ -234,7 +235,8 @@ def test_a_newer_target_supersedes_a_hanging_pull(engine_agent):
         device.wait_converged('"v2"', timeout=10)
         assert time.monotonic() - sent < 5  # not after the pull's 60 s timeout
         assert list(device.running_ids()) == ["fast"]
-        report = device.messages("CurrentStateObserved")[-1]["state"]["apps"]["1"]
-        assert report["update_status"] == "done" and list(report["services"]) == ["fast"]
+        report = wait_for(lambda: (app := device.messages("CurrentStateObserved")[-1]["state"]["apps"]["1"])
+                          ["update_status"] == "done" and app, what="the release committed")
+        assert list(report["services"]) == ["fast"]
     finally:
         tarpit.close()

@@ -57,11 +57,12 @@ def test_plan_shows_the_next_steps_with_reasons_without_running_them(planned, ca
         for step in steps:
             engine.execute(step)
     assert run(config, "plan") == 0
-    assert capsys.readouterr().out == 'target "v1": converged, nothing to do\n'
+    assert capsys.readouterr().out == 'release: none\ntarget "v1": converged, nothing to do\n'
 
     device.docker.containers.get(device.running_ids()["web"]).remove(force=True)
     assert run(config, "plan") == 0
     assert capsys.readouterr().out.splitlines() == [
+        "release: none",
         'target "v1": 1 step(s) would run now',
         "  create 1/web: no container",
         "services not converged:",

@@ -121,7 +121,8 @@ def test_each_actor_gets_only_what_it_uses_and_the_token_only_if_it_sends_it():
                                                            "token_file": ""}
     assert config_slice(config, Reconciler.uses) == {
         "device": {"uuid": "demo-device"}, "store": config["store"], "policy": config["policy"],
-        "agent": {"admin_port": 19500}, "mqtt": {"host": "127.0.0.1", "port": config["mqtt"]["port"]},
+        "update": config["update"], "agent": {"admin_port": 19500},
+        "mqtt": {"host": "127.0.0.1", "port": config["mqtt"]["port"]},
         "cloud": {"url": config["cloud"]["url"]}}
 
 

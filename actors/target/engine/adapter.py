@@ -7,6 +7,8 @@ other's containers, networks or volumes, and foreign containers are never touche
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from contextlib import contextmanager, suppress
 from typing import Callable, Iterator, assert_never
@@ -34,7 +36,10 @@ from actors.target.model import (
     describe_step,
 )
 from messages.protocol.target_state import (
+    HAND_OVER,
+    Healthcheck,
     PortMapping,
+    Service,
     config_field_hashes,
     config_hash,
     normalise_image,
@@ -51,8 +56,17 @@ LABEL_RESOURCE_NAME = "io.fleetlet.name"
 OWNER_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}")
 # Networks a container is attached to that are not its app's own (attached by hand): never a logical name.
 FOREIGN_NETWORK_PREFIX = "docker:"
-# The container list gives the exit code only in its status text: "Exited (137) 5 seconds ago".
-_EXIT_STATUS = re.compile(r"Exited \((-?\d{1,10})\)")  # bounded: int() of a long run raises
+# The container list gives the exit code only in its status text: "Exited (137) 5 seconds ago", and
+# "Restarting (1) 2 seconds ago" between two runs of a crash loop.
+_EXIT_STATUS = re.compile(r"(?:Exited|Restarting) \((-?\d{1,10})\)")  # bounded: int() of a long run raises
+# ... and the health status likewise: "Up 3 seconds (healthy)", "Up 1 second (health: starting)".
+_HEALTH_STATUS = re.compile(r".*\((healthy|unhealthy|health: starting)\)$")
+# Update locks (balena's convention): a service with this label set to "true" gets its app's lock
+# directory mounted at LOCK_MOUNT; while a file `updates.lock` is there, the agent defers stopping the app's
+# services (actors.target.release).
+LOCK_LABEL = "fleetlet.update-lock"
+LOCK_MOUNT = "/tmp/fleetlet"
+LOCK_FILE = "updates.lock"
 
 
 class EngineError(Exception):
@@ -70,15 +84,17 @@ class EngineUnavailable(EngineError):
 
 class DockerEngine:
     def __init__(self, owner: str, client_factory: Callable[..., docker.DockerClient] = docker.from_env,
-                 timeout: float = 30.0, stop_timeout: int = 10) -> None:
+                 timeout: float = 30.0, stop_timeout: int = 10, lock_dir: str = "") -> None:
         """`client_factory(timeout=...)` is called on first use, so the client is created in the process
         that uses it (never inherited across a fork). `timeout` bounds every API call; a stop may take
-        `stop_timeout` more before the engine kills the container."""
+        `stop_timeout` more before the engine kills the container. `lock_dir` holds the apps' update-lock
+        directories ("": no service gets one)."""
         if not OWNER_PATTERN.fullmatch(owner):
             raise ValueError(f"owner {owner!r} does not match {OWNER_PATTERN.pattern}")
         self.owner = owner
         self.timeout = timeout
         self.stop_timeout = stop_timeout
+        self.lock_dir = lock_dir
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
 
@@ -93,6 +109,9 @@ class DockerEngine:
     def container_name(self, app_id: str, service_name: str) -> str:
         return f"{self.owner}_{app_id}_{service_name}"
 
+    def lock_path(self, app_id: str) -> str:
+        return lock_path(self.lock_dir, self.owner, app_id)
+
     def resource_name(self, app_id: str, name: str) -> str:
         return f"{self.owner}_{app_id}_{name}"
 
@@ -105,7 +124,7 @@ class DockerEngine:
                         for network in client.networks.list(filters=owned) for key in (network.id, network.name)}
             volumes = frozenset(_resource(volume.attrs.get("Labels") or {})
                                 for volume in client.volumes.list(filters=owned))
-            containers = tuple(_container_info(summary, networks)
+            containers = tuple(_with_details(client, _container_info(summary, networks))
                                for summary in client.api.containers(all=True, filters=owned))
             images = frozenset(normalise_image(name) for image in client.images.list()
                                for name in image.tags + (image.attrs.get("RepoDigests") or [])
@@ -169,6 +188,8 @@ class DockerEngine:
         service = step.service
         config = service.config
         name = self.container_name(step.app_id, service.service_name)
+        if config.update_strategy == HAND_OVER:  # it starts beside the old container: a name of its own
+            name += f"_{config_hash(service)[:12]}"
         networks = [self.resource_name(step.app_id, network) for network in config.networks]
         labels = {**dict(config.labels), **self._owner_labels(step.app_id),
                   LABEL_SERVICE_NAME: service.service_name,
@@ -184,7 +205,9 @@ class DockerEngine:
                 environment=[f"{key}={value}" for key, value in config.environment],
                 ports=_port_bindings(config.ports),
                 mounts=[Mount(target=mount.target, source=self.resource_name(step.app_id, mount.volume),
-                              type="volume", read_only=mount.read_only) for mount in config.volumes],
+                              type="volume", read_only=mount.read_only) for mount in config.volumes]
+                + self._lock_mounts(step.app_id, service),
+                healthcheck=_healthcheck(config.healthcheck),
                 restart_policy={"Name": config.restart},
                 network=networks[0],
                 networking_config={networks[0]: client.api.create_endpoint_config(aliases=aliases)},
@@ -203,6 +226,14 @@ class DockerEngine:
             with suppress(DockerException, requests.exceptions.RequestException):
                 client.api.remove_container(container.id, force=True)
             raise
+
+    def _lock_mounts(self, app_id: str, service: Service) -> list[Mount]:
+        """The app's lock directory, for a service that opted in: the one bind mount the agent creates."""
+        if not self.lock_dir or dict(service.config.labels).get(LOCK_LABEL) != "true":
+            return []
+        path = self.lock_path(app_id)
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        return [Mount(target=LOCK_MOUNT, source=path, type="bind")]
 
     @staticmethod
     def _accept_existing(client: docker.DockerClient, step: Create, name: str, labels: dict[str, str]) -> None:
@@ -298,6 +329,7 @@ def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerIn
     status = summary["State"]
     attached = (summary.get("NetworkSettings") or {}).get("Networks") or {}
     exited = _EXIT_STATUS.match(summary.get("Status") or "")
+    health = _HEALTH_STATUS.match(summary.get("Status") or "")
     return ContainerInfo(
         id=summary["Id"],
         name=(summary.get("Names") or [""])[0].lstrip("/"),
@@ -306,11 +338,43 @@ def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerIn
         config_hash=labels.get(LABEL_CONFIG_HASH, ""),
         image=summary["Image"],
         status=status,
-        exit_code=int(exited[1]) if exited and status in ("exited", "dead") else None,
+        exit_code=int(exited[1]) if exited and status in ("exited", "dead", "restarting") else None,
+        health="" if health is None else health[1].removeprefix("health: "),
         networks=frozenset(_logical_network(name, endpoint.get("NetworkID", ""), app_id, networks)
                            for name, endpoint in attached.items()),
         field_hashes=_decode_field_hashes(labels.get(LABEL_CONFIG_FIELDS, "")),
     )
+
+
+def lock_path(lock_dir: str, owner: str, app_id: str) -> str:
+    """The host directory holding app `app_id`'s update lock (mounted into its opted-in services)."""
+    return os.path.join(os.path.abspath(lock_dir), owner, app_id)
+
+
+def _with_details(client: docker.DockerClient, info: ContainerInfo) -> ContainerInfo:
+    """An unhealthy or crash-looping container, with what only an inspect says: the last health output and
+    the restart count (inspected only then: an inspect waits for any step running on the container)."""
+    if info.health != "unhealthy" and info.status != "restarting":
+        return info
+    try:
+        attrs = client.api.inspect_container(info.id)
+    except NotFound:
+        return info
+    state = attrs.get("State") or {}
+    log = (state.get("Health") or {}).get("Log") or []
+    output = str(log[-1].get("Output", "")).strip()[-300:] if log else ""
+    count = attrs.get("RestartCount")
+    return dataclasses.replace(info, health_output=output, restart_count=count if isinstance(count, int) else 0,
+                               exit_code=info.exit_code if info.exit_code is not None else state.get("ExitCode"))
+
+
+def _healthcheck(check: Healthcheck | None) -> dict[str, object] | None:
+    """The engine's form of a health check (None: the image's own)."""
+    if check is None:
+        return None
+    fields = {"interval": check.interval, "timeout": check.timeout, "retries": check.retries,
+              "start_period": check.start_period}
+    return {"test": list(check.test), **{name: value for name, value in fields.items() if value is not None}}
 
 
 def _logical_network(docker_name: str, network_id: str, app_id: str, networks: dict[str, Resource]) -> str:

@@ -80,7 +80,8 @@ class EngineWorker(FleetletActor):
             self.log.warning("ignored %s", type(typed).__name__)
             return
         self.send(sender, messages.encode(EngineJobStarted(typed.job_id, os.getpid())))
-        engine = DockerEngine(typed.owner, timeout=typed.timeout, stop_timeout=typed.stop_timeout)
+        engine = DockerEngine(typed.owner, timeout=typed.timeout, stop_timeout=typed.stop_timeout,
+                              lock_dir=typed.lock_dir)
         done = run_job(typed, engine)
         if done.error:
             self.log.warning("job %d failed: %s", typed.job_id, done.error)

@@ -13,12 +13,15 @@ from messages.protocol.target_state.images import IMAGE_PATTERN, MAX_IMAGE_LENGT
 from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES
 from messages.protocol.target_state.model import (
     DEFAULT_NETWORK,
+    DELETE_THEN_DOWNLOAD,
     DOWNLOAD_THEN_KILL,
+    HAND_OVER,
     KILL_THEN_DOWNLOAD,
     PROTOCOLS,
     RESTART_POLICIES,
     UPDATE_STRATEGIES,
     App,
+    Healthcheck,
     InvalidTargetState,
     PortMapping,
     Service,
@@ -30,7 +33,9 @@ from messages.protocol.target_state.parse import parse_target_state
 
 __all__ = [
     "DEFAULT_NETWORK",
+    "DELETE_THEN_DOWNLOAD",
     "DOWNLOAD_THEN_KILL",
+    "HAND_OVER",
     "HASHED_FIELDS",
     "IMAGE_PATTERN",
     "KILL_THEN_DOWNLOAD",
@@ -43,6 +48,7 @@ __all__ = [
     "RESTART_POLICIES",
     "UPDATE_STRATEGIES",
     "App",
+    "Healthcheck",
     "InvalidTargetState",
     "PortMapping",
     "Service",

@@ -9,11 +9,15 @@ import hashlib
 
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
+from messages.protocol.target_state.health import healthcheck_to_json
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
 # planner, so changing them must never recreate a container: they are left out of the hash.
-HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels")
+HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels",
+                 "healthcheck")
+# Hashed only when set, so containers created before the field existed keep their hash (and are not recreated).
+_HASHED_WHEN_SET = ("healthcheck",)
 
 
 def to_json(target: TargetState) -> JSONObject:
@@ -21,6 +25,8 @@ def to_json(target: TargetState) -> JSONObject:
     document: JSONObject = {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
     if target.purge_volumes:  # absent when empty, so documents without it keep their canonical form
         document["purge_volumes"] = list(target.purge_volumes)
+    if target.override_lock:  # likewise
+        document["override_lock"] = True
     return document
 
 
@@ -32,7 +38,7 @@ def config_hash(service: Service) -> str:
 def config_field_hashes(service: Service) -> dict[str, str]:
     """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
     hashed = _hashed_config(service.config)
-    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
+    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in hashed}
 
 
 def _config_to_json(config: ServiceConfig) -> JSONObject:
@@ -48,12 +54,14 @@ def _config_to_json(config: ServiceConfig) -> JSONObject:
         "restart": config.restart,
         "labels": dict(config.labels),
         "update_strategy": config.update_strategy,
+        **({} if config.healthcheck is None else {"healthcheck": healthcheck_to_json(config.healthcheck)}),
     }
 
 
 def _hashed_config(config: ServiceConfig) -> JSONObject:
     canonical = _config_to_json(config)
-    return {name: canonical[name] for name in HASHED_FIELDS}
+    return {name: canonical[name] for name in HASHED_FIELDS
+            if name in canonical or name not in _HASHED_WHEN_SET}
 
 
 def _app_to_json(app: App) -> JSONObject:

@@ -11,7 +11,11 @@ DEFAULT_NETWORK = "default"
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 DOWNLOAD_THEN_KILL = "download-then-kill"
 KILL_THEN_DOWNLOAD = "kill-then-download"
-UPDATE_STRATEGIES = (DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD)
+# The new container starts beside the old one, which stops once the new one is ready (the new one goes if it never is).
+HAND_OVER = "hand-over"
+# The old container goes before the new image is pulled (kill-then-download; the image cleanup frees the disk).
+DELETE_THEN_DOWNLOAD = "delete-then-download"
+UPDATE_STRATEGIES = (DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD, HAND_OVER, DELETE_THEN_DOWNLOAD)
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
@@ -52,6 +56,23 @@ class VolumeMount:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    """compose's `healthcheck`, normalised: durations in nanoseconds (the engine's unit), None for the
+    image's or engine's default. `test` is ("NONE",) when disabled (`disable: true`), which also turns off a
+    health check the image declares."""
+
+    test: tuple[str, ...]  # ("CMD", arg, ...), ("CMD-SHELL", command) or ("NONE",)
+    interval: int | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    start_period: int | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.test == ("NONE",)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     image: str
     ports: tuple[PortMapping, ...] = ()
@@ -64,6 +85,7 @@ class ServiceConfig:
     restart: str = "always"
     labels: tuple[tuple[str, str], ...] = ()  # sorted by name
     update_strategy: str = DOWNLOAD_THEN_KILL
+    healthcheck: Healthcheck | None = None  # None: the image's own, if any
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,9 @@ class TargetState:
     # The document's optional "purge_volumes": ids of apps whose volumes go as soon as the app has left the
     # target (and its containers are gone), instead of after the reconciler's volume_grace. Sorted.
     purge_volumes: tuple[str, ...] = ()
+    # The document's optional "override_lock": an app holding its update lock longer than the agent's
+    # update.lock_timeout is updated anyway.
+    override_lock: bool = False
 
     def app(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)

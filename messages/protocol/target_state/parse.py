@@ -27,6 +27,7 @@ from messages.protocol.target_state.fields import (
     _unique_names,
     _volumes,
 )
+from messages.protocol.target_state.health import parse_healthcheck
 from messages.protocol.target_state.images import _image
 from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUMENT_BYTES
 from messages.protocol.target_state.model import (
@@ -45,14 +46,18 @@ from messages.protocol.target_state.model import (
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
     document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
-    _require_object(document, "document", required=("apps",), optional=("purge_volumes",))
+    _require_object(document, "document", required=("apps",), optional=("purge_volumes", "override_lock"))
     apps = document["apps"]
     _require_mapping(apps, "apps")
     _check_count(apps, "apps", limits.MAX_APPS)
     parsed = [_parse_app(key, value, f"apps.{key}") for key, value in apps.items()]
     # Ids of apps no longer in the target whose volumes are not worth keeping (see TargetState).
     purge = _unique_names(document.get("purge_volumes", []), "purge_volumes", limits.MAX_APPS)
-    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge)
+    override_lock = document.get("override_lock", False)
+    if not isinstance(override_lock, bool):
+        raise _fail("override_lock", f"must be a boolean, not {_type_name(override_lock)}")
+    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge,
+                       override_lock=override_lock)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
@@ -183,4 +188,5 @@ def _parse_config(value: Any, path: str) -> ServiceConfig:
         restart=value.get("restart", "always"),
         labels=_labels(value.get("labels", {}), f"{path}.labels"),
         update_strategy=value.get("update_strategy", DOWNLOAD_THEN_KILL),
+        healthcheck=parse_healthcheck(value.get("healthcheck"), f"{path}.healthcheck"),
     )
