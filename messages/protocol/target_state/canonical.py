@@ -10,9 +10,12 @@ import hashlib
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
+from messages.protocol.target_state.options import OPTION_NAMES, options_to_json
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
-# planner, so changing them must never recreate a container: they are left out of the hash.
+# planner, so changing them must never recreate a container: they are left out of the hash. Every container
+# option (`options`) defines the container too: those set are hashed by their names, those at their default
+# are left out, so a config that uses none hashes as it did before they existed.
 HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels")
 
 
@@ -32,7 +35,7 @@ def config_hash(service: Service) -> str:
 def config_field_hashes(service: Service) -> dict[str, str]:
     """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
     hashed = _hashed_config(service.config)
-    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in HASHED_FIELDS}
+    return {name: hashlib.sha256(strict_json.canonical_bytes(value)).hexdigest()[:12] for name, value in hashed.items()}
 
 
 def _config_to_json(config: ServiceConfig) -> JSONObject:
@@ -48,12 +51,13 @@ def _config_to_json(config: ServiceConfig) -> JSONObject:
         "restart": config.restart,
         "labels": dict(config.labels),
         "update_strategy": config.update_strategy,
+        **options_to_json(config.options),
     }
 
 
 def _hashed_config(config: ServiceConfig) -> JSONObject:
     canonical = _config_to_json(config)
-    return {name: canonical[name] for name in HASHED_FIELDS}
+    return {name: canonical[name] for name in HASHED_FIELDS + OPTION_NAMES if name in canonical}
 
 
 def _app_to_json(app: App) -> JSONObject:
