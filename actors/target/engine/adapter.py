@@ -334,7 +334,7 @@ def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerIn
 def _create_container(client: docker.DockerClient, stop_timeout: int | None, **kwargs: Any) -> Container:
     """`client.containers.create(**kwargs)`, plus the container's own stop timeout, which that method does not
     take: the same two calls it makes, with `stop_timeout` added to the second."""
-    arguments = _create_container_args(kwargs)
+    arguments = _create_container_args({**kwargs, "version": client.api.api_version})
     if stop_timeout is not None:
         arguments["stop_timeout"] = stop_timeout
     return client.containers.get(client.api.create_container(**arguments)["Id"])
