@@ -256,7 +256,8 @@ PATH = "apps.1.services[0].config"
     (document(image="busybox:"), f"{PATH}.image", "not a valid image reference"),
     (document(image="a//b"), f"{PATH}.image", "not a valid image reference"),
     (document(image="a" * 300), f"{PATH}.image", "longer than 255"),
-    (document(privileged=True), f"{PATH}.privileged", "unknown field"),
+    (document(container_name="x"), f"{PATH}.container_name", "unknown field"),
+    (document(privileged="yes"), f"{PATH}.privileged", "must be a boolean"),
     (document(ports="80:80"), f"{PATH}.ports", "must be an array"),
     (document(ports=["80:80:80:80"]), f"{PATH}.ports[0]", "is not a port spec"),
     (document(ports=["8000-8010:8000-8010"]), f"{PATH}.ports[0]", "is not a port spec"),
@@ -277,8 +278,8 @@ PATH = "apps.1.services[0].config"
     (document(environment=["A"]), f"{PATH}.environment[0]", "is not NAME=VALUE"),
     (document(environment=["A=1", "A=2"]), f"{PATH}.environment", "variable 'A' is set twice"),
     (document(environment="A=1"), f"{PATH}.environment", "must be an object, not string"),
-    (document(volumes=["/etc:/etc"]), f"{PATH}.volumes[0]", "bind mounts of host paths are not supported"),
-    (document(volumes=["./x:/x"]), f"{PATH}.volumes[0]", "bind mounts"),
+    (document(volumes=["etc:etc"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
+    (document(volumes=["./x:/x"]), f"{PATH}.volumes[0]", "a bind mount needs an absolute host path"),
     (document(volumes=["data"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
     (document(volumes=["data:relative"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
     (document(volumes=["data:/x:rx"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
@@ -435,7 +436,7 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "images", "limits", "model", "parse"}  # the submodules themselves
+        "canonical", "fields", "images", "limits", "model", "options", "parse"}  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()
 
