@@ -111,7 +111,8 @@ def test_violations_are_exactly_the_reserved_ports_and_the_refused_addresses(por
         doc = target(*(spec(*port) for port in ports))
     except InvalidTargetState:
         assume(False)  # the same host binding twice: not a target at all
-    policy = Policy(POLICY.reserved_ports, allow_loopback, allow_privileged_ports=True)  # low ports: test_policy_options
+    # low host ports have their own tests (test_policy_options)
+    policy = Policy(POLICY.reserved_ports, allow_loopback, allow_privileged_ports=True)
     found = sorted((v.field, kind_of(v.reason), v.allowed_by or "") for v in check_policy(doc, policy))
     expected = []
     for mapping in doc.apps[0].services[0].config.ports:
