@@ -365,7 +365,7 @@ def _expose(value: Any, path: str, config: dict[str, Any], _: set[str], __: Mapp
         raise ComposeError(f"{path}: must be a list")
     exposed: list[str] = []
     for index, item in enumerate(value):
-        port, _, protocol = str(item).partition("/")
+        port, _slash, protocol = str(item).partition("/")
         exposed += [f"{number}/{protocol}" if protocol else str(number)
                     for number in _range(port, f"{path}[{index}]")]
     config["expose"] = exposed

@@ -32,7 +32,8 @@ READ_BACK: dict[str, Any] = {
     "mem_limit": lambda c: c["HostConfig"]["Memory"],
     "mem_reservation": lambda c: c["HostConfig"]["MemoryReservation"],
     "pids_limit": lambda c: c["HostConfig"]["PidsLimit"],
-    "logging": lambda c: (c["HostConfig"]["LogConfig"]["Type"], tuple(sorted(c["HostConfig"]["LogConfig"]["Config"].items()))),
+    "logging": lambda c: (c["HostConfig"]["LogConfig"]["Type"],
+                          tuple(sorted(c["HostConfig"]["LogConfig"]["Config"].items()))),
     "cap_add": lambda c: tuple(sorted(c["HostConfig"]["CapAdd"] or ())),
     "cap_drop": lambda c: tuple(sorted(c["HostConfig"]["CapDrop"] or ())),
     "devices": lambda c: tuple(sorted((d["PathOnHost"], d["PathInContainer"], d["CgroupPermissions"])

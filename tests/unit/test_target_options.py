@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.target.planner import plan
 from actors.target.model import ContainerInfo, EngineState, Resource
+from actors.target.planner import plan
 from messages.protocol import json as strict_json
 from messages.protocol.target_state import (
     HASHED_FIELDS,
