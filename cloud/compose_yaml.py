@@ -4,7 +4,8 @@ PyYAML's `safe_load` with these changes:
 - YAML 1.2's scalars, as compose (Go's yaml.v3) reads them: `no`, `on`, `yes` stay strings (`restart: no`
   is the string "no", not false) and `22:22` stays a string (YAML 1.1 reads it as the base-60 number 1342);
 - a key given twice in one mapping is refused (YAML allows it and keeps the last silently);
-- at most `MAX_FILE_BYTES`, `MAX_ALIASES` alias uses (against "billion laughs") and `MAX_DEPTH` nesting.
+- at most `MAX_FILE_BYTES`, `MAX_DEPTH` nesting, `MAX_ALIASES` alias uses and `MAX_NODES` values once
+  aliases are expanded (against "billion laughs": a few aliases of aliases expand exponentially).
 Errors are `ComposeError`, naming the line.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 256
 MAX_DEPTH = 32
+MAX_NODES = 100_000
 
 
 class ComposeError(ValueError):
@@ -91,10 +93,28 @@ def load_compose_yaml(data: bytes) -> Any:
     try:
         loader = _Loader(text)
         try:
-            return loader.get_single_data()
+            document = loader.get_single_data()
         finally:
             loader.dispose()
     except yaml.YAMLError as error:
         raise ComposeError(f"not valid YAML: {error}") from None
     except RecursionError:
         raise ComposeError(f"nested deeper than {MAX_DEPTH} levels") from None
+    _check_expanded_size(document)
+    return document
+
+
+def _check_expanded_size(document: Any) -> None:
+    """Count the values as a consumer walking the document would meet them (aliases expanded), stopping at
+    the limit: the walk costs at most MAX_NODES steps, whatever the document."""
+    pending, seen = [document], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ComposeError(f"expands to more than {MAX_NODES} values (aliases of aliases?)")
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
