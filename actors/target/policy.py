@@ -39,6 +39,7 @@ from typing import Any
 from messages.protocol.target_state import App, PortMapping, Service, TargetState, parse_target_state, to_json
 
 SSH_PORT = 22
+POLICY_REASON_PREFIX = "policy: "  # how every refusal's reason starts (the poller judges those again on start)
 # What an actor enforcing the policy reads of the configuration (its `uses`).
 POLICY_USES = ("policy", "agent.admin_port", "mqtt.host", "mqtt.port", "cloud.url")
 
@@ -90,7 +91,7 @@ class PolicyRefused(ValueError):
 
     def __init__(self, violations: list[Violation]) -> None:
         self.violations = violations
-        self.reason = "policy: " + "; ".join(map(str, violations))
+        self.reason = POLICY_REASON_PREFIX + "; ".join(map(str, violations))
         super().__init__(self.reason)
 
 

@@ -169,3 +169,16 @@ def test_bad_policy_settings_are_refused_at_start(override, problem):
     with pytest.raises(conf.ConfigError) as refused:
         conf.load("agent", overrides=[override])
     assert problem in str(refused.value)
+
+
+def test_a_target_the_policy_refused_is_fetched_again_on_the_first_poll_of_a_start():
+    from actors.target.poller import known_etag
+    from store import TargetRecord, TargetRejection
+
+    stored = TargetRecord({}, '"good"', 100.0, seq=5)
+    by_policy = TargetRejection('"serial"', "policy: apps.1 service gateway: config.devices: ...", 101.0, seq=6)
+    invalid = TargetRejection('"broken"', "apps.1.services[0].config.image: required field is missing", 101.0, seq=6)
+    assert known_etag(stored, by_policy) == '"serial"'
+    assert known_etag(stored, by_policy, recheck_policy=True) == '"good"'  # the policy may allow it now
+    assert known_etag(stored, invalid, recheck_policy=True) == '"broken"'  # no policy makes it valid
+    assert known_etag(None, by_policy, recheck_policy=True) is None
