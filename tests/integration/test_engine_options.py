@@ -5,6 +5,8 @@ import os
 import tempfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.target.engine.adapter import DockerEngine
 from actors.target.planner import plan
@@ -16,6 +18,7 @@ from tests.integration.test_engine import (  # noqa: F401  (fixtures)
     owner,
     target_of,
 )
+from tests.support.inspect_options import differences
 
 BIND_ROOT = tempfile.mkdtemp(prefix="fleetlet-bind-")
 os.chmod(BIND_ROOT, 0o755)
@@ -110,4 +113,29 @@ def test_every_option_at_once_converges_and_stays(client, engine, owner):  # noq
     failed = [name for name, (case, applied) in CASES.items()
               if case.items() <= config.items() and not applied(inspected)]
     assert failed == [], inspected["HostConfig"]
+    assert plan(target, engine.read_current()) == []
+
+
+COMBINABLE = sorted(set(CASES) - {"network_mode_host", "network_mode_none", "privileged", "user", "restart_on_failure"})
+
+
+def spelled_size(megabytes: int, spelling: int):
+    return [f"{megabytes}m", megabytes * 1024 ** 2, f"{megabytes * 1024}k", f"{megabytes}MB"][spelling]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cases=st.sets(st.sampled_from(COMBINABLE), max_size=6), megabytes=st.integers(8, 512),
+       spelling=st.integers(0, 3), cpus=st.decimals("0.01", "2", places=2), nofile=st.integers(64, 4096),
+       signal_number=st.sampled_from([2, 3, 15, "TERM", "sigusr1"]))
+def test_random_valid_configs_survive_create_read_back_and_plan(client, engine, owner, cases, megabytes,  # noqa: F811
+                                                                spelling, cpus, nofile, signal_number):
+    config: dict = {"mem_limit": spelled_size(megabytes, spelling), "cpus": str(cpus),
+                    "ulimits": {"nofile": nofile}, "stop_signal": signal_number}
+    for name in cases:
+        config.update(CASES[name][0])
+    target = target_of({"svc": config})
+    current, _ = converge(engine, target)
+    (info,) = current.containers
+    inspected = client.api.inspect_container(info.id)
+    assert differences(target.apps[0].services[0].config, inspected) == {}
     assert plan(target, engine.read_current()) == []
