@@ -176,8 +176,10 @@ def _outdated_reason(container: ContainerInfo, service: Service) -> str:
     label and our own network attachments, never fields the engine fills in."""
     if container.config_hash != config_hash(service):
         created_with = dict(container.field_hashes)
-        changed = [field for field, digest in config_field_hashes(service).items()
+        wanted = config_field_hashes(service)
+        changed = [field for field, digest in wanted.items()
                    if field != "image" and created_with and created_with.get(field) != digest]
+        changed += [field for field in created_with if field not in wanted]  # an option no longer set
         parts = [f"image changed ({container.image} -> {service.config.image})"
                  ] if container.image != service.config.image else []
         parts += [f"{', '.join(changed)} changed"] if changed else []

@@ -14,6 +14,7 @@ from messages.protocol import json as strict_json
 from messages.protocol.target_state import (
     HASHED_FIELDS,
     InvalidTargetState,
+    config_field_hashes,
     config_hash,
     parse_target_state,
     to_json,
@@ -213,3 +214,16 @@ def test_any_valid_options_survive_the_canonical_form_and_its_hash(config):
         {"serviceName": "svc", "config": {"image": "busybox:1", **config}}]}}})))
     assert again.apps[0].services[0] == service
     assert config_hash(again.apps[0].services[0]) == config_hash(service)
+
+
+def test_an_option_set_or_unset_is_named_as_the_change():
+    with_limit, without = service_of(mem_limit="1g"), service_of()
+    created = ContainerInfo(id="c1", name="x", app_id="1", service_name="svc", config_hash=config_hash(with_limit),
+                            image="busybox:1", status="exited", networks=frozenset({"default"}),
+                            field_hashes=tuple(sorted(config_field_hashes(with_limit).items())))
+    target = parse_target_state({"apps": {"1": {"services": [
+        {"serviceName": "svc", "config": {"image": "busybox:1"}}]}}})
+    assert target.apps[0].services[0] == without
+    (remove,) = plan(target, EngineState(containers=(created,), images=frozenset({"busybox:1"}),
+                                         networks=frozenset({Resource("1", "default")})))
+    assert remove.reason == "mem_limit changed"

@@ -42,7 +42,7 @@ ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue",
 NAMESPACED_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
                       "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 NAMESPACED_SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
-MAX_LIST = 256  # entries of any list or map option (devices, dns, extra hosts, ulimits, ...)
+MAX_LIST = limits.MAX_OPTION_ENTRIES
 
 _BYTES = re.compile(r"(?P<number>\d{1,19})\s?(?P<unit>[bkmg]?)b?", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
