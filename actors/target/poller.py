@@ -116,6 +116,7 @@ class Poller(FleetletActor):
     uses = ("device.uuid", "device.token", "cloud", "store", *POLICY_USES)
     options: PollerSettings
     store: Store  # opened in started(); stopping() may come before it
+    policy_rechecked = False  # a target the policy refused is judged again once per start (see known_etag)
 
     def started(self) -> None:
         self.client = CloudClient.from_config(self.config)
@@ -126,7 +127,6 @@ class Poller(FleetletActor):
         self.generation = 0  # wakeups cannot be cancelled: only the newest scheduled poll runs
         self.last_poll: float | None = None
         self.error_shown = True  # unknown after a restart: the first success clears any recorded error
-        self.policy_rechecked = False  # a target the policy refused is judged again once per start
         self._schedule(0.0)
 
     def stopping(self) -> None:
