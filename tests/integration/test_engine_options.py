@@ -1,8 +1,7 @@
 """Every container option on the real engine: created, read back by `docker inspect` as asked, and planned
 again with zero steps, also by a new engine adapter (an agent restart): the invariant that keeps an added
 field from becoming a restart loop."""
-import os
-import tempfile
+import pathlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,8 +19,7 @@ from tests.integration.test_engine import (  # noqa: F401  (fixtures)
 )
 from tests.support.inspect_options import differences
 
-BIND_ROOT = tempfile.mkdtemp(prefix="fleetlet-bind-")
-os.chmod(BIND_ROOT, 0o755)
+BIND_ROOT = str(pathlib.Path(__file__).resolve().parent)  # any directory on the host; mounted read-only
 
 # option config -> what `docker inspect` must show (a function of the inspect document)
 CASES = {
