@@ -121,7 +121,7 @@ def spelled_size(megabytes: int, spelling: int):
     return [f"{megabytes}m", megabytes * 1024 ** 2, f"{megabytes * 1024}k", f"{megabytes}MB"][spelling]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cases=st.sets(st.sampled_from(COMBINABLE), max_size=6), megabytes=st.integers(8, 512),
        spelling=st.integers(0, 3), cpus=st.decimals("0.01", "2", places=2), nofile=st.integers(64, 4096),
        signal_number=st.sampled_from([2, 3, 15, "TERM", "sigusr1"]))
