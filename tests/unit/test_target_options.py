@@ -118,6 +118,7 @@ REFUSED = [
     ({"network_mode": "container:db"}, "network_mode", "must be one of host, none"),
     ({"network_mode": "host", "ports": ["80:80"]}, "ports", "publishes no ports"),
     ({"network_mode": "host", "networks": ["back"]}, "networks", "joins no network"),
+    ({"network_mode": "host", "sysctls": {"net.core.somaxconn": 1}}, "sysctls", "would change the host's network"),
     ({"pid": "container:x"}, "pid", "must be one of host"),
     ({"ipc": "service:x"}, "ipc", "must be one of"),
     ({"privileged": "true"}, "privileged", "must be a boolean"),

@@ -206,3 +206,5 @@ def _check_network_mode(options: ContainerOptions, networks: tuple[str, ...], po
         raise _fail(f"{path}.networks", f"a service with network_mode {options.network_mode} joins no network")
     if ports:
         raise _fail(f"{path}.ports", f"a service with network_mode {options.network_mode} publishes no ports")
+    if options.network_mode == "host" and any(name.startswith("net.") for name, _ in options.sysctls):
+        raise _fail(f"{path}.sysctls", "net.* sysctls would change the host's network (network_mode host)")
