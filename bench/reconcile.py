@@ -7,7 +7,9 @@ service among the 20 (its environment changes: one container is recreated).
 Agent times are wall times seen from outside: from handing the target to the agent (as the poller would)
 until the reconciler announces the pass converged (ReconcilePassFinished); a no-op check is a ReconcileNow. Compose
 times are the wall times of `docker-compose up -d` (a new process each time, as an operator runs it).
-Run: python3 -m bench.reconcile [--rounds 3] [--noops 5] [--max-parallel N (default: the shipped setting)]
+With --wide every service also sets the compose options of `WIDE` (limits, tmpfs, logging, capabilities, ...),
+in both the target state and the compose file: the cost of the wider service spec.
+Run: python3 -m bench.reconcile [--rounds 3] [--noops 5] [--max-parallel N (default: the shipped setting)] [--wide]
 """
 from __future__ import annotations
 
@@ -39,6 +41,13 @@ from tests.support.probe_actors import recorded_rows
 SERVICES = 20
 IMAGE = "fleetlet-test/busybox:1"
 UPDATED = "s07"
+# Compose's options as a real service sets them (each one's engine test is tests/integration/test_engine_options.py).
+WIDE = {"mem_limit": "64m", "mem_reservation": "16m", "cpus": 0.5, "pids_limit": 64, "shm_size": "16m",
+        "ulimits": {"nofile": {"soft": 1024, "hard": 2048}}, "tmpfs": ["/run"], "cap_drop": ["NET_RAW"],
+        "init": True, "read_only": True, "stop_signal": "SIGTERM", "stop_grace_period": "5s",
+        "logging": {"driver": "json-file", "options": {"max-size": "1m"}}, "extra_hosts": ["gateway.local:10.0.0.1"],
+        "dns": ["10.0.0.1"], "sysctls": {"net.core.somaxconn": 512}, "security_opt": ["no-new-privileges:true"],
+        "working_dir": "/tmp", "expose": ["8080"]}
 
 
 def services(updated: bool) -> dict[str, dict]:
@@ -51,8 +60,10 @@ def services(updated: bool) -> dict[str, dict]:
 
 
 class Agent:
-    def __init__(self, workdir: pathlib.Path, client: docker.DockerClient, max_parallel: int | None):
+    def __init__(self, workdir: pathlib.Path, client: docker.DockerClient, max_parallel: int | None,
+                 options: dict):
         self.client = client
+        self.options = options
         self.owner = f"bench-{uuid.uuid4().hex[:8]}"
         self.recorded = workdir / f"{self.owner}.jsonl"
         config = conf.load("agent", None, [f"store.path={workdir}/{self.owner}.db",
@@ -85,8 +96,9 @@ class Agent:
         return wait_until(found, 120, "a reconcile pass")
 
     def apply(self, environments: dict[str, dict], etag: str) -> tuple[float, dict]:
-        document = {"apps": {"1": {"services": [{"serviceName": name, "config": {"image": IMAGE, "environment": env}}
-                                                for name, env in environments.items()]}}}
+        document = {"apps": {"1": {"services": [
+            {"serviceName": name, "config": {"image": IMAGE, "environment": env, **self.options}}
+            for name, env in environments.items()]}}}
         started = time.perf_counter()
         self._tell(TargetStateFetched(to_json(parse_target_state(document)), etag, time.time()))
         done = self._next_pass(lambda row: row["etag"] == etag and row["converged"] and row["steps"] > 0)
@@ -113,8 +125,9 @@ def remove_owned(client: docker.DockerClient, owner: str) -> None:
         network.remove()
 
 
-def agent_round(workdir: pathlib.Path, client: docker.DockerClient, noops: int, max_parallel: int | None) -> dict:
-    agent = Agent(workdir, client, max_parallel)
+def agent_round(workdir: pathlib.Path, client: docker.DockerClient, noops: int, max_parallel: int | None,
+                options: dict) -> dict:
+    agent = Agent(workdir, client, max_parallel, options)
     try:
         cold, cold_pass = agent.apply(services(False), '"cold"')
         noop = [agent.noop(seq)[0] * 1000 for seq in range(noops)]
@@ -128,15 +141,16 @@ def agent_round(workdir: pathlib.Path, client: docker.DockerClient, noops: int, 
 # -- docker-compose ----------------------------------------------------------------------------------------
 
 
-def compose_file(environments: dict[str, dict]) -> str:
+def compose_file(environments: dict[str, dict], options: dict) -> str:
     lines = ['version: "2.4"', "services:"]
     for name, env in environments.items():
         lines += [f"  {name}:", f"    image: {IMAGE}", "    restart: always", "    environment:"]
         lines += [f"      {key}: \"{value}\"" for key, value in env.items()]
+        lines += [f"    {key}: {json.dumps(value)}" for key, value in options.items()]  # YAML reads JSON
     return "\n".join(lines) + "\n"
 
 
-def compose_round(workdir: pathlib.Path, noops: int) -> dict:
+def compose_round(workdir: pathlib.Path, noops: int, options: dict) -> dict:
     project = f"bench{uuid.uuid4().hex[:8]}"
     path = workdir / f"{project}.yml"
     command = ["docker-compose", "--project-name", project, "--file", str(path)]
@@ -147,10 +161,10 @@ def compose_round(workdir: pathlib.Path, noops: int) -> dict:
         return time.perf_counter() - started
 
     try:
-        path.write_text(compose_file(services(False)))
+        path.write_text(compose_file(services(False), options))
         cold = up()
         noop = [up() * 1000 for _ in range(noops)]
-        path.write_text(compose_file(services(True)))
+        path.write_text(compose_file(services(True), options))
         update = up()
         return {"converge_s": cold, "noop_ms": noop, "update_s": update}
     finally:
@@ -173,7 +187,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--noops", type=int, default=5)
     parser.add_argument("--max-parallel", type=int, default=None)
+    parser.add_argument("--wide", action="store_true", help="every service also sets the options of WIDE")
     args = parser.parse_args()
+    options = WIDE if args.wide else {}
     if shutil.which("docker-compose") is None:
         sys.exit("docker-compose is not installed (Debian package docker-compose)")
     become_subreaper()
@@ -183,12 +199,13 @@ def main() -> None:
     agent_rounds, compose_rounds = [], []
     with tempfile.TemporaryDirectory() as workdir:
         for _ in range(args.rounds):  # interleaved, so both see the same machine
-            agent_rounds.append(agent_round(pathlib.Path(workdir), client, args.noops, args.max_parallel))
-            compose_rounds.append(compose_round(pathlib.Path(workdir), args.noops))
+            agent_rounds.append(agent_round(pathlib.Path(workdir), client, args.noops, args.max_parallel, options))
+            compose_rounds.append(compose_round(pathlib.Path(workdir), args.noops, options))
     agent, compose = summary(agent_rounds), summary(compose_rounds)
     result = {
         "workload": {"services": SERVICES, "image": IMAGE, "rounds": args.rounds, "noops_per_round": args.noops,
-                     "update": f"environment of {UPDATED} changes: one container recreated"},
+                     "update": f"environment of {UPDATED} changes: one container recreated",
+                     "service_options": options},
         "agent": {**agent, "reconciler_settings": agent_rounds[0]["settings"],
                   "steps": {"converge": agent_rounds[0]["converge_steps"], "update": agent_rounds[0]["update_steps"]},
                   "measured": "from handing the target (or ReconcileNow) to the agent to its converged "

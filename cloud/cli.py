@@ -1,4 +1,5 @@
-"""The cloud's commands for run.py: ``cloud`` (serve), ``shadow get|update|delete`` and ``target set|get``.
+"""The cloud's commands for run.py: ``cloud`` (serve), ``shadow get|update|delete`` and ``target set|get``,
+and ``target from-compose`` (prints a docker-compose file's target state; ``target set`` takes one too).
 
 The operator commands call a running cloud over HTTP with the admin token, both read from the cloud
 configuration (``--config`` / ``--set``); over https when the cloud serves it (``http.cert_file``), verifying
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
 import conf
+from cloud.compose import ComposeError, default_app_name, load_compose, looks_like_compose
 from cloud.settings import CloudSettings, load_cloud_settings
 from messages.transport.http import CloudClient, CloudError, Response
 
@@ -43,14 +46,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     target = subparsers.add_parser("target", help="set or show a device's target state on a running cloud")
     common(target)
     actions = target.add_subparsers(dest="target_action", required=True, metavar="set|get")
-    setter = actions.add_parser("set", help="set a device's target state from a JSON file")
+    actions.metavar = "set|get|from-compose"
+    setter = actions.add_parser("set", help="set a device's target state from a JSON file or a compose file")
     common(setter)
     setter.add_argument("uuid")
-    setter.add_argument("file", help="the target state document; - reads stdin")
+    setter.add_argument("file", help="the target state document or a docker-compose file; - reads stdin")
+    compose_options(setter)
+    converter = actions.add_parser("from-compose", help="print the target state of a docker-compose file")
+    common(converter)
+    converter.add_argument("file", help="the docker-compose file; - reads stdin")
+    compose_options(converter)
     getter = actions.add_parser("get", help="print a device's target state")
     common(getter)
     getter.add_argument("uuid")
     return shadow_actions
+
+
+def compose_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-id", help="the app's id (default: the file's name:, else its directory's name)")
+    parser.add_argument("--app-name", help="the app's name (default: its id)")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -63,6 +77,9 @@ def dispatch(args: argparse.Namespace) -> int:
         from cloud.server import run  # the server's imports are not needed by the operator commands
         return run(settings)
     try:
+        if args.command == "target" and args.target_action == "from-compose":
+            print(json.dumps(_compose_target(args, _read(args.file)), indent=2, ensure_ascii=False))
+            return 0
         return _operate(args, settings)
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
@@ -70,6 +87,22 @@ def dispatch(args: argparse.Namespace) -> int:
     except CloudError as exc:
         print(f"no cloud answering at {settings.base_url}: {exc.__cause__ or exc}", file=sys.stderr)
         return 1
+    except ComposeError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _compose_target(args: argparse.Namespace, data: bytes) -> dict:
+    """The target state of the compose file in ``data``, interpolated from this process's environment."""
+    default = "app" if args.file == "-" else default_app_name(args.file)
+    return load_compose(data, os.environ, args.app_id, args.app_name, default)
 
 
 def _operate(args: argparse.Namespace, settings: CloudSettings) -> int:
@@ -83,11 +116,9 @@ def _operate(args: argparse.Namespace, settings: CloudSettings) -> int:
         return _show(client.update_shadow(args.thing, document, args.name))
     if args.target_action == "get":
         return _show(client.get_target(args.uuid))
-    if args.file == "-":
-        document = sys.stdin.buffer.read()
-    else:
-        with open(args.file, "rb") as fh:
-            document = fh.read()
+    document = _read(args.file)
+    if looks_like_compose(document):
+        document = json.dumps(_compose_target(args, document)).encode()
     return _show(client.set_target(args.uuid, document))
 
 

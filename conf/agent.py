@@ -45,6 +45,12 @@ def _ip_address(value: str) -> str | None:
     return None
 
 
+def _absolute_paths(paths: tuple[str, ...]) -> str | None:
+    """Absolute host paths (or globs of them); "/" would allow the whole host, so it is refused."""
+    wrong = [path for path in paths if not path.startswith("/") or path.rstrip("/") == ""]
+    return f"must be absolute paths other than /, got {wrong[0]!r}" if wrong else None
+
+
 def _functions(paths: tuple[str, ...]) -> str | None:
     """``package.module:function`` each (the listener imports them when it starts)."""
     wrong = [path for path in paths if not all(path.partition(":")[::2]) or path.count(":") != 1]
@@ -157,6 +163,16 @@ class PolicySection:
     """What a target state may do to the device (actors.target.policy); the device owner's, not the cloud's."""
     allow_loopback_ports: bool = False
     bind_address: str = setting("", rule=_ip_address)
+    allow_privileged_ports: bool = False
+    allow_privileged: bool = False
+    allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    devices: tuple[str, ...] = setting((), rule=_absolute_paths)
+    cap_add: tuple[str, ...] = ()
+    bind_roots: tuple[str, ...] = setting((), rule=_absolute_paths)
+    security_opt: tuple[str, ...] = ()
+    registries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

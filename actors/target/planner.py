@@ -186,8 +186,10 @@ def _outdated_reason(container: ContainerInfo, service: Service) -> str:
     label and our own network attachments, never fields the engine fills in."""
     if container.config_hash != config_hash(service):
         created_with = dict(container.field_hashes)
-        changed = [field for field, digest in config_field_hashes(service).items()
+        wanted = config_field_hashes(service)
+        changed = [field for field, digest in wanted.items()
                    if field != "image" and created_with and created_with.get(field) != digest]
+        changed += [field for field in created_with if field not in wanted]  # an option no longer set
         parts = [f"image changed ({container.image} -> {service.config.image})"
                  ] if container.image != service.config.image else []
         parts += [f"{', '.join(changed)} changed"] if changed else []
@@ -206,9 +208,10 @@ def _handing_over(service: Service, keeper: ContainerInfo) -> bool:
 
 def _finished(container: ContainerInfo, service: Service) -> bool:
     """A one-shot container that completed: its restart policy says it stays exited."""
-    restart = service.config.restart
+    restart, _, retries = service.config.restart.partition(":")
+    # With "on-failure:N" the engine gave up after N retries: starting it again would defeat the limit.
     return container.status == "exited" and (
-        restart == "no" or (restart == "on-failure" and container.exit_code == 0))
+        restart == "no" or (restart == "on-failure" and (container.exit_code == 0 or bool(retries))))
 
 
 def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
@@ -224,7 +227,7 @@ def _missing_resources(app: App, service: Service, current: EngineState) -> str:
     networks = [f"network {name}" for name in service.config.networks
                 if Resource(app.app_id, name) not in current.networks]
     volumes = [f"volume {mount.volume}" for mount in service.config.volumes
-               if Resource(app.app_id, mount.volume) not in current.volumes]
+               if not mount.is_bind and Resource(app.app_id, mount.volume) not in current.volumes]
     return ", ".join(sorted(set(networks)) + sorted(set(volumes)))
 
 
@@ -235,7 +238,7 @@ def _resource_steps(app: App, current: EngineState,
     for service in app.services:
         for network in service.config.networks:
             users[Action.CREATE_NETWORK, network].append(service.service_name)
-        for volume in {mount.volume for mount in service.config.volumes}:
+        for volume in {mount.volume for mount in service.config.volumes if not mount.is_bind}:
             users[Action.CREATE_VOLUME, volume].append(service.service_name)
     steps: dict[str, list[Step]] = defaultdict(list)
     for (action, name), services in sorted(users.items()):

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.target.policy import POLICY_USES, Policy, PolicyRefused, enforce_policy, on_this_host, policy_from_config
+from actors.target.policy import (
+    POLICY_REASON_PREFIX,
+    POLICY_USES,
+    Policy,
+    PolicyRefused,
+    enforce_policy,
+    on_this_host,
+    policy_from_config,
+)
 from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import PollNow, TargetStateFetched, TargetStateRejected
@@ -53,8 +61,13 @@ def poll_delay(settings: PollerSettings, failures: int, fraction: float) -> floa
     return jittered(ceiling, fraction, settings.jitter)
 
 
-def known_etag(target: TargetRecord | None, rejection: TargetRejection | None) -> str | None:
-    """The ETag of the newest document seen: the cloud answers 304 while it still serves that one."""
+def known_etag(target: TargetRecord | None, rejection: TargetRejection | None,
+               recheck_policy: bool = False) -> str | None:
+    """The ETag of the newest document seen: the cloud answers 304 while it still serves that one. With
+    `recheck_policy` (the first poll of a start: the owner may have changed the policy), a document the policy
+    refused counts as not seen, so it is fetched and judged again."""
+    if recheck_policy and rejection is not None and rejection.reason.startswith(POLICY_REASON_PREFIX):
+        rejection = None
     if newer_rejection(target, rejection):
         assert rejection is not None  # newer_rejection says there is one
         return rejection.etag
@@ -103,6 +116,7 @@ class Poller(FleetletActor):
     uses = ("device.uuid", "device.token", "cloud", "store", *POLICY_USES)
     options: PollerSettings
     store: Store  # opened in started(); stopping() may come before it
+    policy_rechecked = False  # a target the policy refused is judged again once per start (see known_etag)
 
     def started(self) -> None:
         self.client = CloudClient.from_config(self.config)
@@ -135,9 +149,10 @@ class Poller(FleetletActor):
     def _poll(self) -> None:
         self.last_poll = time.monotonic()
         stored = self.store.load_target()
-        etag = known_etag(stored, self.store.last_target_rejection())
+        etag = known_etag(stored, self.store.last_target_rejection(), recheck_policy=not self.policy_rechecked)
         try:
             response = self.client.get_target(self.uuid, etag, ok=(200, 304))
+            self.policy_rechecked = True
         except CloudError as exc:
             if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
                 self.failures = 0

@@ -62,7 +62,8 @@ def policy_agent(tmp_path, port, docker_client, test_images):
             config["cloud"]["url"] = cloud.url
             for item in policy:
                 key, _, value = item.partition("=")
-                config["policy"][key] = value == "true" if value in ("true", "false") else value
+                config["policy"][key] = value == "true" if value in ("true", "false") else \
+                    json.loads(value) if value.startswith("[") else value
             system = AgentSystem(config)
             systems.append(system)
             system.start()

@@ -256,7 +256,8 @@ PATH = "apps.1.services[0].config"
     (document(image="busybox:"), f"{PATH}.image", "not a valid image reference"),
     (document(image="a//b"), f"{PATH}.image", "not a valid image reference"),
     (document(image="a" * 300), f"{PATH}.image", "longer than 255"),
-    (document(privileged=True), f"{PATH}.privileged", "unknown field"),
+    (document(container_name="x"), f"{PATH}.container_name", "unknown field"),
+    (document(privileged="yes"), f"{PATH}.privileged", "must be a boolean"),
     (document(ports="80:80"), f"{PATH}.ports", "must be an array"),
     (document(ports=["80:80:80:80"]), f"{PATH}.ports[0]", "is not a port spec"),
     (document(ports=["8000-8010:8000-8010"]), f"{PATH}.ports[0]", "is not a port spec"),
@@ -277,8 +278,8 @@ PATH = "apps.1.services[0].config"
     (document(environment=["A"]), f"{PATH}.environment[0]", "is not NAME=VALUE"),
     (document(environment=["A=1", "A=2"]), f"{PATH}.environment", "variable 'A' is set twice"),
     (document(environment="A=1"), f"{PATH}.environment", "must be an object, not string"),
-    (document(volumes=["/etc:/etc"]), f"{PATH}.volumes[0]", "bind mounts of host paths are not supported"),
-    (document(volumes=["./x:/x"]), f"{PATH}.volumes[0]", "bind mounts"),
+    (document(volumes=["etc:etc"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
+    (document(volumes=["./x:/x"]), f"{PATH}.volumes[0]", "a bind mount needs an absolute host path"),
     (document(volumes=["data"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
     (document(volumes=["data:relative"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
     (document(volumes=["data:/x:rx"]), f"{PATH}.volumes[0]", "is not volume:/container/path"),
@@ -435,7 +436,7 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "health", "images", "limits", "model", "parse"}  # the submodules themselves
+        "canonical", "fields", "health", "images", "limits", "model", "options", "parse"}  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()
 
@@ -509,14 +510,16 @@ def hostile_megabyte_documents():
 
 
 @pytest.mark.parametrize("index", range(5))
-def test_a_hostile_megabyte_document_is_rejected_in_well_under_a_second(index):
+def test_a_hostile_megabyte_document_is_rejected_in_linear_time(index):
     import time
     raw = json.dumps(list(hostile_megabyte_documents())[index]).encode()
     assert len(raw) >= 500_000
     started = time.process_time()
     with pytest.raises(InvalidTargetState):
         parse_target_state(raw)
-    assert time.process_time() - started < 0.5  # CPU time: other processes on the machine do not count
+    # A bound on the order of growth, not a performance figure (those are bench.validation's: about 0.3 s at
+    # most here): quadratic validation took minutes for such a document, linear takes well under a second.
+    assert time.process_time() - started < 5.0  # CPU time: other processes on the machine do not count
 
 
 @settings(max_examples=400)

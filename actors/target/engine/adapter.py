@@ -11,13 +11,15 @@ import dataclasses
 import os
 import re
 from contextlib import contextmanager, suppress
-from typing import Callable, Iterator, assert_never
+from typing import Any, Callable, Iterator, assert_never
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container, _create_container_args
 from docker.types import Mount
 
+from actors.target.engine.options import create_arguments, exposed_only
 from actors.target.model import (
     ContainerInfo,
     Create,
@@ -40,6 +42,7 @@ from messages.protocol.target_state import (
     Healthcheck,
     PortMapping,
     Service,
+    VolumeMount,
     config_field_hashes,
     config_hash,
     normalise_image,
@@ -58,6 +61,7 @@ OWNER_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}")
 FOREIGN_NETWORK_PREFIX = "docker:"
 # The container list gives the exit code only in its status text: "Exited (137) 5 seconds ago", and
 # "Restarting (1) 2 seconds ago" between two runs of a crash loop.
+_MODE_NETWORKS = frozenset({"host", "none"})
 _EXIT_STATUS = re.compile(r"(?:Exited|Restarting) \((-?\d{1,10})\)")  # bounded: int() of a long run raises
 # ... and the health status likewise: "Up 3 seconds (healthy)", "Up 1 second (health: starting)".
 _HEALTH_STATUS = re.compile(r".*\((healthy|unhealthy|health: starting)\)$")
@@ -196,22 +200,27 @@ class DockerEngine:
                   LABEL_CONFIG_HASH: config_hash(service),
                   LABEL_CONFIG_FIELDS: _encode_field_hashes(config_field_hashes(service))}
         aliases = [service.service_name]
+        options = config.options
+        ports = _port_bindings(config.ports)
+        attachment = {"network": networks[0], "networking_config": {
+            networks[0]: client.api.create_endpoint_config(aliases=aliases)}} if networks else {}
         try:
-            container = client.containers.create(
-                config.image,
+            container = _create_container(
+                client,
+                options.stop_grace_period,
+                image=config.image,
                 command=list(config.command) if config.command else None,
                 name=name,
                 labels=labels,
                 environment=[f"{key}={value}" for key, value in config.environment],
-                ports=_port_bindings(config.ports),
-                mounts=[Mount(target=mount.target, source=self.resource_name(step.app_id, mount.volume),
-                              type="volume", read_only=mount.read_only) for mount in config.volumes]
+                ports={**exposed_only(options, set(ports)), **ports},
+                mounts=[self._mount(step.app_id, mount) for mount in config.volumes]
                 + self._lock_mounts(step.app_id, service),
                 healthcheck=_healthcheck(config.healthcheck),
-                restart_policy={"Name": config.restart},
-                network=networks[0],
-                networking_config={networks[0]: client.api.create_endpoint_config(aliases=aliases)},
+                restart_policy=_restart_policy(config.restart),
                 detach=True,
+                **attachment,
+                **create_arguments(options),
             )
         except APIError as error:
             if error.status_code == 409:
@@ -235,6 +244,12 @@ class DockerEngine:
         os.makedirs(path, mode=0o755, exist_ok=True)
         return [Mount(target=LOCK_MOUNT, source=path, type="bind")]
 
+    def _mount(self, app_id: str, mount: VolumeMount) -> Mount:
+        if mount.is_bind:
+            return Mount(target=mount.target, source=mount.volume, type="bind", read_only=mount.read_only)
+        return Mount(target=mount.target, source=self.resource_name(app_id, mount.volume), type="volume",
+                     read_only=mount.read_only)
+
     @staticmethod
     def _accept_existing(client: docker.DockerClient, step: Create, name: str, labels: dict[str, str]) -> None:
         """A container of that name exists: success if it is this very service and config, else an error."""
@@ -251,8 +266,9 @@ class DockerEngine:
             raise EngineError(step, f"container {step.container_id[:12]} no longer exists") from None
 
     def _stop(self, client: docker.DockerClient, step: Stop) -> None:
+        grace = step.service.config.options.stop_grace_period if step.service else None
         try:
-            client.api.stop(step.container_id, timeout=self.stop_timeout)
+            client.api.stop(step.container_id, timeout=self.stop_timeout if grace is None else grace)
         except NotFound:
             pass
 
@@ -327,7 +343,9 @@ def _container_info(summary: dict, networks: dict[str, Resource]) -> ContainerIn
     labels = summary.get("Labels") or {}
     app_id = labels.get(LABEL_APP_ID, "")
     status = summary["State"]
-    attached = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+    # "host" and "none" are a network_mode, not an attachment (no bridge container can join them)
+    attached = {name: endpoint for name, endpoint in ((summary.get("NetworkSettings") or {}).get("Networks") or {}
+                                                      ).items() if name not in _MODE_NETWORKS}
     exited = _EXIT_STATUS.match(summary.get("Status") or "")
     health = _HEALTH_STATUS.match(summary.get("Status") or "")
     return ContainerInfo(
@@ -375,6 +393,20 @@ def _healthcheck(check: Healthcheck | None) -> dict[str, object] | None:
     fields = {"interval": check.interval, "timeout": check.timeout, "retries": check.retries,
               "start_period": check.start_period}
     return {"test": list(check.test), **{name: value for name, value in fields.items() if value is not None}}
+
+
+def _create_container(client: docker.DockerClient, stop_timeout: int | None, **kwargs: Any) -> Container:
+    """`client.containers.create(**kwargs)`, plus the container's own stop timeout, which that method does not
+    take: the same two calls it makes, with `stop_timeout` added to the second."""
+    arguments = _create_container_args({**kwargs, "version": client.api.api_version})
+    if stop_timeout is not None:
+        arguments["stop_timeout"] = stop_timeout
+    return client.containers.get(client.api.create_container(**arguments)["Id"])
+
+
+def _restart_policy(restart: str) -> dict[str, Any]:
+    name, _, retries = restart.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(retries)} if retries else {"Name": name}
 
 
 def _logical_network(docker_name: str, network_id: str, app_id: str, networks: dict[str, Resource]) -> str:

@@ -4,7 +4,8 @@ A document is rejected as a whole (`InvalidTargetState`, naming the path of the 
 keeps running the last good one. Everything is normalised on the way in (image names, port specs, env order,
 default network...) so that two spellings of the same configuration compare, serialise and hash the same.
 
-`model` holds the dataclasses, `parse` the document validator, `fields` and `images` its field validators,
+`model` holds the dataclasses, `parse` the document validator, `fields`, `images` and `options` (the table of
+compose's further container options) its field validators,
 `canonical` the canonical JSON and hashes; import from this package, not from those modules.
 """
 from messages.protocol.target_state.canonical import HASHED_FIELDS, config_field_hashes, config_hash, to_json
@@ -21,6 +22,7 @@ from messages.protocol.target_state.model import (
     RESTART_POLICIES,
     UPDATE_STRATEGIES,
     App,
+    ContainerOptions,
     Healthcheck,
     InvalidTargetState,
     PortMapping,
@@ -29,7 +31,8 @@ from messages.protocol.target_state.model import (
     TargetState,
     VolumeMount,
 )
-from messages.protocol.target_state.parse import parse_target_state
+from messages.protocol.target_state.options import OPTION_NAMES
+from messages.protocol.target_state.parse import parse_service_config, parse_target_state
 
 __all__ = [
     "DEFAULT_NETWORK",
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_APP_NAME_LENGTH",
     "MAX_DOCUMENT_BYTES",
     "MAX_IMAGE_LENGTH",
+    "OPTION_NAMES",
     "NAME_PATTERN",
     "PROTOCOLS",
     "RESERVED_LABEL_PREFIX",
@@ -49,6 +53,7 @@ __all__ = [
     "UPDATE_STRATEGIES",
     "App",
     "Healthcheck",
+    "ContainerOptions",
     "InvalidTargetState",
     "PortMapping",
     "Service",
@@ -58,6 +63,7 @@ __all__ = [
     "config_field_hashes",
     "config_hash",
     "normalise_image",
+    "parse_service_config",
     "parse_target_state",
     "to_json",
 ]

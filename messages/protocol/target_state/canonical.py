@@ -11,13 +11,15 @@ from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.target_state.health import healthcheck_to_json
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
+from messages.protocol.target_state.options import OPTION_NAMES, options_to_json
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
-# planner, so changing them must never recreate a container: they are left out of the hash.
+# planner, so changing them must never recreate a container: they are left out of the hash. Every container
+# option (`options`) defines the container too: those set are hashed by their names, those at their default
+# are left out, so a config that uses none hashes as it did before they existed; `healthcheck` likewise is
+# hashed only when set, so containers created before the field existed keep their hash (and are not recreated).
 HASHED_FIELDS = ("image", "ports", "environment", "volumes", "networks", "command", "restart", "labels",
                  "healthcheck")
-# Hashed only when set, so containers created before the field existed keep their hash (and are not recreated).
-_HASHED_WHEN_SET = ("healthcheck",)
 
 
 def to_json(target: TargetState) -> JSONObject:
@@ -38,7 +40,7 @@ def config_hash(service: Service) -> str:
 def config_field_hashes(service: Service) -> dict[str, str]:
     """A short hash per container-defining field, so a changed container can be explained ("ports changed")."""
     hashed = _hashed_config(service.config)
-    return {name: hashlib.sha256(strict_json.canonical_bytes(hashed[name])).hexdigest()[:12] for name in hashed}
+    return {name: hashlib.sha256(strict_json.canonical_bytes(value)).hexdigest()[:12] for name, value in hashed.items()}
 
 
 def _config_to_json(config: ServiceConfig) -> JSONObject:
@@ -55,13 +57,13 @@ def _config_to_json(config: ServiceConfig) -> JSONObject:
         "labels": dict(config.labels),
         "update_strategy": config.update_strategy,
         **({} if config.healthcheck is None else {"healthcheck": healthcheck_to_json(config.healthcheck)}),
+        **options_to_json(config.options),
     }
 
 
 def _hashed_config(config: ServiceConfig) -> JSONObject:
     canonical = _config_to_json(config)
-    return {name: canonical[name] for name in HASHED_FIELDS
-            if name in canonical or name not in _HASHED_WHEN_SET}
+    return {name: canonical[name] for name in HASHED_FIELDS + OPTION_NAMES if name in canonical}
 
 
 def _app_to_json(app: App) -> JSONObject:

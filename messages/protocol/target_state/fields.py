@@ -14,7 +14,13 @@ from collections.abc import Sized
 from typing import Any, Mapping
 
 from messages.protocol.target_state import limits
-from messages.protocol.target_state.model import PROTOCOLS, InvalidTargetState, PortMapping, VolumeMount
+from messages.protocol.target_state.model import (
+    PROTOCOLS,
+    RESTART_POLICIES,
+    InvalidTargetState,
+    PortMapping,
+    VolumeMount,
+)
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 RESERVED_LABEL_PREFIX = "io.fleetlet."
@@ -208,11 +214,29 @@ def _volume(value: Any, path: str) -> VolumeMount:
     spec = _string(value, path, limits.MAX_KEY_LENGTH)
     source, _, rest = spec.partition(":")
     target, _, mode = rest.partition(":")
-    if source.startswith(("/", ".", "~")):
-        raise _fail(path, f"bind mounts of host paths are not supported: {spec!r}")
-    if not NAME_PATTERN.fullmatch(source) or not target.startswith("/") or mode not in ("", "ro", "rw"):
-        raise _fail(path, f"{spec!r} is not volume:/container/path[:ro|rw]")
-    return VolumeMount(target=posixpath.normpath(target), volume=source, read_only=mode == "ro")
+    if source.startswith((".", "~")):
+        raise _fail(path, f"a bind mount needs an absolute host path (the device has no project directory): {spec!r}")
+    is_bind = source.startswith("/")
+    named = is_bind or NAME_PATTERN.fullmatch(source)
+    if not named or not target.startswith("/") or mode not in ("", "ro", "rw"):
+        raise _fail(path, f"{spec!r} is not volume:/container/path[:ro|rw] or /host/path:/container/path[:ro|rw]")
+    if is_bind:
+        source = _normal_path(source)
+    return VolumeMount(target=_normal_path(target), volume=source, read_only=mode == "ro")
+
+
+def _normal_path(path: str) -> str:
+    """posixpath.normpath, which keeps a leading "//" (POSIX allows it a meaning; Linux gives it none)."""
+    normal = posixpath.normpath(path)
+    return normal[1:] if normal.startswith("//") else normal
+
+
+def _restart(value: Any, path: str) -> str:
+    """"no", "always", "unless-stopped", "on-failure" or "on-failure:N"; "on-failure:0" is "on-failure"."""
+    policy, colon, count = value.partition(":") if isinstance(value, str) else (value, "", "")
+    if policy not in RESTART_POLICIES or (colon and (policy != "on-failure" or not re.fullmatch(r"\d{1,9}", count))):
+        raise _fail(path, f"must be one of {', '.join(RESTART_POLICIES)} or on-failure:N")
+    return f"on-failure:{int(count)}" if colon and int(count) else policy
 
 
 def _command(value: Any, path: str) -> tuple[str, ...] | None:

@@ -17,6 +17,7 @@ MAX_VOLUMES_PER_SERVICE = 128
 MAX_NETWORKS_PER_SERVICE = 32  # depends_on is bounded by the services of its app
 MAX_LABELS_PER_SERVICE = 256
 MAX_COMMAND_ARGUMENTS = 1024
+MAX_OPTION_ENTRIES = 256  # of each list or map among the container options (devices, dns, ulimits, ...)
 MAX_STRING_LENGTH = 64 * 1024  # characters of an environment value, a label, a command argument
 MAX_KEY_LENGTH = 1024  # characters of an environment variable's or a label's name
 MAX_PORT_SPEC_LENGTH = 64  # "[ffff:...:ffff]:65535:65535/sctp" fits in 56

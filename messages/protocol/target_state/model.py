@@ -5,10 +5,11 @@ them with `==` and hash them without re-checking anything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 DEFAULT_NETWORK = "default"
-RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")  # and "on-failure:N" (N retries at most)
 DOWNLOAD_THEN_KILL = "download-then-kill"
 KILL_THEN_DOWNLOAD = "kill-then-download"
 # The new container starts beside the old one, which stops once the new one is ready (the new one goes if it never is).
@@ -45,11 +46,16 @@ class PortMapping:
 
 @dataclass(frozen=True, order=True)
 class VolumeMount:
-    """A named, app-scoped volume mounted at `target` (bind mounts of host paths are not accepted)."""
+    """A named, app-scoped volume mounted at `target`, or a bind mount of a host path (`volume` is then an
+    absolute path: names never start with "/", so the spec and the hash of named volumes did not change)."""
 
     target: str
     volume: str
     read_only: bool = False
+
+    @property
+    def is_bind(self) -> bool:
+        return self.volume.startswith("/")
 
     def spec(self) -> str:
         return f"{self.volume}:{self.target}:{'ro' if self.read_only else 'rw'}"
@@ -73,6 +79,46 @@ class Healthcheck:
 
 
 @dataclass(frozen=True)
+class ContainerOptions:
+    """The options beyond the original fields (`options` parses them), normalised; each default means "as
+    the engine does without it"."""
+
+    entrypoint: tuple[str, ...] | None = None  # None: the image's
+    working_dir: str | None = None
+    user: str | None = None  # "user" or "user:group", names or ids
+    hostname: str | None = None
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, address), sorted
+    dns: tuple[str, ...] = ()  # addresses, in the order given (it is the order of lookup)
+    tmpfs: tuple[tuple[str, str], ...] = ()  # (container path, mount options), sorted
+    read_only: bool = False
+    init: bool = False
+    stop_signal: str | None = None  # "SIGTERM": the name, whatever spelling came in
+    stop_grace_period: int | None = None  # whole seconds
+    shm_size: int | None = None  # bytes
+    ulimits: tuple[tuple[str, int, int], ...] = ()  # (name, soft, hard), sorted
+    sysctls: tuple[tuple[str, str], ...] = ()  # sorted
+    cpus: int | None = None  # in billionths of a CPU (the engine's NanoCpus)
+    mem_limit: int | None = None  # bytes
+    mem_reservation: int | None = None  # bytes
+    pids_limit: int | None = None  # None: unlimited (compose's 0 and -1)
+    logging: tuple[str, tuple[tuple[str, str], ...]] | None = None  # (driver, sorted options)
+    cap_add: tuple[str, ...] = ()  # without the CAP_ prefix, upper case, sorted
+    cap_drop: tuple[str, ...] = ()
+    devices: tuple[tuple[str, str, str], ...] = ()  # (host path, container path, permissions in rwm order)
+    privileged: bool = False
+    network_mode: str | None = None  # None: the app's networks
+    pid: str | None = None
+    ipc: str | None = None
+    security_opt: tuple[str, ...] = ()  # sorted
+    expose: tuple[str, ...] = ()  # "80/tcp", sorted by port then protocol
+
+    def set_options(self) -> dict[str, Any]:
+        """The options not at their default, by name."""
+        return {field.name: getattr(self, field.name) for field in fields(self)
+                if getattr(self, field.name) != field.default}
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     image: str
     ports: tuple[PortMapping, ...] = ()
@@ -86,6 +132,7 @@ class ServiceConfig:
     labels: tuple[tuple[str, str], ...] = ()  # sorted by name
     update_strategy: str = DOWNLOAD_THEN_KILL
     healthcheck: Healthcheck | None = None  # None: the image's own, if any
+    options: ContainerOptions = ContainerOptions()  # compose's further fields, flat in the document
 
 
 @dataclass(frozen=True)

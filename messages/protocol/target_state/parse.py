@@ -22,6 +22,7 @@ from messages.protocol.target_state.fields import (
     _require_list,
     _require_mapping,
     _require_object,
+    _restart,
     _string,
     _type_name,
     _unique_names,
@@ -33,14 +34,16 @@ from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUM
 from messages.protocol.target_state.model import (
     DEFAULT_NETWORK,
     DOWNLOAD_THEN_KILL,
-    RESTART_POLICIES,
     UPDATE_STRATEGIES,
     App,
+    ContainerOptions,
     InvalidTargetState,
+    PortMapping,
     Service,
     ServiceConfig,
     TargetState,
 )
+from messages.protocol.target_state.options import OPTION_NAMES, parse_options
 
 
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
@@ -165,28 +168,49 @@ def _check_acyclic(by_name: Mapping[str, Service], path: str) -> None:
 # --- service config ----------------------------------------------------------------------------------------
 
 
+def parse_service_config(value: Any, path: str) -> ServiceConfig:
+    """One service's config, validated alone (the compose converter names its errors by the compose path);
+    dependencies are checked with the whole app, by `parse_target_state`."""
+    return _parse_config(value, path)
+
+
 def _parse_config(value: Any, path: str) -> ServiceConfig:
     _require_object(value, path, required=("image",), optional=tuple(
-        field for field in ServiceConfig.__dataclass_fields__ if field != "image"))
+        field for field in ServiceConfig.__dataclass_fields__ if field not in ("image", "options")) + OPTION_NAMES)
     if "update_strategy" in value and value["update_strategy"] not in UPDATE_STRATEGIES:
         raise _fail(f"{path}.update_strategy", f"must be one of {', '.join(UPDATE_STRATEGIES)}")
-    if "restart" in value and value["restart"] not in RESTART_POLICIES:
-        raise _fail(f"{path}.restart", f"must be one of {', '.join(RESTART_POLICIES)}")
     running = value.get("running", True)
     if not isinstance(running, bool):
         raise _fail(f"{path}.running", f"must be a boolean, not {_type_name(running)}")
     networks = _unique_names(value.get("networks", []), f"{path}.networks", limits.MAX_NETWORKS_PER_SERVICE)
+    options = parse_options(value, path)
+    ports = _ports(value.get("ports", []), f"{path}.ports")
+    if options.network_mode is not None:
+        _check_network_mode(options, networks, ports, path)
     return ServiceConfig(
         image=_image(value["image"], f"{path}.image"),
-        ports=_ports(value.get("ports", []), f"{path}.ports"),
+        ports=ports,
         environment=_environment(value.get("environment", {}), f"{path}.environment"),
         volumes=_volumes(value.get("volumes", []), f"{path}.volumes"),
-        networks=networks or (DEFAULT_NETWORK,),
+        networks=networks or (() if options.network_mode else (DEFAULT_NETWORK,)),
         command=_command(value.get("command"), f"{path}.command"),
         depends_on=_unique_names(value.get("depends_on", []), f"{path}.depends_on", limits.MAX_SERVICES_PER_APP),
         running=running,
-        restart=value.get("restart", "always"),
+        restart=_restart(value.get("restart", "always"), f"{path}.restart"),
         labels=_labels(value.get("labels", {}), f"{path}.labels"),
         update_strategy=value.get("update_strategy", DOWNLOAD_THEN_KILL),
         healthcheck=parse_healthcheck(value.get("healthcheck"), f"{path}.healthcheck"),
+        options=options,
     )
+
+
+def _check_network_mode(options: ContainerOptions, networks: tuple[str, ...], ports: tuple[PortMapping, ...],
+                        path: str) -> None:
+    """A container in the host's network or in none joins no network of its app and publishes nothing (the
+    engine would ignore the ports silently)."""
+    if networks:
+        raise _fail(f"{path}.networks", f"a service with network_mode {options.network_mode} joins no network")
+    if ports:
+        raise _fail(f"{path}.ports", f"a service with network_mode {options.network_mode} publishes no ports")
+    if options.network_mode == "host" and any(name.startswith("net.") for name, _ in options.sysctls):
+        raise _fail(f"{path}.sysctls", "net.* sysctls would change the host's network (network_mode host)")
