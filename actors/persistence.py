@@ -26,7 +26,9 @@ from messages.bus.outbox import (
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
+    IMAGE_LEDGER_KEY,
     ORPHANED_VOLUMES_KEY,
+    ImageLedgerChanged,
     OrphanedVolumesSeen,
     RestartServices,
     RestartsRecorded,
@@ -119,6 +121,9 @@ class Persistence(FleetletActor):
 
     def on_OrphanedVolumesSeen(self, msg: OrphanedVolumesSeen) -> None:
         self._write("OrphanedVolumesSeen", lambda: self.store.put(ORPHANED_VOLUMES_KEY, msg.since))
+
+    def on_ImageLedgerChanged(self, msg: ImageLedgerChanged) -> None:
+        self._write("ImageLedgerChanged", lambda: self.store.put(IMAGE_LEDGER_KEY, msg.ledger))
 
     def on_RecordError(self, msg: RecordError) -> None:
         self._write("RecordError", lambda: self.store.record_error(msg.source, msg.key, msg.message, msg.at))

@@ -77,6 +77,17 @@ class OrphanedVolumesSeen:
     since: JSONObject
 
 
+IMAGE_LEDGER_KEY = "reconciler.images"  # the store key of ImageLedgerChanged.ledger
+
+
+@message
+@dataclass(frozen=True)
+class ImageLedgerChanged:
+    """The images the reconciler pulled and the targets it fully applied (`actors.target.images`, the whole
+    ledger): persistence keeps it, so cleanup never touches an image Fleetlet did not pull, across restarts."""
+    ledger: JSONObject
+
+
 @message
 @dataclass(frozen=True)
 class RestartServices:

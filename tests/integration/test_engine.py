@@ -1,10 +1,12 @@
 import pickle
 import uuid
+from dataclasses import replace
 
 import docker
 import pytest
 
 from actors.target.engine.adapter import (
+    DEFAULT_OPTIONS,
     LABEL_CONFIG_HASH,
     LABEL_OWNER,
     DockerEngine,
@@ -56,7 +58,7 @@ def owner(client):
 
 @pytest.fixture
 def engine(owner):
-    engine = DockerEngine(owner, timeout=20, stop_timeout=3)
+    engine = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, timeout=20, stop_timeout=3))
     yield engine
     engine.close()
 
@@ -213,7 +215,7 @@ def test_a_duplicate_left_by_a_crash_is_reduced_to_one(client, engine, owner):
 
 @pytest.mark.docker
 def test_foreign_containers_are_never_read_nor_touched(client, engine, owner):
-    other_owner = DockerEngine(f"{owner}-other", timeout=20, stop_timeout=3)
+    other_owner = DockerEngine(f"{owner}-other", options=replace(DEFAULT_OPTIONS, timeout=20, stop_timeout=3))
     converge(other_owner, target_of({"web": {}}))
     unlabelled = client.containers.create(IMAGE_1, name=f"{owner}-unlabelled")
     try:
@@ -301,7 +303,7 @@ def test_an_engine_survives_pickling_without_its_client(engine):
 def test_an_unreachable_daemon_raises_engine_unavailable(tmp_path):
     def factory(timeout):
         return docker.DockerClient(base_url=f"unix://{tmp_path}/absent.sock", timeout=timeout)
-    engine = DockerEngine("nobody", client_factory=factory, timeout=2)
+    engine = DockerEngine("nobody", client_factory=factory, options=replace(DEFAULT_OPTIONS, timeout=2))
     with pytest.raises(EngineUnavailable, match="Docker engine unavailable"):
         engine.read_current()
     step = Start("1", "web", "test", container_id="abc")

@@ -13,9 +13,10 @@ from thespian.actors import ActorAddress, ActorExitRequest
 
 import messages
 from actors.runtime.base import FleetletActor
-from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable
+from actors.target.engine.adapter import DockerEngine, EngineError, EngineUnavailable, ProgressCallback
+from actors.target.engine.pull_progress import PullState
 from actors.target.model import STEP_TYPES, Action, ContainerInfo, EngineState, Resource, Step
-from messages.bus.engine import EngineJobDone, EngineJobStarted, EngineStep, RunEngineJob
+from messages.bus.engine import EngineJobDone, EngineJobStarted, EngineStep, PullProgressed, RunEngineJob
 
 # -- wire forms (the codec carries neither enums nor sets) -------------------------------------------------
 
@@ -39,6 +40,7 @@ def state_to_wire(state: EngineState) -> dict:
                         "field_hashes": [list(pair) for pair in container.field_hashes]}
                        for container in state.containers],
         "images": sorted(state.images),
+        "images_in_use": sorted(state.images_in_use),
         "networks": [[resource.app_id, resource.name] for resource in sorted(state.networks)],
         "volumes": [[resource.app_id, resource.name] for resource in sorted(state.volumes)],
     }
@@ -50,17 +52,18 @@ def state_from_wire(wire: dict) -> EngineState:
                                           "field_hashes": tuple(tuple(pair) for pair in container["field_hashes"])})
                          for container in wire["containers"]),
         images=frozenset(wire["images"]),
+        images_in_use=frozenset(wire["images_in_use"]),
         networks=frozenset(Resource(*pair) for pair in wire["networks"]),
         volumes=frozenset(Resource(*pair) for pair in wire["volumes"]),
     )
 
 
-def run_job(job: RunEngineJob, engine: DockerEngine) -> EngineJobDone:
+def run_job(job: RunEngineJob, engine: DockerEngine, progress: ProgressCallback | None = None) -> EngineJobDone:
     """Run one job against `engine`; every failure becomes an answer, never an exception."""
     try:
         if job.step is None:
             return EngineJobDone(job.job_id, None, False, state_to_wire(engine.read_current()))
-        engine.execute(step_from_wire(job.step))
+        engine.execute(step_from_wire(job.step), job.login, progress)
         return EngineJobDone(job.job_id, None, False, None)
     except EngineUnavailable as exc:
         return EngineJobDone(job.job_id, str(exc), True, None)
@@ -80,8 +83,12 @@ class EngineWorker(FleetletActor):
             self.log.warning("ignored %s", type(typed).__name__)
             return
         self.send(sender, messages.encode(EngineJobStarted(typed.job_id, os.getpid())))
-        engine = DockerEngine(typed.owner, timeout=typed.timeout, stop_timeout=typed.stop_timeout)
-        done = run_job(typed, engine)
+        engine = DockerEngine(typed.owner, options=typed.options)
+
+        def progress(state: PullState, total: int) -> None:
+            self.send(sender, messages.encode(PullProgressed(typed.job_id, state.downloaded, state.extracted, total)))
+
+        done = run_job(typed, engine, progress)
         if done.error:
             self.log.warning("job %d failed: %s", typed.job_id, done.error)
         self.send(sender, messages.encode(done))

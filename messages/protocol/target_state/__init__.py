@@ -21,12 +21,14 @@ from messages.protocol.target_state.model import (
     App,
     InvalidTargetState,
     PortMapping,
+    RegistryCredentials,
     Service,
     ServiceConfig,
     TargetState,
     VolumeMount,
 )
 from messages.protocol.target_state.parse import parse_target_state
+from messages.protocol.target_state.registries import credentials_for, registry_host
 
 __all__ = [
     "DEFAULT_NETWORK",
@@ -45,13 +47,16 @@ __all__ = [
     "App",
     "InvalidTargetState",
     "PortMapping",
+    "RegistryCredentials",
     "Service",
     "ServiceConfig",
     "TargetState",
     "VolumeMount",
     "config_field_hashes",
     "config_hash",
+    "credentials_for",
     "normalise_image",
     "parse_target_state",
+    "registry_host",
     "to_json",
 ]

@@ -10,6 +10,7 @@ import hashlib
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
+from messages.protocol.target_state.registries import registries_to_json
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
 # planner, so changing them must never recreate a container: they are left out of the hash.
@@ -21,6 +22,8 @@ def to_json(target: TargetState) -> JSONObject:
     document: JSONObject = {"apps": {app.app_id: _app_to_json(app) for app in target.apps}}
     if target.purge_volumes:  # absent when empty, so documents without it keep their canonical form
         document["purge_volumes"] = list(target.purge_volumes)
+    if target.registries:  # likewise
+        document["registries"] = registries_to_json(target.registries)
     return document
 
 

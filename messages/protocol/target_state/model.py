@@ -5,7 +5,7 @@ them with `==` and hash them without re-checking anything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_NETWORK = "default"
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
@@ -84,11 +84,23 @@ class App:
 
 
 @dataclass(frozen=True)
+class RegistryCredentials:
+    """A login for one registry host (the document's "registries"). The password is never in a repr, a log
+    line, a report or the plan: only the engine worker pulling from that host receives it."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class TargetState:
     apps: tuple[App, ...] = ()  # sorted by id
     # The document's optional "purge_volumes": ids of apps whose volumes go as soon as the app has left the
     # target (and its containers are gone), instead of after the reconciler's volume_grace. Sorted.
     purge_volumes: tuple[str, ...] = ()
+    # The document's optional "registries": (registry host, login) sorted by host, as Azure IoT Edge's
+    # registryCredentials. See `registries.credentials_for`.
+    registries: tuple[tuple[str, RegistryCredentials], ...] = ()
 
     def app(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)

@@ -40,19 +40,22 @@ from messages.protocol.target_state.model import (
     ServiceConfig,
     TargetState,
 )
+from messages.protocol.target_state.registries import parse_registries
 
 
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
     document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
-    _require_object(document, "document", required=("apps",), optional=("purge_volumes",))
+    _require_object(document, "document", required=("apps",), optional=("purge_volumes", "registries"))
     apps = document["apps"]
     _require_mapping(apps, "apps")
     _check_count(apps, "apps", limits.MAX_APPS)
     parsed = [_parse_app(key, value, f"apps.{key}") for key, value in apps.items()]
     # Ids of apps no longer in the target whose volumes are not worth keeping (see TargetState).
     purge = _unique_names(document.get("purge_volumes", []), "purge_volumes", limits.MAX_APPS)
-    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge)
+    registries = parse_registries(document.get("registries", {}), "registries")
+    return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge,
+                       registries=registries)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
