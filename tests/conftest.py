@@ -29,7 +29,7 @@ from tests.support.ports import free_admin_port
 from tests.support.services import missing
 
 pytest_plugins = ["tests.support.pki", "tests.support.postgres", "tests.support.cloud",
-                  "tests.support.private_dockerd"]
+                  "tests.support.private_dockerd", "tests.support.registry"]
 
 
 def pytest_sessionstart(session):

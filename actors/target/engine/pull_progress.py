@@ -55,9 +55,9 @@ def fold(state: PullState, event: Mapping[str, object]) -> PullState:
     if status == "Downloading":
         layer = replace(layer, downloaded=max(layer.downloaded, current), size=total or layer.size)
     elif status == "Extracting":
-        layer = replace(layer, downloaded=layer.size or layer.downloaded, extracted=max(layer.extracted, current))
+        layer = replace(layer, downloaded=max(layer.size, layer.downloaded), extracted=max(layer.extracted, current))
     elif status in DONE_DOWNLOADING:
-        layer = replace(layer, downloaded=layer.size or layer.downloaded)
+        layer = replace(layer, downloaded=max(layer.size, layer.downloaded))
         if status == "Pull complete":
             layer = replace(layer, extracted=max(layer.extracted, layer.size))
     elif status != "Pulling fs layer" and status != "Waiting":
