@@ -78,13 +78,13 @@ def test_registry_images_converge_and_cleanup_keeps_the_previous_release(device,
     assert running_image(device, "web") == registry.image(APP_3)
     assert present(docker_client, registry.image(APP_2))  # the previous release, kept for a rollback
     assert present(docker_client, registry.image(APP_1))  # not Fleetlet's
-    assert pulled(device) == {registry.image(APP_2), registry.image(APP_3)}
+    wait_for(lambda: pulled(device) == {registry.image(APP_2), registry.image(APP_3)}, what="the pulls in the ledger")
 
     device.wait_converged(post(device, {"web": registry.image(APP_1)}, login), timeout=30)
     wait_for(lambda: not present(docker_client, registry.image(APP_2)), timeout=20,
              what="the image of the release before the previous one to be removed")
     assert present(docker_client, registry.image(APP_3))  # now the previous release
-    assert pulled(device) == {registry.image(APP_3)}
+    wait_for(lambda: pulled(device) == {registry.image(APP_3)}, what="the ledger to forget the removed image")
     log_config = device.containers()["web"][0].attrs["HostConfig"]["LogConfig"]
     assert log_config == {"Type": "local", "Config": {"max-file": "3", "max-size": "10m"}}
     assert not agent_files_hold(tmp_path, registry.server.password)
@@ -101,7 +101,7 @@ def test_wrong_credentials_fail_that_service_only_with_the_reason(device, regist
     reason = wait_for(failed_reason, timeout=30, what="the private service reported failed")
     assert "unauthorized" in reason
     assert reported_services(device)["1/local"]["status"] == "running"
-    assert any("unauthorized" in error.message and error.key == "1/private" for error in device.errors())
+    assert any("unauthorized" in error["message"] and error["key"] == "1/private" for error in device.errors())
     assert wrong not in str(device.reported())
     assert not agent_files_hold(tmp_path, wrong)
 
@@ -156,7 +156,7 @@ def test_a_stalled_pull_is_aborted_and_retried(device, own_registry):
     etag = post(device, {"web": own_registry.image(BIG)}, own_registry.login())
     wait_for(lambda: _progress_seen(device), timeout=30, what="the pull's progress reported")
     own_registry.proxy.pause()
-    wait_for(lambda: any("pull stalled: no progress for 2 s" in error.message for error in device.errors()),
+    wait_for(lambda: any("pull stalled: no progress for 2 s" in error["message"] for error in device.errors()),
              timeout=20, what="the stalled pull aborted")
     own_registry.proxy.resume()
     device.wait_converged(etag, timeout=120)

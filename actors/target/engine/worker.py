@@ -1,13 +1,15 @@
 """Engine workers: one short-lived child actor of the reconciler per engine job (a step, or a read).
 
 The worker answers its parent with EngineJobStarted (its pid, so the reconciler can cancel a superseded
-pull by killing it), runs the job with a Docker client created in its own process, answers with
-EngineJobDone and exits. Whatever the SDK does (hang, raise, crash) stays in this process.
+pull by killing it), runs the job with a Docker client created in its own process (a pull also sends
+PullProgressed), answers with EngineJobDone and exits. Whatever the SDK does (hang, raise, crash) stays in this process.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from dataclasses import dataclass
 
 from thespian.actors import ActorAddress, ActorExitRequest
 
@@ -75,21 +77,55 @@ def run_job(job: RunEngineJob, engine: DockerEngine, progress: ProgressCallback 
         engine.close()
 
 
+@dataclass(frozen=True)
+class PullTick:
+    """Timer payload: pass the pull's progress on, and its answer once it has one."""
+
+
 class EngineWorker(FleetletActor):
+    """Runs one job and exits. A pull runs in a thread of this process while the actor relays its progress on
+    a timer: thespian transmits a send only from its own loop, so progress sent from inside a long handler
+    would all arrive at the end."""
+
     name = "engine-worker"
+    PULL_TICK = 0.25  # seconds between looks at a running pull
 
     def dispatch(self, typed: object, raw: bytes, sender: ActorAddress) -> None:
         if not isinstance(typed, RunEngineJob):
             self.log.warning("ignored %s", type(typed).__name__)
             return
         self.send(sender, messages.encode(EngineJobStarted(typed.job_id, os.getpid())))
+        self.job, self.parent = typed, sender
         engine = DockerEngine(typed.owner, options=typed.options)
+        if typed.step is None or typed.step.action != Action.PULL.value:
+            self._finish(run_job(typed, engine))
+            return
+        self.progress: PullProgressed | None = None
+        self.relayed: PullProgressed | None = None
+        self.answer: EngineJobDone | None = None
 
         def progress(state: PullState, total: int) -> None:
-            self.send(sender, messages.encode(PullProgressed(typed.job_id, state.downloaded, state.extracted, total)))
+            self.progress = PullProgressed(typed.job_id, state.downloaded, state.extracted, total)
 
-        done = run_job(typed, engine, progress)
+        def pull() -> None:
+            self.answer = run_job(typed, engine, progress)
+
+        threading.Thread(target=pull, name="pull", daemon=True).start()
+        self.after(self.PULL_TICK, PullTick())
+
+    def on_timer(self, payload: object) -> None:
+        if not isinstance(payload, PullTick):
+            return
+        if self.progress is not None and self.progress != self.relayed:
+            self.relayed = self.progress
+            self.send(self.parent, messages.encode(self.progress))
+        if self.answer is None:
+            self.after(self.PULL_TICK, PullTick())
+        else:
+            self._finish(self.answer)
+
+    def _finish(self, done: EngineJobDone) -> None:
         if done.error:
-            self.log.warning("job %d failed: %s", typed.job_id, done.error)
-        self.send(sender, messages.encode(done))
+            self.log.warning("job %d failed: %s", self.job.job_id, done.error)
+        self.send(self.parent, messages.encode(done))
         self.send(self.myAddress, ActorExitRequest())
