@@ -316,3 +316,26 @@ def test_an_unreachable_daemon_raises_engine_unavailable(tmp_path):
 def test_owner_names_are_checked(name):
     with pytest.raises(ValueError, match="owner"):
         DockerEngine(name)
+
+
+@pytest.mark.docker
+def test_logs_are_bounded_and_changing_the_bound_recreates_nothing(client, engine, owner):
+    target = target_of({"web": {}})
+    converge(engine, target)
+    (container,) = client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    assert container.attrs["HostConfig"]["LogConfig"] == {"Type": "local", "Config": {"max-file": "3",
+                                                                                        "max-size": "10m"}}
+    # An agent with other log settings (or a container created before logs were bounded) plans no step.
+    other = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, log_max_size="1m", log_max_files=1))
+    try:
+        assert plan(target, other.read_current()) == []
+    finally:
+        other.close()
+    # A container created before logs were bounded (the engine's default driver) is kept as it is.
+    labels, networks = dict(container.labels), list(container.attrs["NetworkSettings"]["Networks"])
+    container.remove(force=True)
+    legacy = client.containers.create(IMAGE_1, name=f"{owner}_legacy", labels=labels, network=networks[0])
+    legacy.start()
+    legacy.reload()
+    assert legacy.attrs["HostConfig"]["LogConfig"]["Type"] != "local"
+    assert plan(target, engine.read_current()) == []
