@@ -23,7 +23,9 @@ APP_1, APP_2, APP_3, BIG = "fleetlet-test/app:1", "fleetlet-test/app:2", "fleetl
 def device(tmp_path, port, broker, docker_client, test_images):
     cloud = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db", {"log": {"level": "INFO"}}).start()
     synced = SyncedDevice(docker_client, tmp_path, port, cloud)
-    synced.config["actors"]["reconciler"]["settings"].update(retry_base=0.5, retry_max=2.0)
+    reconciler = synced.config["actors"]["reconciler"]
+    # A copy: the shipped test settings are one dict shared by every test of the session.
+    reconciler["settings"] = {**reconciler["settings"], "retry_base": 0.5, "retry_max": 2.0}
     yield synced
     for system in synced.systems:
         system.stop()
@@ -43,7 +45,8 @@ def post(device: SyncedDevice, services: dict[str, str], registries: dict | None
 
 
 def present(client, image: str) -> bool:
-    return any(image in found.tags for found in client.images.list())
+    # The raw list: the SDK's inspects each image, and one removed meanwhile (by any test) raises.
+    return any(image in (found.get("RepoTags") or ()) for found in client.api.images())
 
 
 def running_image(device: SyncedDevice, service: str) -> str:
@@ -127,7 +130,8 @@ def _progress_seen(device: SyncedDevice) -> dict | None:
     return None
 
 
-def test_the_registry_killed_mid_pull_then_restarted_ends_in_a_running_service(device, own_registry, docker_client):
+# own_registry before device: the device (its containers) goes first at teardown, then the registry's images can go.
+def test_the_registry_killed_mid_pull_then_restarted_ends_in_a_running_service(own_registry, device, docker_client):
     device.config["actors"]["reconciler"]["settings"].update(pull_stall_timeout=5.0)
     system = device.start()
     image = own_registry.image(BIG)
@@ -150,7 +154,7 @@ def test_the_registry_killed_mid_pull_then_restarted_ends_in_a_running_service(d
              timeout=30, what="the service back from the local image")
 
 
-def test_a_stalled_pull_is_aborted_and_retried(device, own_registry):
+def test_a_stalled_pull_is_aborted_and_retried(own_registry, device):
     device.config["actors"]["reconciler"]["settings"].update(pull_stall_timeout=2.0, max_attempts=1)
     device.start()
     etag = post(device, {"web": own_registry.image(BIG)}, own_registry.login())

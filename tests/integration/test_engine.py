@@ -82,6 +82,11 @@ def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -
     raise AssertionError(f"not converged after {max_batches} batches: {batches[-3:]}")
 
 
+def images_only(current: EngineState) -> EngineState:
+    """What an engine with none of this owner's objects reads as: only the images (and which are in use)."""
+    return EngineState(images=current.images, images_in_use=current.images_in_use)
+
+
 def containers_by_service(current: EngineState) -> dict[str, list]:
     grouped: dict[str, list] = {}
     for container in current.containers:
@@ -159,7 +164,7 @@ def test_a_service_removed_from_the_target_loses_its_container_and_network(clien
 @pytest.mark.docker
 def test_an_emptied_target_removes_everything_including_volumes(engine):
     converge(engine, target_of({"db": {"volumes": ["data:/data"]}}))
-    assert converge(engine, TargetState())[0] == EngineState(images=engine.read_current().images)
+    assert converge(engine, TargetState())[0] == images_only(engine.read_current())
 
 
 @pytest.mark.docker
@@ -246,7 +251,7 @@ def test_steps_are_idempotent(engine):
     for step in [RemoveNetwork("1", None, "test", resource="default"),
                  RemoveVolume("1", None, "test", resource="data")] * 2:
         engine.execute(step)
-    assert engine.read_current() == EngineState(images=engine.read_current().images)
+    assert engine.read_current() == images_only(engine.read_current())
     with pytest.raises(EngineError, match=r"^start 1/web: container .* no longer exists$"):
         engine.execute(start)
 

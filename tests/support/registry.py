@@ -38,8 +38,9 @@ class TestRegistry:
 
 
 def remove_images_of(client, host: str) -> None:
-    for image in client.images.list():
-        for tag in image.tags:
+    """Untag every image named in `host` (the layers go with the last name, unless a container still uses them)."""
+    for image in client.api.images():
+        for tag in image.get("RepoTags") or ():
             if tag.startswith(host + "/"):
                 client.images.remove(tag, force=True)
 

@@ -126,11 +126,12 @@ class DockerEngine:
             used = {summary.get("ImageID") for summary in client.api.containers(all=True)}
             images: set[str] = set()
             in_use: set[str] = set()
-            for image in client.images.list():
-                names = {normalise_image(name) for name in image.tags + (image.attrs.get("RepoDigests") or [])
-                         if "<none>" not in name}
+            # The raw list: the SDK's inspects every image, and one removed meanwhile (by anyone) would fail the read.
+            for image in client.api.images():
+                spelled = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+                names = {normalise_image(name) for name in spelled if "<none>" not in name}
                 images |= names
-                if image.id in used:
+                if image.get("Id") in used:
                     in_use |= names
         return EngineState(containers=containers, images=frozenset(images), images_in_use=frozenset(in_use),
                            networks=frozenset(networks.values()), volumes=volumes)
@@ -220,8 +221,7 @@ class DockerEngine:
             raise EngineError(step, str(refused)) from None
         except (OSError, ValueError) as error:  # unreachable, TLS, not JSON: the pull itself will say what is wrong
             raise EngineError(step, f"registry of {step.image}: {getattr(error, 'reason', error)}") from None
-        present = {layer for image in client.images.list()
-                   for layer in (client.api.inspect_image(image.id).get("RootFS") or {}).get("Layers") or ()}
+        present = {layer for image in client.api.images(all=True) for layer in _layers(client, image["Id"])}
         needed = preflight.needed_bytes(plan, present)
         stats = os.statvfs(info.get("DockerRootDir") or "/var/lib/docker")
         no_room = preflight.refusal(needed, stats.f_bavail * stats.f_frsize, self.options.disk_reserve_mb)
@@ -363,6 +363,14 @@ class DockerEngine:
             raise EngineError(step, error.explanation or str(error)) from error
         except DockerException as error:
             raise EngineError(step, str(error)) from error
+
+
+def _layers(client: docker.DockerClient, image_id: str) -> list[str]:
+    """The diff ids of an image's layers; none for an image removed meanwhile (by anyone)."""
+    try:
+        return (client.api.inspect_image(image_id).get("RootFS") or {}).get("Layers") or []
+    except NotFound:
+        return []
 
 
 def _architecture(engine_arch: str) -> str:
