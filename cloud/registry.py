@@ -53,9 +53,9 @@ class Registry:
 
     def __init__(self, directory: str | os.PathLike[str], port: int, pki_dir: str | os.PathLike[str],
                  user: str = "fleetlet", password: str | None = None) -> None:
-        self.dir = pathlib.Path(directory)
+        self.dir = pathlib.Path(directory).resolve()
         self.port = port
-        self.pki = pathlib.Path(pki_dir)
+        self.pki = pathlib.Path(pki_dir).resolve()
         self.user = user
         self.password = password if password is not None else os.urandom(9).hex()
         self.storage = self.dir / "storage"
@@ -156,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     if not registry.answers():
         registry.start()
         registry.proc = None  # left running: the development registry outlives this command
-    registry.push_test_images(docker.from_env(timeout=120))
+    pushed = directory / "pushed"  # once: each build makes a new random layer, which would pile up in storage
+    if not pushed.exists():
+        registry.push_test_images(docker.from_env(timeout=120))
+        pushed.write_text("\n".join(TEST_REPOSITORIES) + "\n")
     print(f"registry on {registry.host}: user {registry.user}, password in {password_file}")
     return 0
 
