@@ -3,16 +3,13 @@
 `registry` (session): one registry on a free port with the session PKI's server certificate, dockerd trusting
 its CA (certs.d), the test images pushed (`cloud.registry.TEST_REPOSITORIES`) and untagged locally, so the
 engine has them only in the registry. `own_registry` (per test): a registry of the test's own, on its own
-port with a copy of that storage, started and stopped by pid, behind a `ThrottledProxy`, for the tests that
+port with a copy of that storage, started and stopped by pid, behind a throttling `TcpProxy`, for the tests that
 cut or stall the link mid-pull; the session one stays up.
 """
 from __future__ import annotations
 
 import shutil
 import signal
-import socket
-import threading
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 from cloud.registry import Registry
 from tests.support.pki import session_pki
 from tests.support.ports import free_admin_port
+from tests.support.proxy import TcpProxy
 from tests.support.services import missing
 
 
@@ -70,7 +68,7 @@ def own_registry(registry, docker_client, tmp_path):
     shutil.rmtree(server.storage)
     shutil.copytree(registry.server.storage, server.storage)
     server.start()
-    proxy = ThrottledProxy(server.port, rate=8 * 1024 * 1024)
+    proxy = TcpProxy(server.port, rate=8 * 1024 * 1024)
     fronted = Registry(server.dir, proxy.port, server.pki)  # only for certs.d: dockerd sees the proxy's port
     fronted.trust()
     try:
@@ -84,75 +82,4 @@ def own_registry(registry, docker_client, tmp_path):
 
 @dataclass
 class OwnRegistry(TestRegistry):
-    proxy: "ThrottledProxy"
-
-
-class ThrottledProxy:
-    """TCP on 127.0.0.1 to a local port, registry -> client at most `rate` bytes/s (TLS passes through).
-    `pause()` stops forwarding without closing anything (a stalled link); a closed upstream closes the client."""
-
-    CHUNK = 64 * 1024
-
-    def __init__(self, upstream_port: int, rate: int) -> None:
-        self.upstream_port = upstream_port
-        self.rate = rate
-        self.server = socket.create_server(("127.0.0.1", free_admin_port()))
-        self.port = self.server.getsockname()[1]
-        self.moving = threading.Event()
-        self.moving.set()
-        self.open = 0
-        self.forwarded = 0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def pause(self) -> None:
-        self.moving.clear()
-
-    def resume(self) -> None:
-        self.moving.set()
-
-    def close(self) -> None:
-        self.moving.set()
-        self.server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self.open += 1
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, throttled: bool) -> None:
-        try:
-            while True:
-                data = source.recv(self.CHUNK)
-                if not data:
-                    break
-                if throttled:
-                    self.moving.wait()
-                    time.sleep(len(data) / self.rate)  # the bandwidth itself, not a synchronisation
-                    with self._lock:
-                        self.forwarded += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
-            if throttled:
-                with self._lock:
-                    self.open -= 1
+    proxy: TcpProxy
