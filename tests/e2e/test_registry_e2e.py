@@ -3,11 +3,13 @@ registry (`tests/support/registry.py`), whose images the engine does not have un
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import signal
 
 import pytest
 
+from actors.cli.plan import current_plan
 from actors.target.images import ledger_from_json
 from messages.bus.target import IMAGE_LEDGER_KEY
 from store import Store
@@ -106,6 +108,8 @@ def test_wrong_credentials_fail_that_service_only_with_the_reason(device, regist
     assert reported_services(device)["1/local"]["status"] == "running"
     assert any("unauthorized" in error["message"] and error["key"] == "1/private" for error in device.errors())
     assert wrong not in str(device.reported())
+    assert wrong not in json.dumps(current_plan(device.config))  # run.py plan
+    assert wrong not in str(device.errors())  # what run.py status shows
     assert not agent_files_hold(tmp_path, wrong)
 
 
