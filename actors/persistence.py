@@ -12,6 +12,8 @@ sends its document again. A corrupt store still crashes it: that needs an operat
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 
@@ -38,7 +40,7 @@ from messages.bus.target import (
     TargetStateRejected,
     TargetStateStored,
 )
-from store import Store, StoreFull, StoreValueError
+from store import Store, StoreFull, StoreValueError, space
 
 
 class Persistence(FleetletActor):
@@ -59,6 +61,9 @@ class Persistence(FleetletActor):
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+
+    def _store_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.config["store"]["path"]))
 
     def _announce(self, channel: str) -> None:
         pending = self.store.pending_report(channel)
@@ -81,6 +86,15 @@ class Persistence(FleetletActor):
 
     def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
         seqs: list[int] = []
+        # The same check as before a pull: the store grows by about twice the document (the row, the WAL).
+        needed = 2 * len(json.dumps(msg.document).encode())
+        no_room = space.refusal(needed, space.free_bytes(self._store_dir()), self.config["store"]["disk_reserve_mb"])
+        if no_room:
+            reason = f"cannot store TargetStateFetched: {no_room}"
+            self.log.error("%s", reason)
+            self._write("RecordError", lambda: self.store.record_error("persistence", "TargetStateFetched", reason,
+                                                                      time.time()))
+            return
 
         def save() -> None:
             seqs.append(self.store.save_target(msg.document, msg.etag, msg.fetched_at))

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.target.engine.preflight import LayerPlan, needed_bytes, refusal, split_reference
+from actors.target.engine.preflight import LayerPlan, needed_bytes, split_reference
 from actors.target.engine.pull_progress import PullFailed, PullState, fold, percent
 from actors.target.images import (
     ImageLedger,
@@ -24,6 +24,7 @@ from messages.protocol.target_state import (
     registry_host,
     to_json,
 )
+from store.space import refusal
 
 HOST = "127.0.0.1:5443"
 MIB = 1024 * 1024

@@ -7,7 +7,6 @@ other's containers, networks or volumes, and foreign containers are never touche
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from contextlib import contextmanager, suppress
@@ -47,6 +46,7 @@ from messages.protocol.target_state import (
     config_hash,
     normalise_image,
 )
+from store import space
 
 LABEL_MANAGED = "io.fleetlet.managed"
 LABEL_OWNER = "io.fleetlet.owner"
@@ -225,8 +225,8 @@ class DockerEngine:
             return 0
         present = {layer for image in client.api.images(all=True) for layer in _layers(client, image["Id"])}
         needed = preflight.needed_bytes(plan, present)
-        stats = os.statvfs(info.get("DockerRootDir") or "/var/lib/docker")
-        no_room = preflight.refusal(needed, stats.f_bavail * stats.f_frsize, self.options.disk_reserve_mb)
+        no_room = space.refusal(needed, space.free_bytes(info.get("DockerRootDir") or "/var/lib/docker"),
+                                self.options.disk_reserve_mb)
         if no_room:
             raise EngineError(step, no_room)
         return needed

@@ -1,9 +1,9 @@
 """The disk-space preflight of a pull: the bytes still needed (the manifest's layer sizes, minus the layers
 the engine already has) against the free space of the engine's data root, less a reserve.
 
-Pure rules (`needed_bytes`, `refusal`) and a small registry client (`fetch_plan`: the manifest and the
-image config over HTTPS, verifying with the CA dockerd trusts for that registry, ``certs.d/HOST/ca.crt``;
-htpasswd's Basic and token servers' Bearer challenges).
+Pure rules (`needed_bytes`; whether they fit is `store.space.refusal`) and a small registry client
+(`fetch_plan`: the manifest and the image config over HTTPS, verifying with the CA dockerd trusts for that
+registry, ``certs.d/HOST/ca.crt``; htpasswd's Basic and token servers' Bearer challenges).
 """
 from __future__ import annotations
 
@@ -50,15 +50,6 @@ def needed_bytes(plan: LayerPlan, present: Iterable[str]) -> int:
         return sum(plan.sizes)
     known = zip(plan.sizes, plan.diff_ids, strict=True)
     return sum(size for size, diff_id in known if diff_id not in have)
-
-
-def refusal(needed: int, free: int, reserve_mb: int) -> str | None:
-    """Why the pull must not start (figures in MB, rounded up for what it needs), or None if it fits."""
-    available = free - reserve_mb * MIB
-    if needed <= available:
-        return None
-    return (f"not enough disk space: needs {-(-needed // MIB)} MB, {max(0, available) // MIB} MB free "
-            f"(beyond the {reserve_mb} MB kept in reserve)")
 
 
 def api_base(host: str) -> str:
