@@ -88,7 +88,7 @@ class EngineWorker(FleetletActor):
     would all arrive at the end."""
 
     name = "engine-worker"
-    PULL_TICK = 0.25  # seconds between looks at a running pull
+    PULL_TICK = 0.1  # seconds between looks at a running pull (its answer waits at most this)
 
     def dispatch(self, typed: object, raw: bytes, sender: ActorAddress) -> None:
         if not isinstance(typed, RunEngineJob):
