@@ -22,7 +22,7 @@ KEPT_RELEASES = 1  # fully applied targets kept besides the one in force (the pr
 @dataclass(frozen=True)
 class AppliedTarget:
     etag: str | None
-    document: JSONObject  # as stored (its registries included: the store is the agent's own, 0600)
+    document: JSONObject  # as stored, less its "registries": logins live with the target in force only
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class ImageLedger:
         """The target `etag` converged: it becomes the last applied, the one before it the previous release."""
         if self.applied and self.applied[-1].etag == etag:
             return self
-        return ImageLedger(self.pulled, (*self.applied, AppliedTarget(etag, document))[-(KEPT_RELEASES + 1):])
+        kept = AppliedTarget(etag, {key: value for key, value in document.items() if key != "registries"})
+        return ImageLedger(self.pulled, (*self.applied, kept)[-(KEPT_RELEASES + 1):])
 
     def previous_releases(self) -> list[TargetState]:
         """The kept releases before the last applied one, parsed (one that no longer parses keeps nothing)."""

@@ -147,6 +147,8 @@ def test_the_ledger_keeps_the_last_applied_target_and_the_one_before():
     assert [release.purge_volumes for release in ledger.previous_releases()] == [("b",)]
     assert ledger_from_json(ledger_to_json(ledger)) == ledger
     assert ledger_from_json("garbage") == ImageLedger() == ledger_from_json({"pulled": "x", "applied": [1]})
+    with_login = ledger.with_applied('"4"', {"apps": {}, "registries": {HOST: {"username": "u", "password": "p"}}})
+    assert with_login.applied[-1].document == {"apps": {}}  # a login is kept with the target in force only
 
 
 names = st.sets(st.sampled_from([f"{HOST}/app:{n}" for n in range(8)]))
