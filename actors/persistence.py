@@ -12,6 +12,8 @@ sends its document again. A corrupt store still crashes it: that needs an operat
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 
@@ -26,8 +28,10 @@ from messages.bus.outbox import (
 )
 from messages.bus.shadow import ShadowDocumentSeen
 from messages.bus.target import (
+    IMAGE_LEDGER_KEY,
     ORPHANED_VOLUMES_KEY,
     RELEASE_KEY,
+    ImageLedgerChanged,
     OrphanedVolumesSeen,
     ReleaseChanged,
     RestartServices,
@@ -38,7 +42,7 @@ from messages.bus.target import (
     TargetStateRejected,
     TargetStateStored,
 )
-from store import Store, StoreFull, StoreValueError
+from store import Store, StoreFull, StoreValueError, space
 
 
 class Persistence(FleetletActor):
@@ -59,6 +63,9 @@ class Persistence(FleetletActor):
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+
+    def _store_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.config["store"]["path"]))
 
     def _announce(self, channel: str) -> None:
         pending = self.store.pending_report(channel)
@@ -81,6 +88,15 @@ class Persistence(FleetletActor):
 
     def on_TargetStateFetched(self, msg: TargetStateFetched) -> None:
         seqs: list[int] = []
+        # The same check as before a pull: the store grows by about twice the document (the row, the WAL).
+        needed = 2 * len(json.dumps(msg.document).encode())
+        no_room = space.refusal(needed, space.free_bytes(self._store_dir()), self.config["store"]["disk_reserve_mb"])
+        if no_room:
+            reason = f"cannot store TargetStateFetched: {no_room}"
+            self.log.error("%s", reason)
+            self._write("RecordError", lambda: self.store.record_error("persistence", "TargetStateFetched", reason,
+                                                                      time.time()))
+            return
 
         def save() -> None:
             seqs.append(self.store.save_target(msg.document, msg.etag, msg.fetched_at))
@@ -124,6 +140,9 @@ class Persistence(FleetletActor):
 
     def on_ReleaseChanged(self, msg: ReleaseChanged) -> None:
         self._write("ReleaseChanged", lambda: self.store.put(RELEASE_KEY, msg.release))
+
+    def on_ImageLedgerChanged(self, msg: ImageLedgerChanged) -> None:
+        self._write("ImageLedgerChanged", lambda: self.store.put(IMAGE_LEDGER_KEY, msg.ledger))
 
     def on_RecordError(self, msg: RecordError) -> None:
         self._write("RecordError", lambda: self.store.record_error(msg.source, msg.key, msg.message, msg.at))

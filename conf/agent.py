@@ -138,6 +138,7 @@ class ShadowSection:
 class StoreSection:
     path: str = setting("var/agent.db", rule=non_empty)
     synchronous: str = setting("FULL", rule=one_of("FULL", "NORMAL"))
+    disk_reserve_mb: int = setting(16, rule=non_negative)  # a new target is not stored if it would eat into this
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from tests.support.processes import descendants, kill_pids
 from tests.support.services import missing
 
 pytest_plugins = ["tests.support.pki", "tests.support.postgres", "tests.support.cloud",
-                  "tests.support.private_dockerd"]
+                  "tests.support.private_dockerd", "tests.support.registry"]
 
 
 def pytest_sessionstart(session):

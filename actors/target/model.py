@@ -30,6 +30,7 @@ class Action(str, Enum):
     REMOVE = "remove"
     REMOVE_NETWORK = "remove_network"
     REMOVE_VOLUME = "remove_volume"
+    REMOVE_IMAGE = "remove_image"
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def orphans_from_json(value: object) -> dict[Resource, float]:
 class EngineState:
     containers: tuple[ContainerInfo, ...] = ()
     images: frozenset[str] = frozenset()  # normalised names (tags and digests) present in the engine
+    images_in_use: frozenset[str] = frozenset()  # those of images any container uses (Fleetlet's or not)
     networks: frozenset[Resource] = frozenset()
     volumes: frozenset[Resource] = frozenset()
 
@@ -172,6 +174,13 @@ class Pull(_Step):
 
 
 @dataclass(frozen=True)
+class RemoveImage(_Step):
+    """Cleanup after a converged pass (`actors.target.images`), never planned by the planner."""
+    action = Action.REMOVE_IMAGE
+    image: str
+
+
+@dataclass(frozen=True)
 class Create(_Step):
     action = Action.CREATE
     service: Service  # the container is created from its config
@@ -192,9 +201,10 @@ class Remove(ContainerStep):
     action = Action.REMOVE
 
 
-Step = CreateNetwork | CreateVolume | Pull | Create | Start | Stop | Remove | RemoveNetwork | RemoveVolume
+Step = (CreateNetwork | CreateVolume | Pull | Create | Start | Stop | Remove | RemoveNetwork | RemoveVolume
+        | RemoveImage)
 STEP_TYPES: dict[Action, type[Step]] = {kind.action: kind for kind in (
-    CreateNetwork, CreateVolume, Pull, Create, Start, Stop, Remove, RemoveNetwork, RemoveVolume)}
+    CreateNetwork, CreateVolume, Pull, Create, Start, Stop, Remove, RemoveNetwork, RemoveVolume, RemoveImage)}
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,7 @@ class Verdict:
 def describe_step(step: Step) -> str:
     """A step in a few words, for logs, errors and the plan CLI: "pull busybox:1", "create 1/web"."""
     match step:
-        case Pull():
+        case Pull() | RemoveImage():
             subject = step.image
         case ResourceStep():
             subject = f"{step.app_id}/{step.resource}"

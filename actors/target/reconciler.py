@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -50,10 +51,13 @@ from actors.runtime.base import FleetletActor
 from actors.target import release as releases
 from actors.target.engine.adapter import LOCK_FILE, LOCK_LABEL, OWNER_PATTERN, EngineError, lock_path
 from actors.target.engine.worker import state_from_wire, step_to_wire
+from actors.target.images import ImageLedger, images_to_keep, images_to_remove, ledger_from_json, ledger_to_json
 from actors.target.model import (
     EngineState,
     Key,
     OrphanedVolumes,
+    Pull,
+    RemoveImage,
     Resource,
     Step,
     describe_step,
@@ -64,7 +68,7 @@ from actors.target.model import (
 )
 from actors.target.planner import VerdictRow, explain
 from actors.target.policy import POLICY_USES, PolicyRefused, enforce_policy, on_this_host, policy_from_config
-from actors.target.report import report_state
+from actors.target.report import PullFigures, report_state, with_progress
 from actors.target.scheduling import (
     RESTART_REASON,
     Job,
@@ -75,19 +79,23 @@ from actors.target.scheduling import (
     next_steps,
     obsolete_pulls,
 )
-from conf.schema import ConfigError, non_negative, positive, setting
+from conf.schema import ConfigError, non_empty, non_negative, positive, setting
 from messages.bus.engine import (
     EngineJobDone,
     EngineJobStarted,
+    EngineOptions,
+    PullProgressed,
     ReconcileNow,
     ReconcilePassFinished,
     RunEngineJob,
 )
 from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import (
+    IMAGE_LEDGER_KEY,
     ORPHANED_VOLUMES_KEY,
     RELEASE_KEY,
     CurrentStateObserved,
+    ImageLedgerChanged,
     OrphanedVolumesSeen,
     ReleaseChanged,
     RestartsRecorded,
@@ -97,11 +105,17 @@ from messages.bus.target import (
 from messages.protocol.target_state import (
     InvalidTargetState,
     TargetState,
+    credentials_for,
     parse_target_state,
     to_json,
 )
 from messages.transport.backoff import backoff_delay
 from store import Store
+
+
+def size_text(value: str) -> str | None:
+    """A size as the engine's log options spell it: digits and a unit k, m or g."""
+    return None if re.fullmatch(r"[1-9][0-9]{0,8}[kmg]", value) else f"must be like 10m or 512k, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,12 @@ class ReconcilerSettings:
     probe_min: float = setting(0.5, rule=positive)  # engine unreachable: probe after this, doubling up to probe_max
     probe_max: float = setting(5.0, rule=positive)
     release_tick: float = setting(1.0, rule=positive)  # seconds between reads while a release is underway
+    pull_stall_timeout: float = setting(60.0, rule=positive)  # a pull that moves no byte this long is aborted, retried
+    disk_reserve_mb: int = setting(256, rule=non_negative)  # a pull must leave this much free on the engine's disk
+    log_max_size: str = setting("10m", rule=size_text)  # each container's `local` log file size ("10m", "512k")
+    log_max_files: int = setting(3, rule=positive)  # ... and how many of them it keeps
+    registry_certs_dir: str = setting("/etc/docker/certs.d", rule=non_empty)  # the registries' CAs, as dockerd's
+
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
@@ -151,6 +171,11 @@ class EngineProbe:
     """Timer payload: read the unreachable engine again."""
 
 
+@dataclass(frozen=True)
+class StallCheck:
+    """Timer payload: abort the pulls that have not moved for pull_stall_timeout (armed while pulls run)."""
+
+
 @dataclass
 class Pass:
     """From a trigger (new target, drift check, retry...) until the reconciler is idle again."""
@@ -158,6 +183,7 @@ class Pass:
     trigger: str
     started_at: float = field(default_factory=time.time)
     steps: int = 0
+    cleaned: bool = False  # the cleanup after convergence ran in this pass (at most once: a failure waits a pass)
 
 
 class Reconciler(FleetletActor):
@@ -231,6 +257,8 @@ class Reconciler(FleetletActor):
         self.lock_since = {}
         self.crash_since = {}
         self.tick_armed = False
+        self.ledger = ledger_from_json(self.store.get(IMAGE_LEDGER_KEY, {}))
+        self.stall_timer = False
         self._load_target()
         self.after(self.options.drift_interval, DriftCheck())
         self._trigger("start")
@@ -293,6 +321,9 @@ class Reconciler(FleetletActor):
             case ReleaseTick():
                 self.tick_armed = False
                 self._trigger("release check")
+            case StallCheck():
+                self.stall_timer = False
+                self._abort_stalled_pulls()
 
     def _trigger(self, reason: str) -> None:
         self._begin_pass(reason)
@@ -348,10 +379,51 @@ class Reconciler(FleetletActor):
         address = self.createActor("actors.target.engine.worker.EngineWorker")
         job_id = self.pool.add(step, address)
         options = self.options
-        self.send(address, messages.encode(RunEngineJob(job_id, self.owner, options.engine_timeout,
-                                                     options.stop_timeout,
-                                                     None if step is None else step_to_wire(step),
-                                                     self.lock_dir)))
+        engine_options = EngineOptions(options.engine_timeout, options.stop_timeout, options.disk_reserve_mb,
+                                       options.log_max_size, options.log_max_files, options.registry_certs_dir,
+                                       self.lock_dir)
+        login = None
+        if isinstance(step, Pull):
+            login = None if self.target is None else credentials_for(self.target, step.image)
+            self.pool.jobs[job_id].moved_at = time.monotonic()
+            self._arm_stall_check()
+        self.send(address, messages.encode(RunEngineJob(job_id, self.owner, engine_options,
+                                                     None if step is None else step_to_wire(step), login)))
+
+    # -- pulls ---------------------------------------------------------------------------------------
+
+    def on_PullProgressed(self, msg: PullProgressed) -> None:
+        job = self.pool.jobs.get(msg.job_id)
+        if job is None:
+            return
+        figures = (msg.downloaded, msg.extracted, msg.total)
+        if job.progress is None or figures[:2] != job.progress[:2]:  # bytes moved: not stalled
+            job.moved_at = time.monotonic()
+        job.progress = figures
+        if self.last_report is not None:
+            self._report(with_progress(self.last_report, self._pull_figures()))
+
+    def _pull_figures(self) -> dict[Key, PullFigures]:
+        return {job.step.key: job.progress for job in self.pool.jobs.values()
+                if isinstance(job.step, Pull) and job.progress is not None}
+
+    def _arm_stall_check(self) -> None:
+        if not self.stall_timer:
+            self.stall_timer = True
+            self.after(max(0.2, self.options.pull_stall_timeout / 4), StallCheck())
+
+    def _abort_stalled_pulls(self) -> None:
+        """Kill the worker of each pull that moved nothing for pull_stall_timeout: the engine drops a pull whose
+        client went away, and the service's backoff retries it."""
+        now, limit = time.monotonic(), self.options.pull_stall_timeout
+        pulls = [job for job in self.pool.jobs.values() if isinstance(job.step, Pull)]
+        for job in pulls:
+            if job.aborted is None and now - job.moved_at >= limit and job.pid is not None:
+                job.aborted = f"pull stalled: no progress for {limit:g} s"
+                self._log(logging.WARNING, "aborting %s: %s", describe_step(job.step) if job.step else "", job.aborted)
+                _kill(job.pid)
+        if pulls:
+            self._arm_stall_check()
 
     def _request_read(self, probe: bool = False) -> None:
         if self.engine_down is not None and not probe:
@@ -401,7 +473,8 @@ class Reconciler(FleetletActor):
             return  # it answered before exiting
         if job.step is None:
             raise EngineError(None, "the engine worker reading the state died")
-        self._step_done(job.step, None if job.cancelled else "the engine worker died without an answer")
+        died = None if job.cancelled else "the engine worker died without an answer"
+        self._step_done(job.step, job.aborted or died)
 
     def _step_done(self, step: Step, error: str | None) -> None:
         self.pool.step_ended(step)
@@ -411,7 +484,16 @@ class Reconciler(FleetletActor):
             self._failed(step.key, error)
         elif step.key in self.restarts and step.reason == RESTART_REASON:
             self.restarts[step.key] = "start"
+        elif isinstance(step, Pull):
+            self._set_ledger(self.ledger.with_pull(step.image))
+        elif isinstance(step, RemoveImage):
+            self._set_ledger(self.ledger.without(step.image))
         self._request_read()
+
+    def _set_ledger(self, ledger: ImageLedger) -> None:
+        if ledger != self.ledger:
+            self.ledger = ledger
+            self.publish(ImageLedgerChanged(ledger_to_json(ledger)))
 
     def _failed(self, key: Key, error: str) -> None:
         failure = self.retries.failed(key, error, time.monotonic())
@@ -475,13 +557,17 @@ class Reconciler(FleetletActor):
         shown = {(row["app_id"], row["service_name"]) for row in verdicts}
         for key in [key for key in self.retries.keys() if key not in shown and key not in excluded]:
             self._forget_failure(key)  # its service is gone from the target and the engine
-        self._report({**self._release_report(report_state(target, current, verdicts, self.retries.marked_errors(),
-                                                          running + steps), current,
-                                                          frozenset(step.app_id for step in held)),
-                      "engine": {"status": "ok"}})
+        self._report(with_progress({**self._release_report(report_state(target, current, verdicts,
+                                                                        self.retries.marked_errors(),
+                                                                        running + steps), current,
+                                                           frozenset(step.app_id for step in held)),
+                                    "engine": {"status": "ok"}}, self._pull_figures()))
         if self.release.applying is not None and not self.tick_armed:
             self.tick_armed = True
             self.after(self.options.release_tick, ReleaseTick())
+        if not self.pool.jobs and self.pass_ is not None and not self.pass_.cleaned and self._converged(verdicts):
+            self.pass_.cleaned = True
+            self._clean_up(current)
         if not self.pool.jobs:
             self._idle(verdicts, backing_off)
 
@@ -551,6 +637,28 @@ class Reconciler(FleetletActor):
                     row.update(releases.crash_loop_row(by_id[container_id], self.crash_since[container_id]))
         return {**report, "release": releases.release_section(self.release, bool(locked))}
 
+    def _converged(self, verdicts: list[VerdictRow]) -> bool:
+        return self.target is not None and all(row["status"] == "converged" for row in verdicts)
+
+    def _clean_up(self, current: EngineState) -> None:
+        """The target in force is fully applied: it becomes the last applied, and the images Fleetlet pulled that
+        neither it, nor the committed release (a rollback needs them), nor the one applied before it uses (and
+        no container uses) are removed."""
+        if self.target is None:
+            return
+        rolled_back = self.stored_id is not None and \
+            releases.applied_target(self.release, self.stored_id) == "committed"
+        in_force = self.release.committed_etag if rolled_back else self.etag
+        self._set_ledger(self.ledger.with_applied(in_force, to_json(self.target)))
+        kept = self.ledger.previous_releases()
+        if self.release.committed_document is not None:
+            kept.append(parse_target_state(self.release.committed_document))
+        keep = images_to_keep(self.target, kept)
+        for image in images_to_remove(self.ledger.pulled, keep, current):
+            self._log(logging.INFO, "removing image %s: pulled by Fleetlet, used by neither this release, the "
+                      "committed one nor the one before", image)
+            self._launch(RemoveImage("", None, "image no longer used", image))
+
     def _orphans(self, target: TargetState, current: EngineState) -> OrphanedVolumes:
         """The volume clock for this plan; a change goes to persistence first, so a restart keeps it."""
         now = time.time()  # wall clock: the grace outlives restarts and reboots
@@ -574,7 +682,7 @@ class Reconciler(FleetletActor):
                 self.after(retry_at - time.monotonic(), RetryDue())
         if self.pass_ is None:
             return
-        converged = self.target is not None and all(row["status"] == "converged" for row in verdicts)
+        converged = self._converged(verdicts)
         failed = tuple(sorted(key_text(key) for key in self.retries.marked))
         finished = time.time()
         done = self.pass_

@@ -8,16 +8,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypedDict
 
+from actors.target.engine.pull_progress import percent
 from actors.target.model import ACTIVE_STATUSES, EngineState, Key, Pull, Step, containers_by_key
 from actors.target.planner import VerdictRow
 from messages.protocol.target_state import TargetState
 
 
 class AppReport(TypedDict):
-    """One app in the report: its services by name (each a row of strings) and its update status."""
-    services: dict[str, dict[str, str]]
+    """One app in the report: its services by name (each a row of strings, and a pull's progress) and its
+    update status."""
+    services: dict[str, dict[str, object]]
     update_status: str  # failed | downloading | applying | done
 
+
+PullFigures = tuple[int, int, int]  # a pull's bytes downloaded, extracted, needed in all (0: not known yet)
 
 
 def report_state(target: TargetState, current: EngineState, verdicts: Sequence[VerdictRow],
@@ -28,12 +32,12 @@ def report_state(target: TargetState, current: EngineState, verdicts: Sequence[V
     by_key = containers_by_key(current.containers)
     pulling = {step.key for step in in_flight if isinstance(step, Pull)}
     wanted = {(app.app_id, service.service_name): service for app in target.apps for service in app.services}
-    services: dict[str, dict[str, dict[str, str]]] = {}
+    services: dict[str, dict[str, dict[str, object]]] = {}
     for app_id, service_name in sorted(wanted.keys() | by_key.keys()):
         containers = by_key.get((app_id, service_name))
         if containers:
             shown = min(containers, key=lambda c: (c.status not in ACTIVE_STATUSES, c.id))
-            row = {"containerId": shown.id, "image": shown.image, "status": shown.status}
+            row: dict[str, object] = {"containerId": shown.id, "image": shown.image, "status": shown.status}
         else:  # no container: the key is a target service's
             row = {"image": wanted[app_id, service_name].config.image,
                    "status": "downloading" if (app_id, service_name) in pulling else "absent"}
@@ -53,3 +57,22 @@ def report_state(target: TargetState, current: EngineState, verdicts: Sequence[V
             status = "done"
         apps[app_id] = {"services": app_services, "update_status": status}
     return {"apps": apps}
+
+
+def with_progress(state: Mapping[str, object], progress: Mapping[Key, PullFigures]) -> dict[str, object]:
+    """`state` (a report_state result) with each pulling service's progress, `{"bytes", "total", "percent"}`
+    (bytes downloaded of the bytes it needs), and no progress on the others."""
+    apps = state.get("apps")
+    if not isinstance(apps, dict):
+        return dict(state)
+    shown: dict[str, object] = {}
+    for app_id, app in apps.items():
+        services = {}
+        for service_name, row in app["services"].items():
+            row = {key: value for key, value in row.items() if key != "progress"}
+            if (app_id, service_name) in progress:
+                downloaded, _extracted, total = progress[app_id, service_name]
+                row["progress"] = {"bytes": downloaded, "total": total, "percent": percent(downloaded, total)}
+            services[service_name] = row
+        shown[app_id] = {**app, "services": services}
+    return {**state, "apps": shown}

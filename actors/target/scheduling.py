@@ -18,6 +18,7 @@ from actors.target.model import (
     Key,
     OrphanedVolumes,
     Pull,
+    RemoveImage,
     ResourceStep,
     Start,
     Step,
@@ -46,7 +47,7 @@ def next_steps(target: TargetState, current: EngineState, underway: Iterable[Ste
 def step_identity(step: Step) -> tuple[object, ...]:
     """Equal for steps that do the same to the engine, whichever service they were planned for."""
     match step:
-        case Pull():
+        case Pull() | RemoveImage():
             return step.action, step.image
         case ResourceStep():
             return step.action, step.app_id, step.resource
@@ -149,6 +150,9 @@ class Job:
     read_number: int = 0  # reads: their sequence number
     pid: int | None = None
     cancelled: bool = False
+    aborted: str | None = None  # why the reconciler killed it (a stalled pull): its step's error
+    progress: tuple[int, int, int] | None = None  # a pull's (downloaded, extracted, total) bytes, last reported
+    moved_at: float = 0.0  # monotonic time the pull last moved (or started): the stall timeout counts from it
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from messages.codec import message
 from messages.protocol.json import JSONObject
-from messages.protocol.target_state import Service
+from messages.protocol.target_state import RegistryCredentials, Service
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,39 @@ class EngineStep:
     image: str | None
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """The reconciler's settings a worker needs (a worker gets no Configure)."""
+    timeout: float  # seconds for each engine API call
+    stop_timeout: int  # seconds a stop waits before the engine kills the container
+    disk_reserve_mb: int  # a pull must leave this much free on the engine's data root
+    log_max_size: str  # the `local` log driver's max-size of each container ("10m")
+    log_max_files: int  # ... and its max-file
+    certs_dir: str  # where dockerd finds each registry's CA (HOST:PORT/ca.crt): the preflight trusts the same
+    lock_dir: str = ""  # where the apps' update-lock directories are ("": none is mounted)
+
+
 @message
 @dataclass(frozen=True)
 class RunEngineJob:
-    """Reconciler -> worker: run `step`, or read the current state when `step` is None."""
+    """Reconciler -> worker: run `step`, or read the current state when `step` is None. `login` is the
+    target's login for the registry of a pull's image (never logged: its repr hides the password)."""
     job_id: int
     owner: str
-    timeout: float  # seconds for each engine API call
-    stop_timeout: int  # seconds a stop waits before the engine kills the container
+    options: EngineOptions
     step: EngineStep | None
-    lock_dir: str = ""  # where the apps' update-lock directories are ("": none is mounted)
+    login: RegistryCredentials | None
+
+
+@message
+@dataclass(frozen=True)
+class PullProgressed:
+    """Worker -> reconciler: a pull moved on (at most once a second): bytes downloaded and extracted of the
+    layers it fetches, and the bytes it needs in all (0 while unknown)."""
+    job_id: int
+    downloaded: int
+    extracted: int
+    total: int
 
 
 @message

@@ -78,6 +78,7 @@ class OrphanedVolumesSeen:
 
 
 RELEASE_KEY = "reconciler.release"  # the store key (Store.put/get) of ReleaseChanged.release
+IMAGE_LEDGER_KEY = "reconciler.images"  # the store key of ImageLedgerChanged.ledger
 
 
 @message
@@ -86,6 +87,14 @@ class ReleaseChanged:
     """The release state (actors.target.release, its store form: the committed target and its document, the
     attempt underway, the rolled-back target and why): persistence keeps it, so a restart resumes it."""
     release: JSONObject
+
+
+@message
+@dataclass(frozen=True)
+class ImageLedgerChanged:
+    """The images the reconciler pulled and the targets it fully applied (`actors.target.images`, the whole
+    ledger): persistence keeps it, so cleanup never touches an image Fleetlet did not pull, across restarts."""
+    ledger: JSONObject
 
 
 @message

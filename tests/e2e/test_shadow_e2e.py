@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -21,55 +20,13 @@ from tests.support.cloud import DEMO, CloudProcess, MqttProbe
 from tests.support.pki import session_pki
 from tests.support.polling import wait_for, wait_quiet
 from tests.support.probe_actors import recorded_rows
-from tests.support.sockets import pump
+from tests.support.proxy import TcpProxy
 
 THING = DEMO["thing"]
 TOPICS = {profile: f"${profile}/things/{THING}/shadow" for profile in ("aws", "emqx")}
 
 
 # -- the pieces -------------------------------------------------------------------------------------------------
-
-class CuttableProxy:
-    """A TCP proxy in front of the broker whose connections a test can cut (a flaky link)."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def close(self) -> None:
-        self.server.close()
-        self.cut()
-
 
 def agent_config(tmp_path, admin_port: int, broker_port: int, cloud_url: str, profile: str = "aws",
                  handlers: tuple[str, ...] = ()) -> dict:
@@ -245,7 +202,7 @@ def test_a_value_the_device_cannot_apply_is_reported_as_it_is_without_a_storm(br
 
 def test_a_broker_restart_and_cut_connections_during_updates_lose_nothing(broker, cloud, agents, tmp_path, port):
     client = cloud.client()
-    proxy = CuttableProxy(broker.port)
+    proxy = TcpProxy(broker.port)
     try:
         system = agents(agent_config(tmp_path, port, proxy.port, cloud.url))
         for step in range(24):

@@ -1,10 +1,12 @@
 import pickle
 import uuid
+from dataclasses import replace
 
 import docker
 import pytest
 
 from actors.target.engine.adapter import (
+    DEFAULT_OPTIONS,
     LABEL_CONFIG_HASH,
     LABEL_OWNER,
     DockerEngine,
@@ -56,7 +58,7 @@ def owner(client):
 
 @pytest.fixture
 def engine(owner):
-    engine = DockerEngine(owner, timeout=20, stop_timeout=3)
+    engine = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, timeout=20, stop_timeout=3))
     yield engine
     engine.close()
 
@@ -78,6 +80,11 @@ def converge(engine: DockerEngine, target: TargetState, max_batches: int = 20) -
         for step in steps:
             engine.execute(step)
     raise AssertionError(f"not converged after {max_batches} batches: {batches[-3:]}")
+
+
+def images_only(current: EngineState) -> EngineState:
+    """What an engine with none of this owner's objects reads as: only the images (and which are in use)."""
+    return EngineState(images=current.images, images_in_use=current.images_in_use)
 
 
 def containers_by_service(current: EngineState) -> dict[str, list]:
@@ -157,7 +164,7 @@ def test_a_service_removed_from_the_target_loses_its_container_and_network(clien
 @pytest.mark.docker
 def test_an_emptied_target_removes_everything_including_volumes(engine):
     converge(engine, target_of({"db": {"volumes": ["data:/data"]}}))
-    assert converge(engine, TargetState())[0] == EngineState(images=engine.read_current().images)
+    assert converge(engine, TargetState())[0] == images_only(engine.read_current())
 
 
 @pytest.mark.docker
@@ -213,7 +220,7 @@ def test_a_duplicate_left_by_a_crash_is_reduced_to_one(client, engine, owner):
 
 @pytest.mark.docker
 def test_foreign_containers_are_never_read_nor_touched(client, engine, owner):
-    other_owner = DockerEngine(f"{owner}-other", timeout=20, stop_timeout=3)
+    other_owner = DockerEngine(f"{owner}-other", options=replace(DEFAULT_OPTIONS, timeout=20, stop_timeout=3))
     converge(other_owner, target_of({"web": {}}))
     unlabelled = client.containers.create(IMAGE_1, name=f"{owner}-unlabelled")
     try:
@@ -244,7 +251,7 @@ def test_steps_are_idempotent(engine):
     for step in [RemoveNetwork("1", None, "test", resource="default"),
                  RemoveVolume("1", None, "test", resource="data")] * 2:
         engine.execute(step)
-    assert engine.read_current() == EngineState(images=engine.read_current().images)
+    assert engine.read_current() == images_only(engine.read_current())
     with pytest.raises(EngineError, match=r"^start 1/web: container .* no longer exists$"):
         engine.execute(start)
 
@@ -301,7 +308,7 @@ def test_an_engine_survives_pickling_without_its_client(engine):
 def test_an_unreachable_daemon_raises_engine_unavailable(tmp_path):
     def factory(timeout):
         return docker.DockerClient(base_url=f"unix://{tmp_path}/absent.sock", timeout=timeout)
-    engine = DockerEngine("nobody", client_factory=factory, timeout=2)
+    engine = DockerEngine("nobody", client_factory=factory, options=replace(DEFAULT_OPTIONS, timeout=2))
     with pytest.raises(EngineUnavailable, match="Docker engine unavailable"):
         engine.read_current()
     step = Start("1", "web", "test", container_id="abc")
@@ -314,3 +321,26 @@ def test_an_unreachable_daemon_raises_engine_unavailable(tmp_path):
 def test_owner_names_are_checked(name):
     with pytest.raises(ValueError, match="owner"):
         DockerEngine(name)
+
+
+@pytest.mark.docker
+def test_logs_are_bounded_and_changing_the_bound_recreates_nothing(client, engine, owner):
+    target = target_of({"web": {}})
+    converge(engine, target)
+    (container,) = client.containers.list(all=True, filters={"label": f"{LABEL_OWNER}={owner}"})
+    assert container.attrs["HostConfig"]["LogConfig"] == {"Type": "local", "Config": {"max-file": "3",
+                                                                                        "max-size": "10m"}}
+    # An agent with other log settings (or a container created before logs were bounded) plans no step.
+    other = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, log_max_size="1m", log_max_files=1))
+    try:
+        assert plan(target, other.read_current()) == []
+    finally:
+        other.close()
+    # A container created before logs were bounded (the engine's default driver) is kept as it is.
+    labels, networks = dict(container.labels), list(container.attrs["NetworkSettings"]["Networks"])
+    container.remove(force=True)
+    legacy = client.containers.create(IMAGE_1, name=f"{owner}_legacy", labels=labels, network=networks[0])
+    legacy.start()
+    legacy.reload()
+    assert legacy.attrs["HostConfig"]["LogConfig"]["Type"] != "local"
+    assert plan(target, engine.read_current()) == []

@@ -18,6 +18,7 @@ def persistence(tmp_path):
     actor, published = Persistence(), []
     actor.publish = published.append
     actor.store = Store.open(str(tmp_path / "agent.db"))
+    actor.config = {"store": {"path": str(tmp_path / "agent.db"), "disk_reserve_mb": 0}}
     actor.published = published
     yield actor
     actor.store.close()
@@ -75,3 +76,14 @@ def test_the_reconcilers_volume_clock_goes_to_the_store_and_survives_a_restart(p
     assert first.since == again.since and again.grace == 86400.0
     persistence.on_OrphanedVolumesSeen(sent[0])
     assert orphans_from_json(persistence.store.get(ORPHANED_VOLUMES_KEY)) == first.since  # what started() reads
+
+
+def test_a_target_that_would_eat_into_the_disk_reserve_is_not_stored(persistence):
+    persistence.config["store"]["disk_reserve_mb"] = 100_000_000  # 100 TB kept free: more than any test disk
+    persistence.on_TargetStateFetched(TargetStateFetched({"apps": {}}, '"e"', 1.0))
+    assert persistence.store.load_target() is None and persistence.published == []
+    assert "not enough disk space: needs 1 MB, 0 MB free" in recorded(persistence)[("persistence",
+                                                                                   "TargetStateFetched")]
+    persistence.config["store"]["disk_reserve_mb"] = 0
+    persistence.on_TargetStateFetched(TargetStateFetched({"apps": {}}, '"e"', 1.0))
+    assert persistence.store.load_target().etag == '"e"'

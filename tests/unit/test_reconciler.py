@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import conf
 import messages
+from actors.target.engine.adapter import DEFAULT_OPTIONS
 from actors.target.engine.worker import (
     state_from_wire,
     state_to_wire,
@@ -115,7 +116,7 @@ def test_steps_and_states_cross_the_wire_unchanged():
                                 "command": "sh -c 'sleep 1'"}})
     for step in plan(target, EngineState(images=frozenset({IMAGE_1}), networks=frozenset({Resource("1", "default")}),
                                           volumes=frozenset({Resource("1", "data")}))):
-        job = messages.decode(messages.encode(RunEngineJob(1, "owner", 30.0, 10, step_to_wire(step))))
+        job = messages.decode(messages.encode(RunEngineJob(1, "owner", DEFAULT_OPTIONS, step_to_wire(step), None)))
         assert step_from_wire(job.step) == step
     state = converged_state(target)
     done = messages.decode(messages.encode(EngineJobDone(1, None, False, state_to_wire(state))))
@@ -148,6 +149,6 @@ def test_every_step_type_crosses_the_wire_as_itself(data):
     arguments = {"app_id": text, "service_name": names, "reason": text, "resource": text, "image": text,
                  "container_id": text, "service": st.just(service) if kind is Create else st.none() | st.just(service)}
     step = data.draw(st.builds(kind, **{field.name: arguments[field.name] for field in dataclasses.fields(kind)}))
-    wire = messages.decode(messages.encode(RunEngineJob(1, "owner", 30.0, 10, step_to_wire(step)))).step
+    wire = messages.decode(messages.encode(RunEngineJob(1, "owner", DEFAULT_OPTIONS, step_to_wire(step), None))).step
     assert type(step_from_wire(wire)) is kind and step_from_wire(wire) == step
     assert wire.action == kind.action.value

@@ -436,7 +436,8 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "health", "images", "limits", "model", "options", "parse"}  # the submodules themselves
+        "canonical", "fields", "health", "images", "limits", "model", "options", "parse", "registries",
+    }  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 from contextlib import contextmanager, suppress
 from typing import Any, Callable, Iterator, assert_never
 
@@ -17,9 +18,12 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container, _create_container_args
-from docker.types import Mount
+from docker.types import LogConfig, Mount
+from docker.utils import parse_repository_tag
 
+from actors.target.engine import preflight
 from actors.target.engine.options import create_arguments, exposed_only
+from actors.target.engine.pull_progress import PullFailed, PullState, fold
 from actors.target.model import (
     ContainerInfo,
     Create,
@@ -28,6 +32,7 @@ from actors.target.model import (
     EngineState,
     Pull,
     Remove,
+    RemoveImage,
     RemoveNetwork,
     RemoveVolume,
     Resource,
@@ -37,16 +42,19 @@ from actors.target.model import (
     Stop,
     describe_step,
 )
+from messages.bus.engine import EngineOptions
 from messages.protocol.target_state import (
     HAND_OVER,
     Healthcheck,
     PortMapping,
+    RegistryCredentials,
     Service,
     VolumeMount,
     config_field_hashes,
     config_hash,
     normalise_image,
 )
+from store import space
 
 LABEL_MANAGED = "io.fleetlet.managed"
 LABEL_OWNER = "io.fleetlet.owner"
@@ -86,19 +94,26 @@ class EngineUnavailable(EngineError):
     """The Docker daemon cannot be reached."""
 
 
+DEFAULT_OPTIONS = EngineOptions(timeout=30.0, stop_timeout=10, disk_reserve_mb=0, log_max_size="10m", log_max_files=3,
+                                certs_dir="/etc/docker/certs.d")
+PROGRESS_INTERVAL = 1.0  # seconds between a pull's progress callbacks
+ProgressCallback = Callable[[PullState, int], None]  # the pull's state, the bytes it needs in all (0: unknown)
+
+
 class DockerEngine:
     def __init__(self, owner: str, client_factory: Callable[..., docker.DockerClient] = docker.from_env,
-                 timeout: float = 30.0, stop_timeout: int = 10, lock_dir: str = "") -> None:
+                 options: EngineOptions = DEFAULT_OPTIONS) -> None:
         """`client_factory(timeout=...)` is called on first use, so the client is created in the process
-        that uses it (never inherited across a fork). `timeout` bounds every API call; a stop may take
-        `stop_timeout` more before the engine kills the container. `lock_dir` holds the apps' update-lock
-        directories ("": no service gets one)."""
+        that uses it (never inherited across a fork). `options.timeout` bounds every API call; a stop may take
+        `options.stop_timeout` more before the engine kills the container; `options.lock_dir` holds the apps'
+        update-lock directories ("": no service gets one)."""
         if not OWNER_PATTERN.fullmatch(owner):
             raise ValueError(f"owner {owner!r} does not match {OWNER_PATTERN.pattern}")
         self.owner = owner
-        self.timeout = timeout
-        self.stop_timeout = stop_timeout
-        self.lock_dir = lock_dir
+        self.options = options
+        self.timeout = options.timeout
+        self.stop_timeout = options.stop_timeout
+        self.lock_dir = options.lock_dir
         self._client_factory = client_factory
         self._client: docker.DockerClient | None = None
 
@@ -130,14 +145,24 @@ class DockerEngine:
                                 for volume in client.volumes.list(filters=owned))
             containers = tuple(_with_details(client, _container_info(summary, networks))
                                for summary in client.api.containers(all=True, filters=owned))
-            images = frozenset(normalise_image(name) for image in client.images.list()
-                               for name in image.tags + (image.attrs.get("RepoDigests") or [])
-                               if "<none>" not in name)
-        return EngineState(containers=containers, images=images,
-                            networks=frozenset(networks.values()), volumes=volumes)
+            # Every container's image, whoever owns the container: an image in use is never removed.
+            used = {summary.get("ImageID") for summary in client.api.containers(all=True)}
+            images: set[str] = set()
+            in_use: set[str] = set()
+            # The raw list: the SDK's inspects every image, and one removed meanwhile (by anyone) would fail the read.
+            for image in client.api.images():
+                spelled = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+                names = {normalise_image(name) for name in spelled if "<none>" not in name}
+                images |= names
+                if image.get("Id") in used:
+                    in_use |= names
+        return EngineState(containers=containers, images=frozenset(images), images_in_use=frozenset(in_use),
+                           networks=frozenset(networks.values()), volumes=volumes)
 
-    def execute(self, step: Step) -> None:
-        """Run one step; raise `EngineError` (or `EngineUnavailable`) if it did not take effect."""
+    def execute(self, step: Step, login: RegistryCredentials | None = None,
+                progress: ProgressCallback | None = None) -> None:
+        """Run one step; raise `EngineError` (or `EngineUnavailable`) if it did not take effect. A pull uses
+        `login` for its registry and reports its progress to `progress`."""
         with self._session(step) as client:
             match step:  # one case per step type: a new type without a handler fails type checking here
                 case CreateNetwork():
@@ -145,7 +170,9 @@ class DockerEngine:
                 case CreateVolume():
                     self._create_volume(client, step)
                 case Pull():
-                    self._pull(client, step)
+                    self._pull(client, step, login, progress)
+                case RemoveImage():
+                    self._remove_image(client, step)
                 case Create():
                     self._create(client, step)
                 case Start():
@@ -182,11 +209,62 @@ class DockerEngine:
         if not self._is_owned(volume.attrs.get("Labels") or {}):
             raise EngineError(step, f"volume name {name} is taken by a volume Fleetlet does not own")
 
-    def _pull(self, client: docker.DockerClient, step: Pull) -> None:
+    def _pull(self, client: docker.DockerClient, step: Pull, login: RegistryCredentials | None,
+              progress: ProgressCallback | None) -> None:
+        """Pull through the streaming API, after the disk-space preflight. An image present is never pulled again
+        (a device without network converges from what it has)."""
         try:
             client.images.get(step.image)
+            return
         except NotFound:
-            client.images.pull(step.image)
+            pass
+        needed = self._preflight(client, step, login)
+        repository, tag = parse_repository_tag(step.image)
+        auth = None if login is None else {"username": login.username, "password": login.password}
+        state, reported = PullState(), 0.0
+        try:
+            for event in client.api.pull(repository, tag, stream=True, decode=True, auth_config=auth):
+                state = fold(state, event)
+                if progress is not None and time.monotonic() - reported >= PROGRESS_INTERVAL:
+                    progress(state, needed or state.size)
+                    reported = time.monotonic()
+        except PullFailed as failure:
+            raise EngineError(step, str(failure)) from None
+        if progress is not None:
+            progress(state, needed or state.size)
+
+    def _preflight(self, client: docker.DockerClient, step: Pull, login: RegistryCredentials | None) -> int:
+        """The bytes the pull needs; EngineError if they do not fit on the engine's data root beside the reserve,
+        or if the registry refuses (its reason: "unauthorized: ..."). 0 when the registry's answer cannot be had."""
+        info = client.info()
+        platform = (str(info.get("OSType") or "linux"), _architecture(str(info.get("Architecture") or "")))
+        try:
+            plan = preflight.fetch_plan(step.image, login, self.options.certs_dir, self.timeout, platform)
+        except preflight.RegistryRefused as refused:
+            raise EngineError(step, str(refused)) from None
+        except (OSError, ValueError):
+            # Unreachable, a CA dockerd finds elsewhere, an answer that is not JSON: the pull goes ahead unchecked
+            # and, if the registry really is out of reach, fails with the engine's own reason.
+            return 0
+        present = {layer for image in client.api.images(all=True) for layer in _layers(client, image["Id"])}
+        needed = preflight.needed_bytes(plan, present)
+        no_room = space.refusal(needed, space.free_bytes(info.get("DockerRootDir") or "/var/lib/docker"),
+                                self.options.disk_reserve_mb)
+        if no_room:
+            raise EngineError(step, no_room)
+        return needed
+
+    @staticmethod
+    def _remove_image(client: docker.DockerClient, step: RemoveImage) -> None:
+        """Untag (and, when it was the last name, delete) an image Fleetlet pulled; one a container uses, or gone,
+        is left alone (the engine refuses with 409: never forced)."""
+        try:
+            client.images.remove(step.image, noprune=False)
+        except NotFound:
+            pass
+        except APIError as error:
+            if error.status_code != 409:
+                raise
 
     def _create(self, client: docker.DockerClient, step: Create) -> None:
         service = step.service
@@ -218,6 +296,9 @@ class DockerEngine:
                 + self._lock_mounts(step.app_id, service),
                 healthcheck=_healthcheck(config.healthcheck),
                 restart_policy=_restart_policy(config.restart),
+                # Bounded logs. Not part of the config hash: changing the bound never recreates a container.
+                log_config=LogConfig(type="local", config={"max-size": self.options.log_max_size,
+                                                           "max-file": str(self.options.log_max_files)}),
                 detach=True,
                 **attachment,
                 **create_arguments(options),
@@ -331,6 +412,19 @@ class DockerEngine:
             raise EngineError(step, error.explanation or str(error)) from error
         except DockerException as error:
             raise EngineError(step, str(error)) from error
+
+
+def _layers(client: docker.DockerClient, image_id: str) -> list[str]:
+    """The diff ids of an image's layers; none for an image removed meanwhile (by anyone)."""
+    try:
+        return (client.api.inspect_image(image_id).get("RootFS") or {}).get("Layers") or []
+    except NotFound:
+        return []
+
+
+def _architecture(engine_arch: str) -> str:
+    """The engine's architecture (uname's spelling) as image manifests spell it."""
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(engine_arch, engine_arch)
 
 
 def _resource(labels: dict[str, str]) -> Resource:

@@ -26,6 +26,7 @@ from messages.protocol.target_state.model import (
     Healthcheck,
     InvalidTargetState,
     PortMapping,
+    RegistryCredentials,
     Service,
     ServiceConfig,
     TargetState,
@@ -33,6 +34,7 @@ from messages.protocol.target_state.model import (
 )
 from messages.protocol.target_state.options import OPTION_NAMES
 from messages.protocol.target_state.parse import parse_service_config, parse_target_state
+from messages.protocol.target_state.registries import credentials_for, registry_host
 
 __all__ = [
     "DEFAULT_NETWORK",
@@ -56,14 +58,17 @@ __all__ = [
     "ContainerOptions",
     "InvalidTargetState",
     "PortMapping",
+    "RegistryCredentials",
     "Service",
     "ServiceConfig",
     "TargetState",
     "VolumeMount",
     "config_field_hashes",
     "config_hash",
+    "credentials_for",
     "normalise_image",
     "parse_service_config",
     "parse_target_state",
+    "registry_host",
     "to_json",
 ]

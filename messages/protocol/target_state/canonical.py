@@ -12,6 +12,7 @@ from messages.protocol.json import JSONObject
 from messages.protocol.target_state.health import healthcheck_to_json
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
 from messages.protocol.target_state.options import OPTION_NAMES, options_to_json
+from messages.protocol.target_state.registries import registries_to_json
 
 # Fields that define the container itself. `running`, `depends_on` and `update_strategy` only steer the
 # planner, so changing them must never recreate a container: they are left out of the hash. Every container
@@ -29,6 +30,8 @@ def to_json(target: TargetState) -> JSONObject:
         document["purge_volumes"] = list(target.purge_volumes)
     if target.override_lock:  # likewise
         document["override_lock"] = True
+    if target.registries:  # likewise
+        document["registries"] = registries_to_json(target.registries)
     return document
 
 

@@ -22,3 +22,5 @@ MAX_STRING_LENGTH = 64 * 1024  # characters of an environment value, a label, a 
 MAX_KEY_LENGTH = 1024  # characters of an environment variable's or a label's name
 MAX_PORT_SPEC_LENGTH = 64  # "[ffff:...:ffff]:65535:65535/sctp" fits in 56
 MAX_APP_NAME_LENGTH = 256
+MAX_REGISTRIES = 32  # logins in the document's "registries"
+MAX_CREDENTIAL_LENGTH = 4096  # characters of a registry user name or password (tokens can be long)

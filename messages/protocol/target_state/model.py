@@ -5,7 +5,7 @@ them with `==` and hash them without re-checking anything.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_NETWORK = "default"
@@ -153,6 +153,15 @@ class App:
 
 
 @dataclass(frozen=True)
+class RegistryCredentials:
+    """A login for one registry host (the document's "registries"). The password is never in a repr, a log
+    line, a report or the plan: only the engine worker pulling from that host receives it."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class TargetState:
     apps: tuple[App, ...] = ()  # sorted by id
     # The document's optional "purge_volumes": ids of apps whose volumes go as soon as the app has left the
@@ -161,6 +170,9 @@ class TargetState:
     # The document's optional "override_lock": an app holding its update lock longer than the agent's
     # update.lock_timeout is updated anyway.
     override_lock: bool = False
+    # The document's optional "registries": (registry host, login) sorted by host, as Azure IoT Edge's
+    # registryCredentials. See `registries.credentials_for`.
+    registries: tuple[tuple[str, RegistryCredentials], ...] = ()
 
     def app(self, app_id: str) -> App | None:
         return next((app for app in self.apps if app.app_id == app_id), None)

@@ -44,12 +44,14 @@ from messages.protocol.target_state.model import (
     TargetState,
 )
 from messages.protocol.target_state.options import OPTION_NAMES, parse_options
+from messages.protocol.target_state.registries import parse_registries
 
 
 def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> TargetState:
     """Validate a whole document (JSON bytes/str or an already decoded dict); raise `InvalidTargetState`."""
     document = _check_size(_decode(raw) if isinstance(raw, (bytes, bytearray, str)) else raw)
-    _require_object(document, "document", required=("apps",), optional=("purge_volumes", "override_lock"))
+    _require_object(document, "document", required=("apps",),
+                    optional=("purge_volumes", "override_lock", "registries"))
     apps = document["apps"]
     _require_mapping(apps, "apps")
     _check_count(apps, "apps", limits.MAX_APPS)
@@ -59,8 +61,9 @@ def parse_target_state(raw: bytes | bytearray | str | Mapping[str, Any]) -> Targ
     override_lock = document.get("override_lock", False)
     if not isinstance(override_lock, bool):
         raise _fail("override_lock", f"must be a boolean, not {_type_name(override_lock)}")
+    registries = parse_registries(document.get("registries", {}), "registries")
     return TargetState(apps=tuple(sorted(parsed, key=lambda app: app.app_id)), purge_volumes=purge,
-                       override_lock=override_lock)
+                       override_lock=override_lock, registries=registries)
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
