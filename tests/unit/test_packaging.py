@@ -46,3 +46,17 @@ def test_version_is_printed_without_reading_any_configuration(argv, capsys):
         run.main(argv)
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"fleetlet {__version__}\n"
+
+
+def test_no_committed_file_holds_a_merge_conflict_marker():
+    # Linters read Python only: a marker left in README.md or a TOML file would pass them silently.
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    markers = ("<" * 7 + " ", "=" * 7 + "\n", ">" * 7 + " ")
+    found = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in {".py", ".md", ".toml", ".cfg", ".sh", ".yml", ".yaml", ".json", ".txt"} or name == ".ci/run":
+            text = path.read_text(errors="replace") if path.is_file() else ""
+            found += [name for line in text.splitlines(keepends=True) if line.startswith(markers)]
+    assert not found, f"merge conflict markers in {sorted(set(found))}"
