@@ -72,31 +72,18 @@ def run_agent(config: dict) -> int:
 
 
 def run_status(config: dict, as_json: bool) -> int:
-    from actors.runtime.admin import AdminError, query_status
+    from actors.api.client import ApiUnavailable, call_json
+    from actors.api.views import status_lines
 
     try:
-        reply = query_status(config)
-    except AdminError as exc:
+        status, doc = call_json(config, "GET", "/v1/status")
+    except ApiUnavailable as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 1
-    if reply is None:
-        print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
+    if status != 200 or not isinstance(doc, dict):
+        print(f"status: the agent answered {status}: {doc}", file=sys.stderr)
         return 1
-    actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
-               "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
-               "dropped_messages": c.dropped} for c in reply.children]
-    errors = recorded_errors(config)
-    doc = {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors, "errors": errors}
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
-        for actor in actors:
-            print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
-                  f"restarts={actor['restarts']} held={actor['held_messages']} "
-                  f"dropped={actor['dropped_messages']} last_error={actor['last_error']}")
-        for error in errors:
-            print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
+    print(json.dumps(doc, indent=2) if as_json else "\n".join(status_lines(doc)))
     return 0
 
 

@@ -139,6 +139,7 @@ class AgentSection:
     admin_port: int = setting(19500, rule=PORT)
     log_level: str = setting("INFO", rule=one_of(*LOG_LEVELS))
     stop_timeout: float = setting(10.0, rule=positive)
+    log_format: str = setting("text", rule=one_of("text", "json"))
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,22 @@ class PolicySection:
     bind_address: str = setting("", rule=_ip_address)
 
 
+@dataclass(frozen=True)
+class ApiSection:
+    """The local HTTP API (actors.api): a Unix socket, optionally a loopback port."""
+    socket: str = setting("var/api.sock", rule=non_empty)
+    group: str = ""  # "" = the agent's own group
+    port: int = setting(0, rule=between(0, 65535))  # 0 = no TCP listener
+    key_file: str = setting("var/api.key", rule=non_empty)
+
+    def check(self) -> None:
+        if len(os.fsencode(self.socket)) > 107:
+            raise ConfigError(f"socket: {self.socket!r} is longer than a Unix socket path may be (107 bytes)")
+
+
 SECTIONS = {"device": DeviceSection, "mqtt": MqttSection, "cloud": CloudSection, "shadow": ShadowSection,
             "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection,
-            "policy": PolicySection}
+            "policy": PolicySection, "api": ApiSection}
 
 
 # -- files named by the configuration -----------------------------------------------------------------------------

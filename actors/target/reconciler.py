@@ -44,6 +44,7 @@ import messages
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError
 from actors.target.engine.worker import state_from_wire, step_to_wire
+from actors.target.holds import HOLDS_KEY, apply_holds, holds_in_force
 from actors.target.model import (
     EngineState,
     Key,
@@ -81,6 +82,7 @@ from messages.bus.outbox import ClearError, RecordError
 from messages.bus.target import (
     ORPHANED_VOLUMES_KEY,
     CurrentStateObserved,
+    HoldsRecorded,
     OrphanedVolumesSeen,
     RestartsRecorded,
     ServicesRestarted,
@@ -228,6 +230,12 @@ class Reconciler(FleetletActor):
                 self._forget_failure(key)
         self._request_read()
 
+    def on_HoldsRecorded(self, msg: HoldsRecorded) -> None:
+        """A service was stopped or started through the local API: the target planned for changed."""
+        self._begin_pass("held services changed")
+        self._load_target()
+        self._request_read()
+
     def on_ReconcileNow(self, msg: ReconcileNow) -> None:
         self._trigger(msg.reason)
 
@@ -274,6 +282,7 @@ class Reconciler(FleetletActor):
             return None
         try:
             target = enforce_policy(parse_target_state(stored.document), self.policy)
+            target = apply_holds(target, holds_in_force(self.store.get(HOLDS_KEY), stored.etag))
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
@@ -349,6 +358,7 @@ class Reconciler(FleetletActor):
 
     def _step_done(self, step: Step, error: str | None) -> None:
         self.pool.step_ended(step)
+        self.figures.count("fleetlet_steps", action=step_to_wire(step).action, outcome="failed" if error else "ok")
         if self.pass_ is not None:
             self.pass_.steps += 1
         if error:
@@ -455,6 +465,7 @@ class Reconciler(FleetletActor):
                        done.trigger, done.steps, finished - done.started_at,
                        f"; failed: {', '.join(failed)}" if failed else "")
         self.pass_ = None
+        self.figures.observe("fleetlet_reconcile_pass_seconds", finished - done.started_at)
         self.publish(ReconcilePassFinished(done.trigger, self.etag, done.started_at, finished, done.steps, converged,
                                    failed))
 

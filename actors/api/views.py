@@ -1,0 +1,52 @@
+"""What the local API answers with, built from what the agent holds: pure.
+
+The status document is the one ``run.py status`` prints; the local shadow is the device's copy of one
+shadow, as the store keeps it, with the reports still in the outbox applied (what the cloud will hold once
+they arrive), so an application reading it right after its own PATCH sees it, online or not.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from messages.bus.runtime import StatusReply
+from messages.protocol.patches import apply_patch
+from messages.protocol.shadow_document import compute_delta, stored_form
+
+
+def status_document(reply: StatusReply, errors: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+    actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
+               "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
+               "dropped_messages": c.dropped} for c in reply.children]
+    return {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors,
+            "errors": [dict(error) for error in errors]}
+
+
+def status_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The status document as ``run.py status`` prints it."""
+    lines = [f"agent {doc['version']}: {doc['state']}" + (f" ({doc['reason']})" if doc["reason"] else "")]
+    for actor in doc["actors"]:
+        lines.append(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
+                     f"restarts={actor['restarts']} held={actor['held_messages']} "
+                     f"dropped={actor['dropped_messages']} last_error={actor['last_error']}")
+    for error in doc["errors"]:
+        lines.append(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
+    return lines
+
+
+def local_shadow(document: Mapping[str, Any] | None, version: int | None, accepted: Mapping[str, Any] | None,
+                 pending: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"state": {"desired", "reported", "delta"}, "version", "pending"}`` of one shadow.
+
+    ``document`` is the last full shadow the device read (None: never read), ``accepted`` what the cloud
+    last accepted of our reports, ``pending`` the merged report still in the outbox. ``pending`` in the
+    answer tells whether the cloud has not got all of ``reported`` yet.
+    """
+    state = (document or {}).get("state") or {}
+    desired = state.get("desired") or {}
+    reported = state.get("reported") or dict(accepted or {})
+    if pending:
+        reported = apply_patch(reported, dict(pending))
+    reported = stored_form(reported) or {}
+    return {"state": {"desired": desired, "reported": reported, "delta": compute_delta(desired, reported)},
+            "version": version, "pending": bool(pending)}
