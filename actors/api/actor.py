@@ -19,7 +19,7 @@ from thespian.actors import ThespianWatch, WatchMessage
 import messages
 from actors.api import logs, metrics
 from actors.api.http import Request, Response, error_response, json_response, render
-from actors.api.keys import operator_key
+from actors.api.keys import operator_key, opted_in, service_key
 from actors.api.routes import (
     Action,
     AppCaller,
@@ -34,7 +34,6 @@ from actors.api.routes import (
     ServiceCommand,
     authenticate,
     route,
-    service_key,
 )
 from actors.api.server import MAX_CONNECTIONS, READ_TIMEOUT, Connection, accept, listen_loopback, listen_unix
 from actors.api.views import local_shadow, status_document
@@ -48,7 +47,6 @@ from messages.protocol.target_state import InvalidTargetState, parse_target_stat
 from store import PendingReport, ShadowState, Store, StoreError, StoreMissing
 
 STATUS_TIMEOUT = 5.0
-API_LABEL = "io.fleetlet.api"  # a service with this label set to "true" gets its app's key (FLEETLET_API_KEY)
 HANDLER = "local-api"  # the name its shadow reports carry, as a handler's answers do
 
 
@@ -200,9 +198,7 @@ class Api(FleetletActor):
         target = self._target()
         if target is None:
             return {}
-        opted = {app.app_id for app in target.apps for service in app.services
-                 if dict(service.config.labels).get(API_LABEL) == "true"}
-        return {service_key(self.key, app_id): app_id for app_id in opted}
+        return {service_key(self.key, app_id): app_id for app_id in opted_in(target)}
 
     def _shadow(self, name: str) -> dict:
         thing = self.config["device"]["thing"]

@@ -2,14 +2,13 @@
 refusal out).
 
 Two kinds of caller hold a key (``Authorization: Bearer KEY``): the operator (``api.key_file``) may call
-everything; a service of the target that opted in holds its app's key (:func:`service_key`) and may call
+everything; a service of the target that opted in holds its app's key (``keys.service_key``) and may call
 only what concerns its app: its app's services and logs, and the device's local shadow (the shadow is
 the device's; its applications are who reads and reports it, as Greengrass's local shadow lets them).
 No key, or an unknown one: 401. A key outside its app: 403.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,13 +84,6 @@ class PatchShadow:
 
 
 Action = GetStatus | GetPlan | PollNow | GetMetrics | ServiceCommand | GetLogs | GetShadow | PatchShadow
-
-
-def service_key(operator_key: str, app_id: str) -> str:
-    """The key of app ``app_id``'s services: derived from the operator's key, so it is the same on every pass
-    of the planner (a container's environment never changes by itself) and across restarts, and changes for
-    every app at once when the operator's key is replaced."""
-    return hmac.new(operator_key.encode(), f"fleetlet-api-app:{app_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def authenticate(headers: Mapping[str, str], operator_key: str, app_keys: Mapping[str, str]) -> Caller | Response:

@@ -14,10 +14,11 @@ import time
 from actors.api.client import ApiUnavailable, call_json
 from actors.target.engine.adapter import DockerEngine, EngineError
 from actors.target.engine.worker import step_to_wire
+from actors.target.holds import HOLDS_KEY
 from actors.target.model import OrphanedVolumes, Step, describe_step, orphan_clock, orphaned_volumes, orphans_from_json
 from actors.target.planner import explain, plan
 from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
-from actors.target.reconciler import ReconcilerSettings
+from actors.target.reconciler import ReconcilerSettings, target_to_plan
 from conf.schema import parse
 from messages.bus.target import ORPHANED_VOLUMES_KEY
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
@@ -51,6 +52,7 @@ def current_plan(config: dict) -> dict:
         with Store.open(config["store"]["path"], readonly=True) as store:
             stored = store.load_target()
             since = orphans_from_json(store.get(ORPHANED_VOLUMES_KEY, {}))
+            holds = store.get(HOLDS_KEY)
     except StoreError as exc:
         raise PlanError(f"cannot read the agent's store: {exc}") from None
     if stored is None:
@@ -58,6 +60,7 @@ def current_plan(config: dict) -> dict:
                 "note": "no target state has been received yet: the reconciler does nothing"}
     try:
         target = enforce_policy(parse_target_state(stored.document), policy_from_config(config, on_this_host))
+        target = target_to_plan(target, holds, stored.etag, config["api"]["key_file"])
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
     except PolicyRefused as exc:

@@ -28,7 +28,7 @@ from messages.protocol.target_state import App, PortMapping, Service, TargetStat
 
 SSH_PORT = 22
 # What an actor enforcing the policy reads of the configuration (its `uses`).
-POLICY_USES = ("policy", "agent.admin_port", "mqtt.host", "mqtt.port", "cloud.url")
+POLICY_USES = ("policy", "agent.admin_port", "mqtt.host", "mqtt.port", "cloud.url", "api.port")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,8 @@ def policy_from_config(config: Mapping[str, Any], on_host: Callable[[str], bool]
     """The policy of the configuration slice ``POLICY_USES``; ``on_host(host)``: whether host is this device."""
     section = config["policy"]
     reserved = {SSH_PORT: "ssh's port", config["agent"]["admin_port"]: "the agent's admin port (agent.admin_port)"}
+    if config.get("api", {}).get("port"):
+        reserved.setdefault(config["api"]["port"], "the local API's port (api.port)")
     if on_host(config["mqtt"]["host"]):
         reserved.setdefault(config["mqtt"]["port"], "the broker's port (mqtt.port)")
     cloud = urllib.parse.urlsplit(config["cloud"]["url"])

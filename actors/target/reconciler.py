@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import messages
+from actors.api.keys import grant_keys, operator_key, opted_in
 from actors.runtime.base import FleetletActor
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError
 from actors.target.engine.worker import state_from_wire, step_to_wire
@@ -111,6 +112,13 @@ class ReconcilerSettings:
     probe_max: float = setting(5.0, rule=positive)
 
 
+def target_to_plan(target: TargetState, holds: object, etag: str | None, key_file: str) -> TargetState:
+    """What the reconciler converges on: the target in force, with the services held stopped through the local
+    API set to ``running: false`` and the API keys in the environment of the services that asked for one."""
+    target = apply_holds(target, holds_in_force(holds, etag))
+    return grant_keys(target, operator_key(key_file, create=True)) if opted_in(target) else target
+
+
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
     """Seconds before retrying a service after `count` failures: the backoff's ceiling, no jitter, since the
     engine is local and there is no herd to spread."""
@@ -149,7 +157,7 @@ class Pass:
 
 class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
-    uses = ("device.uuid", "store", *POLICY_USES)
+    uses = ("device.uuid", "store", "api.key_file", *POLICY_USES)
     options: ReconcilerSettings
     # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
     # close `store` only once opened.
@@ -282,7 +290,7 @@ class Reconciler(FleetletActor):
             return None
         try:
             target = enforce_policy(parse_target_state(stored.document), self.policy)
-            target = apply_holds(target, holds_in_force(self.store.get(HOLDS_KEY), stored.etag))
+            target = target_to_plan(target, self.store.get(HOLDS_KEY), stored.etag, self.config["api"]["key_file"])
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
