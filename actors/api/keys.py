@@ -1,7 +1,7 @@
 """The keys of the local API: the operator's (``api.key_file``, 0600, made on the agent's first start and read
 by ``run.py``, so only the agent's user or root holds it) and each opted-in app's, derived from it.
 
-A service of the target labelled ``io.fleetlet.api = "true"`` gets its app's key in its environment
+A service of the target labelled ``fleetlet.api = "true"`` gets its app's key in its environment
 (``FLEETLET_API_KEY``), added to the target the reconciler plans for: derived, so it is the same on every
 pass (the planner never sees a change it did not get from the cloud) and across restarts, and it changes
 for every app at once when the operator's key is replaced (their containers are then recreated).
@@ -19,7 +19,7 @@ from conf.agent import read_secret
 from conf.schema import ConfigError
 from messages.protocol.target_state.model import TargetState
 
-API_LABEL = "io.fleetlet.api"
+API_LABEL = "fleetlet.api"  # io.fleetlet.* is the agent's own (the parser refuses it in a target)
 KEY_VARIABLE = "FLEETLET_API_KEY"
 
 
