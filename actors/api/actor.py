@@ -210,10 +210,8 @@ class Api(FleetletActor):
         found: tuple[ShadowState | None, dict | None, PendingReport | None] = \
             self._read(read, (None, None, None))  # type: ignore[assignment]
         shadow, accepted, pending = found
-        patch = pending.patch if pending is not None else None
-        if name in self.reported:  # reported here and maybe not in the outbox yet
-            patch = apply_patch(patch or {}, self.reported[name])
-        view = local_shadow(shadow.document if shadow else None, shadow.version if shadow else None, accepted, patch)
+        view = local_shadow(shadow.document if shadow else None, shadow.version if shadow else None, accepted,
+                            pending.patch if pending is not None else None)
         return {"thing": thing, "name": name, **view}
 
     def _patch_shadow(self, action: PatchShadow, caller: Caller) -> Response:
@@ -225,8 +223,8 @@ class Api(FleetletActor):
         handler = HANDLER if not isinstance(caller, AppCaller) else f"{HANDLER}:{caller.app_id}"
         self.publish(ShadowDeltaApplied(handler, self.config["device"]["thing"], action.name, -1,
                                         self.reported[action.name], {}))
-        return json_response(202, {"message": "merged into reported; it reaches the cloud through the outbox",
-                                   "shadow": self._shadow(action.name)})
+        return json_response(202, {"message": "accepted: merged into reported in the durable outbox, it reaches the "
+                                              "cloud once online"})
 
     # -- the target's services -----------------------------------------------------------------------------
     def _service_command(self, action: ServiceCommand) -> Response:

@@ -2,7 +2,7 @@
 
 The status document is the one ``run.py status`` prints; the local shadow is the device's copy of one
 shadow, as the store keeps it, with the reports still in the outbox applied (what the cloud will hold once
-they arrive), so an application reading it right after its own PATCH sees it, online or not.
+they arrive), online or not. A PATCH is answered 202 when handed on: the store has it a moment later.
 """
 from __future__ import annotations
 

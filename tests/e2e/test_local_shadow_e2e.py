@@ -1,0 +1,69 @@
+"""The local shadow of the local API, end to end: readable with the broker down, and a report made there
+reaching the cloud through the durable outbox once the broker is back."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+
+import pytest
+
+from actors.api import client
+from tests.e2e.test_shadow_e2e import THING, agent_config, converged, desire, pending_report
+from tests.support.cloud import CloudProcess
+from tests.support.polling import wait_for
+
+
+@pytest.fixture
+def cloud(broker, tmp_path):
+    process = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def api_config(tmp_path, port, broker, cloud):
+    config = agent_config(tmp_path, port, broker.port, cloud.url)
+    config["actors"]["api"] = __import__("conf").load("agent")["actors"]["api"]
+    short = tempfile.mkdtemp(prefix="fl-shadow-", dir="/tmp")  # a Unix socket path is at most 107 bytes
+    config["api"].update(socket=f"{short}/api.sock", key_file=f"{short}/api.key")
+    yield config
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def local(config, method="GET", body=None):
+    status, answer = client.request(config, method, "/v1/shadow", b"" if body is None else json.dumps(body).encode())
+    return status, json.loads(answer)
+
+
+def test_the_local_shadow_is_read_offline_and_its_report_reaches_the_cloud_later(broker, cloud, api_config,
+                                                                                 start_agent, tmp_path):
+    cloud_api = cloud.client()
+    start_agent(api_config, wait_running=True)
+    version = desire(cloud_api, {"t": 23, "mode": "cool"})
+    converged(cloud_api, {"t": 23, "mode": "cool"})
+    wait_for(lambda: local(api_config)[1]["version"] is not None and local(api_config)[1]["version"] >= version,
+             what="the local copy of the shadow")
+
+    broker.stop()
+    status, view = local(api_config)
+    assert status == 200
+    assert view["state"]["desired"] == {"t": 23, "mode": "cool"}
+    assert view["state"]["reported"] == {"t": 23, "mode": "cool"} and view["state"]["delta"] == {}
+    assert not view["pending"]
+
+    status, answer = local(api_config, "PATCH", {"reported": {"battery": 80, "sensor": {"ok": True}}})
+    assert status == 202, answer
+    wait_for(lambda: pending_report(tmp_path) is not None, what="the report in the durable outbox")
+    status, view = local(api_config)
+    assert view["pending"] and view["state"]["reported"] == {"t": 23, "mode": "cool", "battery": 80,
+                                                             "sensor": {"ok": True}}
+    assert "battery" not in cloud_api.get_shadow(THING).json()["state"]["reported"]
+
+    status, answer = local(api_config, "PATCH", {"reported": {"sensor": {"ok": False}}})
+    assert status == 202
+    broker.start()
+    wait_for(lambda: cloud_api.get_shadow(THING).json()["state"]["reported"] == {
+        "t": 23, "mode": "cool", "battery": 80, "sensor": {"ok": False}}, timeout=20, what="the report delivered")
+    wait_for(lambda: pending_report(tmp_path) is None, what="the outbox emptied")
+    assert local(api_config)[1]["pending"] is False
