@@ -213,7 +213,8 @@ def read_secret(path: str, key: str) -> str:
 def check_link_files(config: dict[str, Any]) -> None:
     """Every certificate and key the enabled actors' links will open is readable: checked before the agent
     starts anything (a command that opens no link, ``run.py status``, does not need them)."""
-    used = {item.partition(".")[0] for cls in check_actors(config).values() for item in cls.uses}
+    # An actor that opens a link uses its whole section; one naming a key (mqtt.port: the policy) opens none.
+    used = {item for cls in check_actors(config).values() for item in cls.uses if "." not in item}
     mqtt, cloud = config["mqtt"], config["cloud"]
     named = [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")] \
         if mqtt["tls"] and "mqtt" in used else []

@@ -39,6 +39,7 @@ from actors.api.server import MAX_CONNECTIONS, READ_TIMEOUT, Connection, accept,
 from actors.api.views import local_shadow, status_document
 from actors.runtime.base import FleetletActor
 from actors.shadow.sync import channel_of
+from actors.target.policy import POLICY_USES
 from messages.bus import runtime
 from messages.bus import target as target_messages
 from messages.bus.shadow import ShadowDeltaApplied
@@ -56,7 +57,7 @@ class Sweep:
 
 
 class Api(FleetletActor):
-    uses = ("api", "device", "store", "agent", "actors", "mqtt", "cloud", "policy", "shadow")
+    uses = ("api", "device.uuid", "device.thing", "store", "actors", "shadow.names", *POLICY_USES)
 
     def started(self) -> None:
         section = self.config["api"]

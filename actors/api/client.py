@@ -5,6 +5,7 @@ One request per connection over the Unix socket ``api.socket``, with the operato
 """
 from __future__ import annotations
 
+import os
 import socket
 
 from actors.api.http import MAX_HEAD
@@ -22,6 +23,8 @@ def request(config: dict, method: str, path: str, body: bytes = b"", key: str | 
             timeout: float = 10.0) -> tuple[int, bytes]:
     """(status, body) of one request; ``key`` defaults to the operator's."""
     section = config["api"]
+    if not os.path.exists(section["socket"]):
+        raise ApiUnavailable(f"no agent is answering on {section['socket']}")
     if key is None:
         try:
             key = operator_key(section["key_file"])
