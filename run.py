@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -61,12 +60,12 @@ def run_agent(config: dict) -> int:
     import msgpack  # noqa: F401
     import peewee  # noqa: F401
 
+    from actors.runtime.logformat import configure_process
     from actors.runtime.processes import become_subreaper
     from actors.runtime.root import supervise
     from actors.target.engine.port_holders import port_holder
 
-    logging.basicConfig(level=config["agent"]["log_level"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_process(config["agent"]["log_level"], config["agent"]["log_format"])
     become_subreaper()
     return supervise(config, stop, port_holder=port_holder)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
+from actors.runtime.logformat import context
 from actors.target.policy import POLICY_USES, Policy, PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from conf.schema import fraction, positive, setting
 from messages.bus.outbox import ClearError, RecordError
@@ -169,7 +170,7 @@ class Poller(FleetletActor):
 
     def _succeeded(self, fetched: TargetStateFetched | None) -> None:
         if fetched is not None:
-            self.log.info("new target state %s", fetched.etag)
+            self.log.info("new target state %s", fetched.etag, extra=context(etag=fetched.etag))
         self.failures = 0
         if self.error_shown:
             self.publish(ClearError("poller", "fetch"))

@@ -43,6 +43,7 @@ from functools import partial
 import messages
 from actors.api.keys import grant_keys, operator_key, opted_in
 from actors.runtime.base import FleetletActor
+from actors.runtime.logformat import context
 from actors.target.engine.adapter import OWNER_PATTERN, EngineError
 from actors.target.engine.worker import state_from_wire, step_to_wire
 from actors.target.holds import HOLDS_KEY, apply_holds, holds_in_force
@@ -225,7 +226,7 @@ class Reconciler(FleetletActor):
         """Log, prefixed with the number of the pass underway (if any)."""
         if self.pass_ is not None:
             text, args = "pass %d: " + text, (self.pass_.number, *args)
-        self.log.log(level, text, *args)
+        self.log.log(level, text, *args, extra=context(self.pass_.number if self.pass_ else None, self.etag))
 
     # -- triggers -----------------------------------------------------------------------------------
 
