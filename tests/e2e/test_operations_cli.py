@@ -6,8 +6,15 @@ import signal
 import subprocess
 import sys
 
-from tests.e2e.test_run_cli import ROOT, actors_up, agent_conf, run_py  # noqa: F401 - agent_conf is a fixture
+import pytest
+
+from tests.e2e.test_run_cli import ROOT, actors_up, write_agent_conf
 from tests.support.polling import wait_for
+
+
+@pytest.fixture
+def agent_conf(tmp_path, port):
+    return write_agent_conf(tmp_path, port)
 
 
 def test_json_logs_are_one_object_a_line(agent_conf, tmp_path):

@@ -30,6 +30,11 @@ def with_api(actors: str) -> str:
 
 @pytest.fixture
 def agent_conf(tmp_path, port):
+    return write_agent_conf(tmp_path, port)
+
+
+def write_agent_conf(tmp_path, port) -> str:
+    """An agent of two probe actors and the local API, its store and socket in ``tmp_path``."""
     path = tmp_path / "agent.toml"
     path.write_text(f"""
 [store]
