@@ -11,9 +11,9 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import conf
+from actors.cli import doctor, shadow_watch
 from actors.cli import plan as plan_cli
 from actors.cli import service as service_cli
-from actors.cli import shadow_watch
 from cloud import cli as cloud_cli
 from cloud import pki_cli
 from conf.agent import check_link_files
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     plan_cli.register(commands, _common)
     service_cli.register(commands, _common)
+    doctor.register(commands, _common)
     shadow_actions = cloud_cli.register(commands, _common)
     shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
     pki_cli.register(commands)
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         return plan_cli.dispatch(args, config)
     if command == "shadow":
         return shadow_watch.dispatch(args, config)
+    if command == "doctor":
+        return doctor.run(config)
     if command == "install-service":
         return service_cli.dispatch(args)
     raise AssertionError(command)

@@ -67,3 +67,27 @@ def test_the_local_shadow_is_read_offline_and_its_report_reaches_the_cloud_later
         "t": 23, "mode": "cool", "battery": 80, "sensor": {"ok": False}}, timeout=20, what="the report delivered")
     wait_for(lambda: pending_report(tmp_path) is None, what="the outbox emptied")
     assert local(api_config)[1]["pending"] is False
+
+
+# -- run.py doctor on the same setup ---------------------------------------------------------------------------
+
+def test_doctor_passes_on_the_test_setup_and_names_the_broker_once_it_is_stopped(broker, cloud, api_config, capsys):
+    from actors.cli import doctor
+
+    assert doctor.run(api_config) == 0, capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:-1]] == [["ok", name] for name in
+                                                         ("config", "store", "engine", "broker", "cloud", "clock",
+                                                          "ports")]
+    assert lines[-1] == "doctor: every check passed"
+    assert "the ACL lets demo-device read its shadow" in lines[3] and "token accepted" in lines[4]
+
+    broker.stop()
+    assert doctor.run(api_config) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[3].startswith(f"FAIL broker  broker 127.0.0.1:{broker.port}:")
+    assert out[-1] == "doctor: 1 check(s) failed: broker"
+
+    api_config["device"]["token"] = "wrong"
+    assert doctor.run(api_config) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "doctor: 2 check(s) failed: broker, cloud"
