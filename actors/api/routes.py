@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from actors.api.http import HttpError, Request, Response, error_response
 from messages.protocol import json as strict_json
+from messages.protocol.json import JSONObject
 from messages.protocol.shadow_document import ShadowError
 from messages.protocol.shadow_topics import CLASSIC_SHADOW, validate_shadow_name
 
@@ -80,7 +81,7 @@ class GetShadow:
 @dataclass(frozen=True)
 class PatchShadow:
     name: str
-    reported: dict
+    reported: JSONObject
 
 
 Action = GetStatus | GetPlan | PollNow | GetMetrics | ServiceCommand | GetLogs | GetShadow | PatchShadow
@@ -186,7 +187,7 @@ def _shadow_name(name: str) -> str:
     return name
 
 
-def _reported(body: bytes) -> dict:
+def _reported(body: bytes) -> JSONObject:
     """``{"reported": {...}}``, strictly: the same JSON rules as every other boundary (32 levels deep, as a
     shadow payload)."""
     try:

@@ -15,7 +15,7 @@ from messages.protocol.target_state.model import TargetState
 HOLDS_KEY = "api.held_services"  # the store key (Store.put/get): {"etag": ..., "holds": [[app id, service], ...]}
 
 
-def update_holds(record: object, etag: str | None, app_id: str, service_name: str, stopped: bool) -> dict:
+def update_holds(record: object, etag: str | None, app_id: str, service_name: str, stopped: bool) -> dict[str, object]:
     """The record after holding (``stopped``) or releasing one service under the target ``etag``."""
     held = holds_in_force(record, etag)
     held = held | {(app_id, service_name)} if stopped else held - {(app_id, service_name)}
