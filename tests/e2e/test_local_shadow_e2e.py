@@ -9,16 +9,11 @@ import tempfile
 import pytest
 
 from actors.api import client
+from tests.e2e import test_shadow_e2e
 from tests.e2e.test_shadow_e2e import THING, agent_config, converged, desire, pending_report
-from tests.support.cloud import CloudProcess
 from tests.support.polling import wait_for
 
-
-@pytest.fixture
-def cloud(broker, tmp_path):
-    process = CloudProcess(tmp_path, broker.port, f"sqlite:///{tmp_path}/cloud.db").start()
-    yield process
-    process.stop()
+cloud = test_shadow_e2e.cloud  # the shadow tests' cloud: on SQLite only
 
 
 @pytest.fixture
