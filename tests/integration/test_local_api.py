@@ -3,6 +3,7 @@ operator's key, an app's key inside and outside its app, no key, and the metrics
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -43,6 +44,7 @@ def api_agent(tmp_path, port, docker_client, test_images):
         system = AgentSystem(config)
         system.start()
         try:
+            wait_for(lambda: os.path.exists(config["api"]["socket"]), what="the API listening")
             yield config, device, cloud
         finally:
             system.stop()
@@ -174,3 +176,30 @@ def test_an_app_key_is_refused_outside_its_app_and_no_key_at_all(api_agent):
     assert status == 401 and "an API key is required" in as_json(answer)["error"]
     status, _ = call(config, "GET", "/v1/status", key=service_key(operator_key(config["api"]["key_file"]), "2"))
     assert status == 401  # app 2 never asked for a key
+
+
+def raw_exchange(config, data: bytes, close_write: bool = False) -> bytes:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(config["api"]["socket"])
+    sock.sendall(data)
+    if close_write:
+        sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    return answer
+
+
+def test_garbage_on_the_socket_is_answered_and_the_api_serves_on(api_agent):
+    config, _, _ = api_agent
+    assert raw_exchange(config, b"\x00\xff garbage\r\n\r\n").startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert raw_exchange(config, b"GET /" + b"a" * 20000).startswith(b"HTTP/1.1 431 ")
+    big = b"PATCH /v1/shadow HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n"
+    assert raw_exchange(config, big).startswith(b"HTTP/1.1 413 ")  # refused before a byte of it is read
+    assert raw_exchange(config, b"GET /v1/status HTTP/1.1\r\n", close_write=True) == b""  # left mid-request
+    status, answer = call(config, "PATCH", "/v1/shadow", b'{"reported": {"a": 1e999}}')
+    assert status == 400 and as_json(answer)["error"].startswith("Invalid JSON")
+    status, answer = call(config, "GET", "/v1/status")
+    assert status == 200 and {a["name"]: a["restarts"] for a in as_json(answer)["actors"]}["api"] == 0
