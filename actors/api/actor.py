@@ -45,7 +45,7 @@ from messages.bus import target as target_messages
 from messages.bus.shadow import ShadowDeltaApplied
 from messages.protocol.patches import apply_patch
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
-from store import PendingReport, ShadowState, Store, StoreError, StoreMissing
+from store import PendingReport, ShadowState, Store, StoreError, StoreMissing, TargetRecord, TargetRejection
 
 STATUS_TIMEOUT = 5.0
 HANDLER = "local-api"  # the name its shadow reports carry, as a handler's answers do
@@ -142,7 +142,8 @@ class Api(FleetletActor):
 
     def _carry_out(self, conn: Connection, action: Action, caller: Caller) -> None:
         if isinstance(action, GetStatus):
-            self._ask_status(conn, lambda reply: json_response(200, status_document(reply, self._errors())))
+            self._ask_status(conn, lambda reply: json_response(200, status_document(reply, self._errors(),
+                                                                                    self._target_record())))
         elif isinstance(action, GetMetrics):
             self._ask_status(conn, lambda reply: metrics.render(reply, self.config, self.counters))
         elif isinstance(action, GetPlan):
@@ -155,7 +156,8 @@ class Api(FleetletActor):
         elif isinstance(action, GetLogs):
             self._logs(conn, action)
         elif isinstance(action, GetShadow):
-            self._finish(conn, render(json_response(200, self._shadow(action.name))))
+            unsynced = self._unsynced(action.name)
+            self._finish(conn, render(unsynced or json_response(200, self._shadow(action.name))))
         elif isinstance(action, PatchShadow):
             self._finish(conn, render(self._patch_shadow(action, caller)))
 
@@ -184,6 +186,10 @@ class Api(FleetletActor):
 
     def _errors(self) -> list:
         return self._read(lambda store: store.errors(), [])  # type: ignore[return-value]
+
+    def _target_record(self) -> tuple[TargetRecord | None, TargetRejection | None]:
+        return self._read(lambda store: (store.load_target(), store.last_target_rejection()),  # type: ignore[return-value]
+                          (None, None))
 
     def _target(self):
         record = self._read(lambda store: store.load_target(), None)
@@ -215,9 +221,14 @@ class Api(FleetletActor):
                             pending.patch if pending is not None else None)
         return {"thing": thing, "name": name, **view}
 
+    def _unsynced(self, name: str) -> Response | None:
+        if name in self.config["shadow"]["names"]:
+            return None
+        return error_response(404, f"the device does not sync shadow {name!r} (shadow.names)")
+
     def _patch_shadow(self, action: PatchShadow, caller: Caller) -> Response:
-        if action.name not in self.config["shadow"]["names"]:
-            return error_response(404, f"the device does not sync shadow {action.name!r} (shadow.names)")
+        if unsynced := self._unsynced(action.name):
+            return unsynced
         # Every report of this incarnation, merged: the listener coalesces a handler's answers, so each one
         # carries all that was said before it (its outbox reports only what changed).
         self.reported[action.name] = apply_patch(self.reported.get(action.name, {}), action.reported)

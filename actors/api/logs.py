@@ -35,7 +35,7 @@ class Streams:
     def _copy(self, conn: Connection, action: GetLogs) -> None:
         import docker
 
-        client = None
+        client, streaming = None, False
         try:
             client = docker.from_env(timeout=10)
             labels = [f"{LABEL_MANAGED}=1", f"{LABEL_OWNER}={self.owner}", f"{LABEL_APP_ID}={action.app_id}",
@@ -48,6 +48,7 @@ class Streams:
             conn.sock.setblocking(True)
             conn.sock.settimeout(SEND_TIMEOUT)
             conn.sock.sendall(stream_head(200, "text/plain; charset=utf-8"))
+            streaming = True
             if action.follow:
                 for chunk in container.logs(stream=True, follow=True, tail=action.tail):
                     conn.sock.sendall(chunk)
@@ -57,7 +58,10 @@ class Streams:
             pass  # the client left, or stopped reading
         except Exception as exc:  # noqa: BLE001 - the engine's errors end this stream, never the actor
             try:
-                conn.sock.sendall(f"\n[fleetlet: the engine's log stream failed: {exc}]\n".encode())
+                if streaming:
+                    conn.sock.sendall(f"\n[fleetlet: the engine's log stream failed: {exc}]\n".encode())
+                else:
+                    conn.sock.sendall(render(error_response(503, f"the engine's logs: {exc}")))
             except OSError:
                 pass
         finally:

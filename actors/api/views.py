@@ -12,19 +12,33 @@ from typing import Any
 from messages.bus.runtime import StatusReply
 from messages.protocol.patches import apply_patch
 from messages.protocol.shadow_document import compute_delta, stored_form
+from store import TargetRecord, TargetRejection, newer_rejection
 
 
-def status_document(reply: StatusReply, errors: Sequence[Mapping[str, object]]) -> dict[str, Any]:
+def status_document(reply: StatusReply, errors: Sequence[Mapping[str, object]],
+                    target: tuple[TargetRecord | None, TargetRejection | None] = (None, None)) -> dict[str, Any]:
+    """The actors, the target state in force (and the last one refused, when newer), the recorded errors."""
+    stored, rejection = target
+    release: dict[str, Any] = {"etag": stored.etag if stored else None,
+                               "received_at": stored.received_at if stored else None}
+    if newer_rejection(stored, rejection):
+        assert rejection is not None
+        release["rejected"] = {"etag": rejection.etag, "reason": rejection.reason, "at": rejection.at}
     actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
                "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
                "dropped_messages": c.dropped} for c in reply.children]
     return {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors,
-            "errors": [dict(error) for error in errors]}
+            "target": release, "errors": [dict(error) for error in errors]}
 
 
 def status_lines(doc: Mapping[str, Any]) -> list[str]:
     """The status document as ``run.py status`` prints it."""
     lines = [f"agent {doc['version']}: {doc['state']}" + (f" ({doc['reason']})" if doc["reason"] else "")]
+    target = doc.get("target") or {}
+    if target.get("etag") or target.get("rejected"):
+        lines.append(f"  target {target.get('etag')}" + (f"; refused {target['rejected']['etag']}: "
+                                                         f"{target['rejected']['reason']}" if target.get("rejected")
+                                                         else ""))
     for actor in doc["actors"]:
         lines.append(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
                      f"restarts={actor['restarts']} held={actor['held_messages']} "

@@ -30,6 +30,7 @@ from actors.runtime.figures import Figures
 from actors.target.holds import apply_holds, holds_in_force, update_holds
 from messages.bus.runtime import ChildStatus, StatusReply
 from messages.protocol.target_state import parse_target_state
+from store import TargetRecord, TargetRejection
 
 OPERATOR = "operator-key"
 
@@ -192,6 +193,23 @@ def test_an_app_key_reaches_only_its_own_app(target, method, allowed):
         assert json.loads(answer.body) == {"error": "this key may call only what concerns app 1"}
 
 
+SEGMENT = st.sampled_from(["v1", "apps", "services", "shadow", "status", "plan", "poll-now", "metrics", "logs",
+                           "restart", "stop", "start", "1", "2", "web", "x y", "é"])
+
+
+@given(st.sampled_from(["GET", "POST", "PATCH", "PUT", "DELETE"]), st.lists(SEGMENT, max_size=6),
+       st.dictionaries(st.sampled_from(["name", "tail", "follow", "x"]), st.text(max_size=8), max_size=3),
+       st.binary(max_size=64), st.sampled_from([Operator(), AppCaller("1")]))
+def test_any_request_routes_to_an_action_or_an_answer_and_an_app_stays_in_its_app(method, segments, query, body,
+                                                                                   caller):
+    from actors.api.http import Request
+    answer = route(Request(method, tuple(segments), query, {}, body), caller)
+    if isinstance(answer, Response):
+        assert answer.status in (400, 403, 404, 405) and set(json.loads(answer.body)) == {"error"}
+    elif isinstance(caller, AppCaller):
+        assert isinstance(answer, (GetShadow, PatchShadow)) or answer.app_id == "1"
+
+
 # -- views ------------------------------------------------------------------------------------------------------
 
 def test_the_local_shadow_applies_the_outbox_to_what_was_read():
@@ -210,10 +228,18 @@ def test_the_status_document_and_its_lines():
     assert doc["actors"][0] == {"name": "poller", "class": "actors.target.poller.Poller", "pid": 12,
                                 "state": "running", "restarts": 2, "last_error": "boom", "held_messages": 1,
                                 "superseded_messages": 0, "dropped_messages": 3}
+    assert doc["target"] == {"etag": None, "received_at": None}
     assert status_lines(json.loads(json.dumps(doc))) == [
         "agent 9.9: running",
         "  poller           pid=12 state=running restarts=2 held=1 dropped=3 last_error=boom",
         "  error poller/fetch: down (x2)"]
+    stored, refused = TargetRecord({}, '"v1"', 5.0, 1), TargetRejection('"v2"', "apps.1: bad", 6.0, 2)
+    doc = status_document(StatusReply("running", None, (), "9.9"), [], (stored, refused))
+    assert doc["target"] == {"etag": '"v1"', "received_at": 5.0,
+                             "rejected": {"etag": '"v2"', "reason": "apps.1: bad", "at": 6.0}}
+    assert status_lines(doc)[1] == '  target "v1"; refused "v2": apps.1: bad'
+    older = TargetRejection('"v0"', "old", 1.0, 0)
+    assert "rejected" not in status_document(StatusReply("running", None, (), "9.9"), [], (stored, older))["target"]
 
 
 # -- holds and keys in the planned target ----------------------------------------------------------------------
