@@ -63,18 +63,22 @@ def families(reply: StatusReply, outbox: dict[str, int], api: ApiCounters, pss: 
     gauges = {name: GaugeMetricFamily(name, text, labels=list(labels)) for name, (text, labels) in GAUGES.items()}
     for child in reply.children:
         counters["fleetlet_actor_restarts"].add_metric([child.name], child.restarts)
+    # Summed over the children: two actors may count into one family with the same labels (link bytes).
+    totals: dict[tuple[str, tuple[str, ...]], float] = {}
     sums: dict[tuple[str, tuple], list[float]] = {}
     for child in reply.children:
         for family, samples in child.figures.items():
             for labels, value in samples:
                 if family in counters:
-                    names = COUNTERS[family][1]
-                    counters[family].add_metric([str(labels.get(n, "")) for n in names], value)
+                    key = (family, tuple(str(labels.get(n, "")) for n in COUNTERS[family][1]))
+                    totals[key] = totals.get(key, 0) + value
                 elif family.endswith(("_sum", "_count")) and family.rsplit("_", 1)[0] in summaries:
                     base, part = family.rsplit("_", 1)
                     key = (base, tuple(str(labels.get(n, "")) for n in SUMMARIES[base][1]))
                     pair = sums.setdefault(key, [0.0, 0.0])
                     pair[0 if part == "count" else 1] += value
+    for (family, values), value in sorted(totals.items()):
+        counters[family].add_metric(list(values), value)
     for (base, values), (count, total) in sorted(sums.items()):
         summaries[base].add_metric(list(values), int(count), total)
     for answer, count in sorted(api.requests.items()):

@@ -47,6 +47,7 @@ from messages.bus.runtime import (
     Returned,
     coalesce_key,
 )
+from messages.transport import usage
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class FleetletActor(Actor):
             self.options = parse(self.Settings, typed.settings, f"actors.{self.name}.settings")
             self.supervisor = sender
             self.send(sender, messages.encode(ActorReady(self.name, os.getpid())))
+            usage.reset()  # one actor a process: from here on, the bytes its links move are this actor's
             self.after(FLUSH_INTERVAL, FlushFigures())
             self.started()
             return

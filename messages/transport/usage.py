@@ -16,5 +16,10 @@ def count(link: str, direction: str, size: int) -> None:
     _BYTES[link, direction] += size
 
 
+def reset() -> None:
+    """Start this process's tally from zero: a forked actor inherits its parent's counts, which are not its own."""
+    _BYTES.clear()
+
+
 def totals() -> dict[tuple[str, str], int]:
     return dict(_BYTES)

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.api import client
 from tests.e2e import test_shadow_e2e
@@ -62,6 +63,22 @@ def test_the_local_shadow_is_read_offline_and_its_report_reaches_the_cloud_later
         "t": 23, "mode": "cool", "battery": 80, "sensor": {"ok": False}}, timeout=20, what="the report delivered")
     wait_for(lambda: pending_report(tmp_path) is None, what="the outbox emptied")
     assert local(api_config)[1]["pending"] is False
+
+    # The shadow's figures, from the listener that owns them.
+    def shadow_metrics():
+        status, answer = client.request(api_config, "GET", "/metrics")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(answer.decode()) for s in f.samples}
+        shadow = (("shadow", ""),)
+        wanted = [("fleetlet_shadow_deltas_total", shadow), ("fleetlet_shadow_reports_total", shadow),
+                  ("fleetlet_shadow_roundtrip_seconds_count", shadow),
+                  ("fleetlet_link_bytes_total", (("direction", "sent"), ("link", "mqtt"))),
+                  ("fleetlet_link_bytes_total", (("direction", "received"), ("link", "mqtt")))]
+        return all(samples.get(key, 0) > 0 for key in wanted) and samples
+    desire(cloud_api, {"t": 24})  # a delta, now that the link is up (the first desired came with the read)
+    converged(cloud_api, {"t": 24})
+    samples = wait_for(shadow_metrics, what="the shadow's figures in the metrics")
+    assert samples[("fleetlet_shadow_reports_total", (("shadow", ""),))] >= 2  # the handler's and the API's
 
 
 # -- run.py doctor on the same setup ---------------------------------------------------------------------------

@@ -304,6 +304,15 @@ def test_every_family_is_exposed_and_parses():
     assert samples[("fleetlet_memory_pss_bytes", ())] == 1024 and samples[("fleetlet_cpu_seconds_total", ())] == 1.5
 
 
+def test_figures_of_one_family_from_two_actors_are_summed():
+    link = {"fleetlet_link_bytes": [[{"direction": "sent", "link": "http"}, 100]]}
+    children = tuple(ChildStatus(name, "x", 1, "running", 0, None, 0, 0, 0, link) for name in ("poller", "reporter"))
+    text = metrics.exposition(metrics.families(StatusReply("running", None, children, "1"), {},
+                                               metrics.ApiCounters(), 0, 0.0)).decode()
+    assert [line for line in text.splitlines() if line.startswith("fleetlet_link_bytes_total")] == [
+        'fleetlet_link_bytes_total{direction="sent",link="http"} 200.0']
+
+
 def test_a_figures_snapshot_is_a_bus_value():
     import messages
     from messages.bus.runtime import Figures as FiguresMessage
