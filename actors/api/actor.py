@@ -10,6 +10,7 @@ outbox). What the store holds (the local shadow, the target, the errors) is read
 """
 from __future__ import annotations
 
+import grp
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from actors.api.views import local_shadow, status_document
 from actors.runtime.base import FleetletActor
 from actors.shadow.sync import channel_of
 from actors.target.policy import POLICY_USES
+from conf.schema import ConfigError
 from messages.bus import runtime
 from messages.bus import target as target_messages
 from messages.bus.shadow import ShadowDeltaApplied
@@ -58,6 +60,15 @@ class Sweep:
 
 class Api(FleetletActor):
     uses = ("api", "device.uuid", "device.thing", "store", "actors", "shadow.names", *POLICY_USES)
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        group = config["api"]["group"]
+        if group:
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                raise ConfigError(f"api.group: no group {group!r} on this device") from None
 
     def started(self) -> None:
         section = self.config["api"]

@@ -8,6 +8,9 @@ import socket
 import sys
 import tempfile
 
+import pytest
+
+import conf
 from actors.cli.service import DEVICE_SETTINGS, device_config, unit_text
 from actors.runtime.logformat import JsonFormatter, context, formatter_config
 from actors.runtime.notify import notify
@@ -78,3 +81,15 @@ def test_the_device_configuration_changes_only_the_paths():
     assert len(changed) == len(DEVICE_SETTINGS) and len(shipped.splitlines()) == len(device.splitlines())
     assert all(b.split(" = ")[1].strip('"').startswith(("/var/lib/fleetlet/", "/run/fleetlet/", "/etc/fleetlet/"))
                for _, b in changed)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("api.group=no-such-group-here", "api.group: no group 'no-such-group-here' on this device"),
+    ("api.port=65536", "api.port"),
+    (f"api.socket=/tmp/{'x' * 120}", "api.socket: '/tmp/xxx"),
+    ("agent.log_format=xml", "agent.log_format"),
+])
+def test_what_the_api_and_log_settings_refuse(override, message):
+    with pytest.raises(conf.ConfigError) as refused:
+        conf.load("agent", None, [override])
+    assert str(refused.value).startswith(message)
