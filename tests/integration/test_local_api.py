@@ -203,3 +203,26 @@ def test_garbage_on_the_socket_is_answered_and_the_api_serves_on(api_agent):
     assert status == 400 and as_json(answer)["error"].startswith("Invalid JSON")
     status, answer = call(config, "GET", "/v1/status")
     assert status == 200 and {a["name"]: a["restarts"] for a in as_json(answer)["actors"]}["api"] == 0
+
+
+def test_the_loopback_port_serves_the_same_api(tmp_path, port, start_agent):
+    import http.client
+
+    from cloud.loopback import free_port
+    config = agent_config(tmp_path, port, {"persistence": {"class": "actors.persistence.Persistence"},
+                                           "api": {"class": "actors.api.actor.Api"}})
+    config["api"]["port"] = free_port()
+    start_agent(config, wait_running=True)
+    key = operator_key(config["api"]["key_file"])
+
+    def ask(headers):
+        connection = http.client.HTTPConnection("127.0.0.1", config["api"]["port"], timeout=10)
+        try:
+            connection.request("GET", "/v1/status", headers=headers)
+            reply = connection.getresponse()
+            return reply.status, reply.read()
+        finally:
+            connection.close()
+    status, answer = wait_for(lambda: ask({"Authorization": f"Bearer {key}"}), what="the API on its port")
+    assert status == 200 and {a["name"] for a in as_json(answer)["actors"]} == {"persistence", "api"}
+    assert ask({})[0] == 401
