@@ -62,6 +62,7 @@ def run_agent(config: dict) -> int:
     import gmqtt  # noqa: F401
     import msgpack  # noqa: F401
     import peewee  # noqa: F401
+    import prometheus_client  # noqa: F401
 
     from actors.runtime.logformat import configure_process
     from actors.runtime.processes import become_subreaper
