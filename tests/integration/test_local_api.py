@@ -29,9 +29,14 @@ TARGET = document({"1": {"web": {**LOGGED, "labels": {"fleetlet.api": "true"}}, 
 def api_agent(tmp_path, port, docker_client, test_images):
     device = Device(docker_client, tmp_path)
     short = tempfile.mkdtemp(prefix="fl-api-", dir="/tmp")  # a Unix socket path is at most 107 bytes
-    body = json.dumps(TARGET).encode()
-    with StubCloud(lambda request: (304, {}, b"") if request.headers.get("if-none-match") == '"v1"'
-                   else (200, {"ETag": '"v1"', "Content-Type": "application/json"}, body)) as cloud:
+    served = {"etag": '"v1"', "body": json.dumps(TARGET).encode()}  # a test may serve a new target
+
+    def answer(request):
+        if request.headers.get("if-none-match") == served["etag"]:
+            return 304, {}, b""
+        return 200, {"ETag": served["etag"], "Content-Type": "application/json"}, served["body"]
+    with StubCloud(answer) as cloud:
+        cloud.served = served
         config = agent_config(tmp_path, port, {})
         defaults = __import__("conf").load("agent")["actors"]
         config["actors"] = {name: defaults[name] for name in ("persistence", "reconciler", "poller", "api")}
@@ -127,6 +132,15 @@ def test_every_endpoint_with_the_operator_key(api_agent):
     status, _ = call(config, "POST", "/v1/apps/1/services/web/start")
     assert status == 202
     wait_for(lambda: device.docker.containers.get(web.id).status == "running", timeout=20, what="web started")
+
+    # A hold lasts until the next target state.
+    status, _ = call(config, "POST", "/v1/apps/1/services/web/stop")
+    wait_for(lambda: device.docker.containers.get(web.id).status == "exited", timeout=20, what="web stopped again")
+    cloud.served.update(etag='"v2"', body=json.dumps(document({"1": {"web": {**LOGGED, "labels": {
+        "fleetlet.api": "true"}}, "db": {}}, "2": {"other": {"environment": {"V": "2"}}}})).encode())
+    call(config, "POST", "/v1/poll-now")
+    wait_for(lambda: device.docker.containers.get(web.id).status == "running", timeout=20,
+             what="web running under the new target")
 
     status, answer = call(config, "POST", "/v1/apps/1/services/nope/restart")
     assert status == 404 and "has no service 'nope'" in as_json(answer)["error"]
