@@ -105,8 +105,11 @@ class Api(FleetletActor):
     def _ready(self, ready: list[int]) -> None:
         for listener in self.listeners:
             if listener.fileno() in ready:
-                while len(self.connections) < MAX_CONNECTIONS and (conn := accept(listener)) is not None:
-                    self.connections[conn.fileno()] = conn
+                while (conn := accept(listener)) is not None:
+                    if len(self.connections) >= MAX_CONNECTIONS:  # refused at once: never left readable, spinning
+                        conn.refuse(render(error_response(503, f"{MAX_CONNECTIONS} requests are open already")))
+                    else:
+                        self.connections[conn.fileno()] = conn
         for fd in ready:
             conn = self.connections.get(fd)
             if conn is None or conn.done:

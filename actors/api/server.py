@@ -41,7 +41,7 @@ def listen_unix(path: str, group: str) -> socket.socket:
     except (OSError, KeyError) as exc:
         sock.close()
         raise ApiSocketError(f"api.socket: cannot listen on {path}: {exc}") from None
-    sock.listen(16)
+    sock.listen(128)
     sock.setblocking(False)
     return sock
 
@@ -54,7 +54,7 @@ def listen_loopback(port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ApiSocketError(f"api.port: cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-    sock.listen(16)
+    sock.listen(128)
     sock.setblocking(False)
     return sock
 
@@ -94,6 +94,21 @@ class Connection:
             self.sock.setblocking(True)
             self.sock.settimeout(5.0)
             self.sock.sendall(raw)
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    def refuse(self, raw: bytes) -> None:
+        """Answer a request not read yet (the API is full): what the client sends meanwhile is read briefly
+        and dropped, so that closing does not reset the connection before the client reads the answer."""
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(0.1)
+            self.sock.sendall(raw)
+            self.sock.shutdown(socket.SHUT_WR)
+            while self.sock.recv(65536):
+                pass
         except OSError:
             pass
         finally:

@@ -218,6 +218,21 @@ def test_garbage_on_the_socket_is_answered_and_the_api_serves_on(api_agent):
     status, answer = call(config, "GET", "/v1/status")
     assert status == 200 and {a["name"]: a["restarts"] for a in as_json(answer)["actors"]}["api"] == 0
 
+    # Slow clients up to the limit hold their places; one more is refused at once, and the API serves on.
+    from actors.api.server import MAX_CONNECTIONS
+    slow = []
+    for _ in range(MAX_CONNECTIONS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(config["api"]["socket"])
+        sock.sendall(b"GET /v1/status HTTP/1.1\r\n")
+        slow.append(sock)
+    try:
+        wait_for(lambda: call(config, "GET", "/v1/status")[0] == 503, what="the request past the limit refused")
+    finally:
+        for sock in slow:
+            sock.close()
+    wait_for(lambda: call(config, "GET", "/v1/status")[0] == 200, what="the API serving again")
+
 
 def test_the_loopback_port_serves_the_same_api(tmp_path, port, start_agent):
     import http.client
