@@ -46,7 +46,8 @@ def register(subparsers, common) -> None:
     common(parser)
 
 
-def run(config: dict, out=sys.stdout) -> int:
+def run(config: dict, out=None) -> int:
+    out = out or sys.stdout  # looked up now: a caller may have replaced it (a test's capture)
     checks = [check(config) for check in CHECKS]
     for item in checks:
         print(f"{'ok  ' if item.ok else 'FAIL'} {item.name:<7} {item.detail}", file=out)
