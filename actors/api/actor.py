@@ -37,7 +37,7 @@ from actors.api.routes import (
     route,
 )
 from actors.api.server import MAX_CONNECTIONS, READ_TIMEOUT, Connection, accept, listen_loopback, listen_unix
-from actors.api.views import local_shadow, status_document
+from actors.api.views import local_shadow, merged_report, status_document
 from actors.runtime.base import FleetletActor
 from actors.shadow.sync import channel_of
 from actors.target.policy import POLICY_USES
@@ -45,7 +45,6 @@ from conf.schema import ConfigError
 from messages.bus import runtime
 from messages.bus import target as target_messages
 from messages.bus.shadow import ShadowDeltaApplied
-from messages.protocol.patches import apply_patch
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import PendingReport, ShadowState, Store, StoreError, StoreMissing, TargetRecord, TargetRejection
 
@@ -80,7 +79,7 @@ class Api(FleetletActor):
         # Callers waiting for the supervisor's status: each with how to answer from it.
         self.waiting: list[tuple[Connection, Callable[[runtime.StatusReply], Response]]] = []
         self.asked_at: float | None = None
-        self.reported: dict[str, dict] = {}  # per shadow, what the API's callers reported in this incarnation
+        self.patches = 0
         self.streams = logs.Streams(self.config["device"]["uuid"])
         self.counters = metrics.ApiCounters()
         self.after(1.0, Sweep())
@@ -243,12 +242,14 @@ class Api(FleetletActor):
     def _patch_shadow(self, action: PatchShadow, caller: Caller) -> Response:
         if unsynced := self._unsynced(action.name):
             return unsynced
-        # Every report of this incarnation, merged: the listener coalesces a handler's answers, so each one
-        # carries all that was said before it (its outbox reports only what changed).
-        self.reported[action.name] = apply_patch(self.reported.get(action.name, {}), action.reported)
-        handler = HANDLER if not isinstance(caller, AppCaller) else f"{HANDLER}:{caller.app_id}"
-        self.publish(ShadowDeltaApplied(handler, self.config["device"]["thing"], action.name, -1,
-                                        self.reported[action.name], {}))
+        # Sent as a handler's answer for the keys patched, each merged into what the device reports now (a
+        # handler's answer is the whole truth for each of its top-level keys). Every PATCH answers under a name
+        # of its own, so the listener never lets a later one supersede it while it is busy or restarting.
+        current = self._shadow(action.name)["state"]["reported"]
+        self.patches += 1
+        who = "operator" if not isinstance(caller, AppCaller) else f"app {caller.app_id}"
+        self.publish(ShadowDeltaApplied(f"{HANDLER} ({who}) #{self.patches}", self.config["device"]["thing"],
+                                        action.name, -1, merged_report(current, action.reported), {}))
         return json_response(202, {"message": "accepted: merged into reported in the durable outbox, it reaches the "
                                               "cloud once online"})
 

@@ -64,3 +64,16 @@ def local_shadow(document: Mapping[str, Any] | None, version: int | None, accept
     reported = stored_form(reported) or {}
     return {"state": {"desired": desired, "reported": reported, "delta": compute_delta(desired, reported)},
             "version": version, "pending": bool(pending)}
+
+
+def merged_report(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``{"reported": patch}`` as a handler's answer: for each top-level key patched, its whole new value,
+    the patch merged into what the device reports now (null deletes, as in a shadow update)."""
+    answer: dict[str, Any] = {}
+    for key, value in patch.items():
+        held = current.get(key)
+        if isinstance(value, dict) and isinstance(held, dict):
+            answer[key] = stored_form(apply_patch(held, value))
+        else:
+            answer[key] = stored_form(value)
+    return answer

@@ -56,11 +56,15 @@ def test_the_local_shadow_is_read_offline_and_its_report_reaches_the_cloud_later
                                                              "sensor": {"ok": True}}
     assert "battery" not in cloud_api.get_shadow(THING).json()["state"]["reported"]
 
-    status, answer = local(api_config, "PATCH", {"reported": {"sensor": {"ok": False}}})
+    status, answer = local(api_config, "PATCH", {"reported": {"sensor": {"ok": False, "unit": "C"}}})
     assert status == 202
+    status, answer = local(api_config, "PATCH", {"reported": {"battery": None, "sensor": {"unit": None}}})
+    assert status == 202
+    expected = {"t": 23, "mode": "cool", "sensor": {"ok": False}}  # merged as a shadow update merges; null deletes
+    wait_for(lambda: local(api_config)[1]["state"]["reported"] == expected, what="the local copy merged")
     broker.start()
-    wait_for(lambda: cloud_api.get_shadow(THING).json()["state"]["reported"] == {
-        "t": 23, "mode": "cool", "battery": 80, "sensor": {"ok": False}}, timeout=20, what="the report delivered")
+    wait_for(lambda: cloud_api.get_shadow(THING).json()["state"]["reported"] == expected, timeout=20,
+             what="the report delivered")
     wait_for(lambda: pending_report(tmp_path) is None, what="the outbox emptied")
     assert local(api_config)[1]["pending"] is False
 

@@ -25,7 +25,7 @@ from actors.api.routes import (
     authenticate,
     route,
 )
-from actors.api.views import local_shadow, status_document, status_lines
+from actors.api.views import local_shadow, merged_report, status_document, status_lines
 from actors.runtime.figures import Figures
 from actors.target.holds import apply_holds, holds_in_force, update_holds
 from messages.bus.runtime import ChildStatus, StatusReply
@@ -219,6 +219,14 @@ def test_the_local_shadow_applies_the_outbox_to_what_was_read():
                               "delta": {"mode": "eco"}}, "version": 7, "pending": True}
     assert local_shadow(None, None, {"a": 1}, None) == {"state": {"desired": {}, "reported": {"a": 1}, "delta": {}},
                                                         "version": None, "pending": False}
+
+
+def test_a_patch_becomes_a_handlers_answer_merged_into_what_is_reported():
+    current = {"t": 22, "sensor": {"ok": True, "unit": "C"}, "mode": "eco"}
+    assert merged_report(current, {"sensor": {"ok": False}, "battery": 80, "t": None, "mode": {"a": 1}}) == {
+        "sensor": {"ok": False, "unit": "C"}, "battery": 80, "t": None, "mode": {"a": 1}}
+    assert merged_report(current, {"sensor": {"ok": None, "unit": None}}) == {"sensor": None}
+    assert merged_report({}, {"a": {"b": None, "c": 1}}) == {"a": {"c": 1}}
 
 
 def test_the_status_document_and_its_lines():
