@@ -45,6 +45,7 @@ from conf.schema import ConfigError
 from messages.bus import runtime
 from messages.bus import target as target_messages
 from messages.bus.shadow import ShadowDeltaApplied
+from messages.protocol.shadow_document import stored_form
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import PendingReport, ShadowState, Store, StoreError, StoreMissing, TargetRecord, TargetRejection
 
@@ -80,6 +81,7 @@ class Api(FleetletActor):
         self.waiting: list[tuple[Connection, Callable[[runtime.StatusReply], Response]]] = []
         self.asked_at: float | None = None
         self.patches = 0
+        self.recent: dict[str, dict] = {}  # per shadow, the top-level keys answered and not yet seen in the store
         self.streams = logs.Streams(self.config["device"]["uuid"])
         self.counters = metrics.ApiCounters()
         self.after(1.0, Sweep())
@@ -232,6 +234,15 @@ class Api(FleetletActor):
         shadow, accepted, pending = found
         view = local_shadow(shadow.document if shadow else None, shadow.version if shadow else None, accepted,
                             pending.patch if pending is not None else None)
+        # What this API answered moments ago may not be in the store yet (it travels through the listener to
+        # persistence): it is shown, and is the base of the next PATCH, until the store holds it.
+        recent = self.recent.setdefault(name, {})
+        reported = view["state"]["reported"]
+        for key in [k for k, value in recent.items() if stored_form(reported.get(k)) == value]:
+            del recent[key]
+        if recent:
+            view = local_shadow(shadow.document if shadow else None, shadow.version if shadow else None, accepted,
+                                pending.patch if pending is not None else None, recent)
         return {"thing": thing, "name": name, **view}
 
     def _unsynced(self, name: str) -> Response | None:
@@ -246,10 +257,12 @@ class Api(FleetletActor):
         # handler's answer is the whole truth for each of its top-level keys). Every PATCH answers under a name
         # of its own, so the listener never lets a later one supersede it while it is busy or restarting.
         current = self._shadow(action.name)["state"]["reported"]
+        answer = merged_report(current, action.reported)
+        self.recent[action.name].update(answer)
         self.patches += 1
         who = "operator" if not isinstance(caller, AppCaller) else f"app {caller.app_id}"
         self.publish(ShadowDeltaApplied(f"{HANDLER} ({who}) #{self.patches}", self.config["device"]["thing"],
-                                        action.name, -1, merged_report(current, action.reported), {}))
+                                        action.name, -1, answer, {}))
         return json_response(202, {"message": "accepted: merged into reported in the durable outbox, it reaches the "
                                               "cloud once online"})
 

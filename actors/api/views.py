@@ -49,21 +49,24 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
 
 
 def local_shadow(document: Mapping[str, Any] | None, version: int | None, accepted: Mapping[str, Any] | None,
-                 pending: Mapping[str, Any] | None) -> dict[str, Any]:
+                 pending: Mapping[str, Any] | None, answered: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``{"state": {"desired", "reported", "delta"}, "version", "pending"}`` of one shadow.
 
     ``document`` is the last full shadow the device read (None: never read), ``accepted`` what the cloud
-    last accepted of our reports, ``pending`` the merged report still in the outbox. ``pending`` in the
-    answer tells whether the cloud has not got all of ``reported`` yet.
+    last accepted of our reports, ``pending`` the merged report still in the outbox, ``answered`` top-level
+    keys answered on their way to the outbox (their whole value; None: deleted). ``pending`` in the answer
+    tells whether the cloud has not got all of ``reported`` yet.
     """
     state = (document or {}).get("state") or {}
     desired = state.get("desired") or {}
     reported = state.get("reported") or dict(accepted or {})
     if pending:
         reported = apply_patch(reported, dict(pending))
+    for key, value in (answered or {}).items():
+        reported = {k: v for k, v in reported.items() if k != key} if value is None else {**reported, key: value}
     reported = stored_form(reported) or {}
     return {"state": {"desired": desired, "reported": reported, "delta": compute_delta(desired, reported)},
-            "version": version, "pending": bool(pending)}
+            "version": version, "pending": bool(pending or answered)}
 
 
 def merged_report(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

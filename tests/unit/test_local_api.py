@@ -217,6 +217,8 @@ def test_the_local_shadow_applies_the_outbox_to_what_was_read():
     view = local_shadow(document, 7, None, {"t": 22, "battery": 80, "mode": None})
     assert view == {"state": {"desired": {"t": 22, "mode": "eco"}, "reported": {"t": 22, "battery": 80},
                               "delta": {"mode": "eco"}}, "version": 7, "pending": True}
+    answered = local_shadow(document, 7, None, {"t": 22}, {"sensor": {"ok": False}, "t": None})
+    assert answered["state"]["reported"] == {"mode": "eco", "sensor": {"ok": False}} and answered["pending"]
     assert local_shadow(None, None, {"a": 1}, None) == {"state": {"desired": {}, "reported": {"a": 1}, "delta": {}},
                                                         "version": None, "pending": False}
 
