@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -12,8 +11,9 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import conf
+from actors.cli import doctor, shadow_watch
 from actors.cli import plan as plan_cli
-from actors.cli import shadow_watch
+from actors.cli import service as service_cli
 from cloud import cli as cloud_cli
 from cloud import pki_cli
 from conf.agent import check_link_files
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     plan_cli.register(commands, _common)
+    service_cli.register(commands, _common)
+    doctor.register(commands, _common)
     shadow_actions = cloud_cli.register(commands, _common)
     shadow_watch.add_watch_parser(shadow_actions, _common)  # device-side: it reads the agent's configuration
     pki_cli.register(commands)
@@ -60,43 +62,31 @@ def run_agent(config: dict) -> int:
     import gmqtt  # noqa: F401
     import msgpack  # noqa: F401
     import peewee  # noqa: F401
+    import prometheus_client  # noqa: F401
 
+    from actors.runtime.logformat import configure_process
     from actors.runtime.processes import become_subreaper
     from actors.runtime.root import supervise
     from actors.target.engine.port_holders import port_holder
 
-    logging.basicConfig(level=config["agent"]["log_level"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_process(config["agent"]["log_level"], config["agent"]["log_format"])
     become_subreaper()
     return supervise(config, stop, port_holder=port_holder)
 
 
 def run_status(config: dict, as_json: bool) -> int:
-    from actors.runtime.admin import AdminError, query_status
+    from actors.api.client import ApiUnavailable, call_json
+    from actors.api.views import status_lines
 
     try:
-        reply = query_status(config)
-    except AdminError as exc:
+        status, doc = call_json(config, "GET", "/v1/status")
+    except ApiUnavailable as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 1
-    if reply is None:
-        print("no agent is answering on 127.0.0.1:%d" % config["agent"]["admin_port"], file=sys.stderr)
+    if status != 200 or not isinstance(doc, dict):
+        print(f"status: the agent answered {status}: {doc}", file=sys.stderr)
         return 1
-    actors = [{"name": c.name, "class": c.cls, "pid": c.pid, "state": c.state, "restarts": c.restarts,
-               "last_error": c.last_error, "held_messages": c.held_messages, "superseded_messages": c.superseded,
-               "dropped_messages": c.dropped} for c in reply.children]
-    errors = recorded_errors(config)
-    doc = {"state": reply.state, "reason": reply.reason, "version": reply.version, "actors": actors, "errors": errors}
-    if as_json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(f"agent {reply.version}: {reply.state}" + (f" ({reply.reason})" if reply.reason else ""))
-        for actor in actors:
-            print(f"  {actor['name']:<16} pid={actor['pid']} state={actor['state']} "
-                  f"restarts={actor['restarts']} held={actor['held_messages']} "
-                  f"dropped={actor['dropped_messages']} last_error={actor['last_error']}")
-        for error in errors:
-            print(f"  error {error['source']}/{error['key']}: {error['message']} (x{error['count']})")
+    print(json.dumps(doc, indent=2) if as_json else "\n".join(status_lines(doc)))
     return 0
 
 
@@ -136,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return plan_cli.dispatch(args, config)
     if command == "shadow":
         return shadow_watch.dispatch(args, config)
+    if command == "doctor":
+        return doctor.run(config)
+    if command == "install-service":
+        return service_cli.dispatch(args)
     raise AssertionError(command)
 
 

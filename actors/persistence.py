@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from actors.runtime.base import FleetletActor
+from actors.target.holds import HOLDS_KEY, holds_in_force, update_holds
 from messages.bus.outbox import (
     AckReport,
     ClearError,
@@ -31,6 +32,8 @@ from messages.bus.target import (
     IMAGE_LEDGER_KEY,
     ORPHANED_VOLUMES_KEY,
     RELEASE_KEY,
+    HoldService,
+    HoldsRecorded,
     ImageLedgerChanged,
     OrphanedVolumesSeen,
     ReleaseChanged,
@@ -119,6 +122,13 @@ class Persistence(FleetletActor):
 
     def on_ServicesRestarted(self, msg: ServicesRestarted) -> None:
         self._write("ServicesRestarted", lambda: self.store.clear_restart(msg.app_id, msg.service_name))
+
+    def on_HoldService(self, msg: HoldService) -> None:
+        target = self.store.load_target()
+        etag = None if target is None else target.etag
+        record = update_holds(self.store.get(HOLDS_KEY), etag, msg.app_id, msg.service_name, msg.stopped)
+        if self._write("HoldService", lambda: self.store.put(HOLDS_KEY, record)):
+            self.publish(HoldsRecorded(tuple(sorted(holds_in_force(record, etag))), etag))
 
     def on_ShadowDocumentSeen(self, msg: ShadowDocumentSeen) -> None:
         self._write("ShadowDocumentSeen", lambda: self.store.save_shadow(msg.thing_name, msg.shadow_name,

@@ -146,6 +146,7 @@ class AgentSection:
     admin_port: int = setting(19500, rule=PORT)
     log_level: str = setting("INFO", rule=one_of(*LOG_LEVELS))
     stop_timeout: float = setting(10.0, rule=positive)
+    log_format: str = setting("text", rule=one_of("text", "json"))
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,22 @@ class UpdateSection:
     lock_dir: str = setting("var/locks", rule=non_empty)
 
 
+@dataclass(frozen=True)
+class ApiSection:
+    """The local HTTP API (actors.api): a Unix socket, optionally a loopback port."""
+    socket: str = setting("var/api.sock", rule=non_empty)
+    group: str = ""  # "" = the agent's own group
+    port: int = setting(0, rule=between(0, 65535))  # 0 = no TCP listener
+    key_file: str = setting("var/api.key", rule=non_empty)
+
+    def check(self) -> None:
+        if len(os.fsencode(self.socket)) > 107:
+            raise ConfigError(f"socket: {self.socket!r} is longer than a Unix socket path may be (107 bytes)")
+
+
 SECTIONS = {"device": DeviceSection, "mqtt": MqttSection, "cloud": CloudSection, "shadow": ShadowSection,
             "store": StoreSection, "agent": AgentSection, "supervisor": SupervisorSection,
-            "policy": PolicySection, "update": UpdateSection}
+            "policy": PolicySection, "update": UpdateSection, "api": ApiSection}
 
 
 # -- files named by the configuration -----------------------------------------------------------------------------
@@ -226,7 +240,8 @@ def read_secret(path: str, key: str) -> str:
 def check_link_files(config: dict[str, Any]) -> None:
     """Every certificate and key the enabled actors' links will open is readable: checked before the agent
     starts anything (a command that opens no link, ``run.py status``, does not need them)."""
-    used = {item.partition(".")[0] for cls in check_actors(config).values() for item in cls.uses}
+    # An actor that opens a link uses its whole section; one naming a key (mqtt.port: the policy) opens none.
+    used = {item for cls in check_actors(config).values() for item in cls.uses if "." not in item}
     mqtt, cloud = config["mqtt"], config["cloud"]
     named = [(f"mqtt.{key}", mqtt[key]) for key in ("ca_file", "cert_file", "key_file")] \
         if mqtt["tls"] and "mqtt" in used else []

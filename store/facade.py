@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Concatenate, NamedTuple, ParamSpec, TypedDict, TypeVar
 
-from peewee import EXCLUDED, SqliteDatabase
+from peewee import EXCLUDED, SqliteDatabase, fn
 
 from messages.protocol.json import JSONObject
 from messages.protocol.patches import apply_patch, compose, diff
@@ -296,6 +296,14 @@ class Store:
     def pending_channels(self) -> list[str]:
         outbox = self._models.OutboxRow
         return [row.channel for row in outbox.select(outbox.channel).distinct().order_by(outbox.channel)]
+
+    @_reads
+    def outbox_depth(self) -> dict[str, int]:
+        """Unacknowledged reports per channel (the metrics' outbox depth)."""
+        outbox = self._models.OutboxRow
+        count = fn.COUNT(outbox.report_id)
+        rows = outbox.select(outbox.channel, count.alias("n")).group_by(outbox.channel)
+        return {row.channel: row.n for row in rows}
 
     # Last state the receiver accepted, per channel
 

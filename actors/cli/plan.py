@@ -1,10 +1,11 @@
 """`run.py plan [--json]`: the steps the reconciler would run now, each with its reason, without running
 them; and `run.py poll-now`: ask the running agent to poll its target state at once.
 
-`plan` needs no running agent: it reads the stored target (read-only) and the engine, and plans. It
-shows the next batch only; the reconciler re-plans after each batch, from what the engine then holds.
-It shows the release state too (committed, applying, rolled back, locked, and why), and plans the target
-the reconciler applies: the committed one while the stored one is the rolled-back target.
+`plan` asks the running agent's local API; with no agent answering, it plans here: it reads the stored
+target (read-only) and the engine. It shows the next batch only; the reconciler re-plans after each
+batch, from what the engine then holds. It shows the release state too (committed, applying, rolled back,
+locked, and why), and plans the target the reconciler applies: the committed one while the stored one is
+the rolled-back target, with the services an operator stopped held. `poll-now` goes through the local API.
 """
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import os
 import sys
 import time
 
-from actors.runtime.admin import AdminError, query_status
+from actors.api.client import ApiUnavailable, call_json
 from actors.target import release as releases
 from actors.target.engine.adapter import LOCK_FILE, LOCK_LABEL, DockerEngine, EngineError, lock_path
 from actors.target.engine.worker import step_to_wire
+from actors.target.holds import HOLDS_KEY
 from actors.target.model import OrphanedVolumes, Step, describe_step, orphan_clock, orphaned_volumes, orphans_from_json
 from actors.target.planner import explain, plan
 from actors.target.policy import PolicyRefused, enforce_policy, on_this_host, policy_from_config
-from actors.target.reconciler import ReconcilerSettings
+from actors.target.reconciler import ReconcilerSettings, target_to_plan
 from conf.schema import parse
-from messages.bus.target import ORPHANED_VOLUMES_KEY, RELEASE_KEY, PollNow
+from messages.bus.target import ORPHANED_VOLUMES_KEY, RELEASE_KEY
 from messages.protocol.target_state import InvalidTargetState, parse_target_state
 from store import Store, StoreError
 
@@ -55,6 +57,7 @@ def current_plan(config: dict) -> dict:
             stored = store.load_target()
             since = orphans_from_json(store.get(ORPHANED_VOLUMES_KEY, {}))
             release = releases.release_from_json(store.get(RELEASE_KEY))
+            holds = store.get(HOLDS_KEY)
     except StoreError as exc:
         raise PlanError(f"cannot read the agent's store: {exc}") from None
     if stored is None:
@@ -66,6 +69,7 @@ def current_plan(config: dict) -> dict:
         if applied == "committed":
             parsed = parse_target_state(release.committed_document or {})
         target = enforce_policy(parsed, policy_from_config(config, on_this_host))
+        target = target_to_plan(target, holds, stored.etag, config["api"]["key_file"])
     except InvalidTargetState as exc:
         raise PlanError(f"the stored target state is invalid: {exc.reason}") from None
     except PolicyRefused as exc:
@@ -101,7 +105,9 @@ def _step_json(step: Step) -> dict:
 
 def show_plan(config: dict, as_json: bool) -> int:
     try:
-        result = current_plan(config)
+        result = _agent_plan(config)
+        if result is None:
+            result = current_plan(config)
     except (PlanError, ValueError) as exc:  # ValueError: device.uuid cannot be an owner label
         print(f"plan: {exc}", file=sys.stderr)
         return 1
@@ -143,14 +149,25 @@ def _release_line(release: dict) -> str:
     return "; ".join(parts)
 
 
+def _agent_plan(config: dict) -> dict | None:
+    """The running agent's plan; None when no agent answers (the plan is then made here)."""
+    try:
+        status, result = call_json(config, "GET", "/v1/plan")
+    except ApiUnavailable:
+        return None
+    if status != 200 or not isinstance(result, dict):
+        raise PlanError(result.get("error", status) if isinstance(result, dict) else f"the agent answered {status}")
+    return result
+
+
 def poll_now(config: dict) -> int:
     try:
-        reply = query_status(config, tell=(PollNow("run.py poll-now"),))
-    except AdminError as exc:
+        status, answer = call_json(config, "POST", "/v1/poll-now")
+    except ApiUnavailable as exc:
         print(f"poll-now: {exc}", file=sys.stderr)
         return 1
-    if reply is None:
-        print(f"no agent is answering on 127.0.0.1:{config['agent']['admin_port']}", file=sys.stderr)
+    if status != 202:
+        print(f"poll-now: the agent answered {status}: {answer}", file=sys.stderr)
         return 1
     print("the agent polls its target state now")
     return 0

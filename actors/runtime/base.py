@@ -32,18 +32,27 @@ from thespian.actors import (
 )
 
 import messages
+from actors.runtime.figures import FLUSH_INTERVAL
+from actors.runtime.figures import Figures as FigureBook
 from actors.runtime.hardening import harden_actor_process
 from conf.schema import parse
 from messages.bus.runtime import (
     ActorCrashed,
     ActorReady,
     Configure,
+    Figures,
     Handled,
     Ping,
     Pong,
     Returned,
     coalesce_key,
 )
+from messages.transport import usage
+
+
+@dataclass(frozen=True)
+class FlushFigures:
+    """Timer payload of the shell: send the figures to the supervisor if they changed."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,15 @@ class FleetletActor(Actor):
     supervisor: ActorAddress | None = None
     _hardened = False
     _crashed = False
+    _figures: FigureBook | None = None
+    _figures_sent: dict | None = None
+
+    @property
+    def figures(self) -> FigureBook:
+        """This actor's figures of its own work (counts, durations): the metrics' source."""
+        if self._figures is None:
+            self._figures = FigureBook()
+        return self._figures
 
     @property
     def log(self) -> logging.Logger:
@@ -83,6 +101,8 @@ class FleetletActor(Actor):
                 self.log.error("rejected a message: %s", exc)
                 return
             self._guard(self.dispatch, typed, raw, sender)
+        elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, FlushFigures):
+            self._flush_figures()
         elif isinstance(msg, WakeupMessage):
             self._guard(self.on_timer, msg.payload)
         elif isinstance(msg, ChildActorExited):
@@ -102,6 +122,8 @@ class FleetletActor(Actor):
             self.options = parse(self.Settings, typed.settings, f"actors.{self.name}.settings")
             self.supervisor = sender
             self.send(sender, messages.encode(ActorReady(self.name, os.getpid())))
+            usage.reset()  # one actor a process: from here on, the bytes its links move are this actor's
+            self.after(FLUSH_INTERVAL, FlushFigures())
             self.started()
             return
         if isinstance(typed, Ping):
@@ -115,6 +137,13 @@ class FleetletActor(Actor):
         key = coalesce_key(typed)
         if key is not None and sender == self.supervisor:
             self.send(sender, messages.encode(Handled(self.name, key)))
+
+    def _flush_figures(self) -> None:
+        snapshot = self.figures.snapshot()
+        if snapshot != self._figures_sent and self.supervisor is not None:
+            self.send(self.supervisor, messages.encode(Figures(self.name, snapshot)))
+            self._figures_sent = snapshot
+        self.after(FLUSH_INTERVAL, FlushFigures())
 
     def _hand_back(self, msg: object, sender: ActorAddress) -> None:
         """Exiting after a crash: a routed message not yet handled goes back to be held for the next instance."""

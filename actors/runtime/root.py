@@ -1,4 +1,7 @@
 """The top of the supervision tree, in run.py's process: restart the whole actor tree when its root fails.
+
+Under systemd (``Type=notify``) it says when the tree is ready, feeds the watchdog while the root supervisor
+answers, and says why it restarts the tree (``actors.runtime.notify``).
 """
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from actors.runtime.hardening import LOOPBACK
+from actors.runtime.notify import notify
 from actors.runtime.processes import process_alive, reap_children
 from actors.runtime.restart import RestartPolicy, decide_restart
 from actors.runtime.system import AgentStartError, AgentSystem
@@ -36,11 +40,15 @@ def supervise(config: dict, stop: threading.Event, poll: float = 2.0,
             log.error("%s", exc)
             return 2
         log.info("agent running with actors %s (admin on %s:%d)", ", ".join(children), LOOPBACK, system.port)
+        notify(f"READY=1\nSTATUS=running with actors {', '.join(children)}")
         reason = _watch(system, stop, poll)
+        if reason is None:
+            notify("STOPPING=1")
         system.stop()
         if reason is None:
             log.info("agent stopped")
             return 0
+        notify(f"STATUS=restarting every actor: {reason}")
         decision = decide_restart(policy, history, time.monotonic())
         history = decision.history
         if decision.delay is None:
@@ -66,6 +74,7 @@ def _watch(system: AgentSystem, stop: threading.Event, poll: float) -> str | Non
             return f"the supervisor escalated: {status.reason}"
         if status is not None:
             silent_since = None
+            notify("WATCHDOG=1")  # the tree answers: systemd's WatchdogSec is fed only while it does
             continue
         if system.supervisor_pid is None or not process_alive(system.supervisor_pid):
             return "the root supervisor died"

@@ -40,6 +40,7 @@ from messages.bus.runtime import (
     BootFailed,
     ChildStatus,
     Configure,
+    Figures,
     GetStatus,
     Handled,
     Ping,
@@ -68,11 +69,12 @@ class Child:
     last_error: str | None = None
     generation: int = 0  # wakeups cannot be cancelled: a stale restart timer carries an old generation
     mailbox: Mailbox = field(default_factory=lambda: Mailbox(1))  # boot gives it the configured limit
+    figures: dict = field(default_factory=dict)  # its latest Figures
 
     def status(self) -> ChildStatus:
         box = self.mailbox
         return ChildStatus(self.name, self.cls, self.pid, self.state, self.restarts,
-                           self.last_error, len(box.held), box.superseded, box.dropped)
+                           self.last_error, len(box.held), box.superseded, box.dropped, self.figures)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,11 @@ class Supervisor(FleetletActor):
         waiting = child.mailbox.handled(msg.key)
         if waiting is not None:
             self.send(child.address, waiting)
+
+    def on_Figures(self, msg: Figures, sender) -> None:
+        child = self.children.get(msg.name)
+        if child is not None and child.address == sender:
+            child.figures = msg.figures
 
     def on_GetStatus(self, msg: GetStatus, sender) -> None:
         state = "escalated" if self.escalated else "running"

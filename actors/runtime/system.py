@@ -27,6 +27,7 @@ from thespian.actors import ActorSystem, ActorSystemException, InvalidActorAddre
 import messages
 from actors.runtime.frames import rejected_count
 from actors.runtime.hardening import LOOPBACK, capabilities, harden_thespian, own_run_key
+from actors.runtime.logformat import formatter_config
 from actors.runtime.processes import (
     children_of,
     group_members,
@@ -53,10 +54,10 @@ class AgentStartError(RuntimeError):
     """The agent cannot start; the text says why."""
 
 
-def log_defs(level: str) -> dict:
+def log_defs(level: str, log_format: str = "text") -> dict:
     return {
         "version": 1,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "formatters": {"plain": formatter_config(log_format)},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
                                 "stream": "ext://sys.stderr", "level": level}},
         "root": {"handlers": ["stderr"], "level": level},
@@ -124,7 +125,8 @@ class AgentSystem:
         dropped = rejected_count()
         try:
             return ActorSystem("multiprocTCPBase", capabilities(self.port),
-                               logDefs=log_defs(self.config["agent"]["log_level"]), transientUnique=True)
+                               logDefs=log_defs(self.config["agent"]["log_level"], self.config["agent"]["log_format"]),
+                               transientUnique=True)
         except (InvalidActorAddress, ActorSystemException) as exc:
             self.key_file.unlink(missing_ok=True)
             if rejected_count() > dropped:

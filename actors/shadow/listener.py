@@ -20,7 +20,7 @@ import conf
 import messages
 from actors.runtime.base import FleetletActor
 from actors.shadow.inbox import Inbox
-from actors.shadow.payloads import Document, PayloadError, Rejected, parse_emqx_view
+from actors.shadow.payloads import Accepted, Delta, Document, PayloadError, Rejected, parse_emqx_view
 from actors.shadow.sync import (
     Publish,
     ReadOverHttp,
@@ -107,6 +107,7 @@ class ShadowListener(FleetletActor):
         self.inbox = Inbox(self.thing_name, settings.profile, settings.names, prefix, settings.limits,
                            self.config["device"]["uuid"], ring=self._ring)
         self.epoch, self.ready = 0, False
+        self.reports_sent: dict[object, float] = {}  # clientToken -> when the report went out
         logging.getLogger("gmqtt").setLevel(logging.WARNING)  # its INFO logs every SUBACK
         max_packet = self.config["shadow"]["max_payload"] + PACKET_OVERHEAD  # the broker drops what we would
         self.link = MqttLink(LinkSettings.from_config(self.config, client_id=self.thing_name,
@@ -149,6 +150,7 @@ class ShadowListener(FleetletActor):
                 self._carry_out(sync, sync.link_up(now))
         self.epoch, self.ready = batch.epoch, batch.ready
         for name, incoming in batch.responses + batch.deltas:
+            self._count(name, incoming, now)
             self._carry_out(self.syncs[name], self.syncs[name].receive(incoming, now))
         for name, count, reason in batch.malformed:
             self._carry_out(self.syncs[name], self.syncs[name].receive_malformed(count, reason, now))
@@ -196,9 +198,22 @@ class ShadowListener(FleetletActor):
                 self.publish(RecordError(sync.channel, "unencodable", reason.encode("utf-8", "replace").decode(),
                                          time.time()))
 
+    def _count(self, name: str, incoming: object, now: float) -> None:
+        """The figures of the shadow traffic: deltas received, reports answered and their round trip."""
+        if isinstance(incoming, Delta):
+            self.figures.count("fleetlet_shadow_deltas", shadow=name)
+        elif isinstance(incoming, (Accepted, Rejected)) and incoming.client_token in self.reports_sent:
+            sent = self.reports_sent.pop(incoming.client_token)
+            self.figures.observe("fleetlet_shadow_roundtrip_seconds", now - sent, shadow=name)
+
     def _carry_out_one(self, sync: ShadowSync, effect: object) -> None:
         if isinstance(effect, Publish):
             self.link.publish(effect.topic, strict_json.encode(effect.payload))
+            if effect.topic == sync.topics.update:  # a report (a read goes to get)
+                self.figures.count("fleetlet_shadow_reports", shadow=sync.shadow_name)
+                self.reports_sent = {token: at for token, at in self.reports_sent.items()
+                                     if time.monotonic() - at < 60.0}  # unanswered ones are forgotten
+                self.reports_sent[effect.payload.get("clientToken")] = time.monotonic()
         elif isinstance(effect, ReadOverHttp):
             self._read_over_http(sync.shadow_name, effect)
         else:

@@ -41,7 +41,7 @@ from messages.protocol.target_state import App, PortMapping, Service, TargetStat
 SSH_PORT = 22
 POLICY_REASON_PREFIX = "policy: "  # how every refusal's reason starts (the poller judges those again on start)
 # What an actor enforcing the policy reads of the configuration (its `uses`).
-POLICY_USES = ("policy", "agent.admin_port", "mqtt.host", "mqtt.port", "cloud.url")
+POLICY_USES = ("policy", "agent.admin_port", "mqtt.host", "mqtt.port", "cloud.url", "api.port")
 
 
 # What Docker grants a container without cap_add (its default set): adding one of these changes nothing.
@@ -213,6 +213,8 @@ def policy_from_config(config: Mapping[str, Any], on_host: Callable[[str], bool]
     ``resolve(path)``: a host path with its symlinks resolved."""
     section = config["policy"]
     reserved = {SSH_PORT: "ssh's port", config["agent"]["admin_port"]: "the agent's admin port (agent.admin_port)"}
+    if config.get("api", {}).get("port"):
+        reserved.setdefault(config["api"]["port"], "the local API's port (api.port)")
     if on_host(config["mqtt"]["host"]):
         reserved.setdefault(config["mqtt"]["port"], "the broker's port (mqtt.port)")
     cloud = urllib.parse.urlsplit(config["cloud"]["url"])

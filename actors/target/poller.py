@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import messages
 from actors.runtime.base import FleetletActor
+from actors.runtime.logformat import context
 from actors.target.policy import (
     POLICY_REASON_PREFIX,
     POLICY_USES,
@@ -154,6 +155,7 @@ class Poller(FleetletActor):
             response = self.client.get_target(self.uuid, etag, ok=(200, 304))
             self.policy_rechecked = True
         except CloudError as exc:
+            self.figures.count("fleetlet_polls", outcome="error" if exc.status is None else str(exc.status))
             if exc.status == 404:  # an answer: no target for this device yet; keep the interval to get it soon
                 self.failures = 0
                 self._record(f"the cloud has no target state for this device yet ({exc})")
@@ -161,9 +163,11 @@ class Poller(FleetletActor):
                 self.failures += 1
                 self._record(f"cannot fetch the target state: {exc}")
         except Exception as exc:  # noqa: BLE001 - whatever the network or the server does is a failed poll
+            self.figures.count("fleetlet_polls", outcome="error")
             self.failures += 1
             self._record(f"cannot fetch the target state: {type(exc).__name__}: {exc}"[:500])
         else:
+            self.figures.count("fleetlet_polls", outcome=str(response.status))
             outcome = interpret(response, stored, time.time(), self.policy)
             if outcome is not None:
                 self.publish(outcome)
@@ -181,7 +185,7 @@ class Poller(FleetletActor):
 
     def _succeeded(self, fetched: TargetStateFetched | None) -> None:
         if fetched is not None:
-            self.log.info("new target state %s", fetched.etag)
+            self.log.info("new target state %s", fetched.etag, extra=context(etag=fetched.etag))
         self.failures = 0
         if self.error_shown:
             self.publish(ClearError("poller", "fetch"))

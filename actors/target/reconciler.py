@@ -47,10 +47,13 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import messages
+from actors.api.keys import grant_keys, operator_key, opted_in
 from actors.runtime.base import FleetletActor
+from actors.runtime.logformat import context
 from actors.target import release as releases
 from actors.target.engine.adapter import LOCK_FILE, LOCK_LABEL, OWNER_PATTERN, EngineError, lock_path
 from actors.target.engine.worker import state_from_wire, step_to_wire
+from actors.target.holds import HOLDS_KEY, apply_holds, holds_in_force
 from actors.target.images import ImageLedger, images_to_keep, images_to_remove, ledger_from_json, ledger_to_json
 from actors.target.model import (
     EngineState,
@@ -95,6 +98,7 @@ from messages.bus.target import (
     ORPHANED_VOLUMES_KEY,
     RELEASE_KEY,
     CurrentStateObserved,
+    HoldsRecorded,
     ImageLedgerChanged,
     OrphanedVolumesSeen,
     ReleaseChanged,
@@ -137,6 +141,13 @@ class ReconcilerSettings:
     log_max_files: int = setting(3, rule=positive)  # ... and how many of them it keeps
     registry_certs_dir: str = setting("/etc/docker/certs.d", rule=non_empty)  # the registries' CAs, as dockerd's
 
+
+
+def target_to_plan(target: TargetState, holds: object, etag: str | None, key_file: str) -> TargetState:
+    """What the reconciler converges on: the target in force, with the services held stopped through the local
+    API set to ``running: false`` and the API keys in the environment of the services that asked for one."""
+    target = apply_holds(target, holds_in_force(holds, etag))
+    return grant_keys(target, operator_key(key_file, create=True)) if opted_in(target) else target
 
 
 def retry_delay(settings: ReconcilerSettings, count: int) -> float:
@@ -188,7 +199,7 @@ class Pass:
 
 class Reconciler(FleetletActor):
     Settings = ReconcilerSettings
-    uses = ("device.uuid", "store", "update", *POLICY_USES)
+    uses = ("device.uuid", "store", "update", "api.key_file", *POLICY_USES)
     options: ReconcilerSettings
     # Set in started(). stopping() and crash() may come before it: they use `pool` (made with the actor) and
     # close `store` only once opened.
@@ -277,7 +288,7 @@ class Reconciler(FleetletActor):
         """Log, prefixed with the number of the pass underway (if any)."""
         if self.pass_ is not None:
             text, args = "pass %d: " + text, (self.pass_.number, *args)
-        self.log.log(level, text, *args)
+        self.log.log(level, text, *args, extra=context(self.pass_.number if self.pass_ else None, self.etag))
 
     # -- triggers -----------------------------------------------------------------------------------
 
@@ -288,6 +299,12 @@ class Reconciler(FleetletActor):
                 self._cancel(job_id)
             for key in self.retries.keys():
                 self._forget_failure(key)
+        self._request_read()
+
+    def on_HoldsRecorded(self, msg: HoldsRecorded) -> None:
+        """A service was stopped or started through the local API: the target planned for changed."""
+        self._begin_pass("held services changed")
+        self._load_target()
         self._request_read()
 
     def on_ReconcileNow(self, msg: ReconcileNow) -> None:
@@ -348,6 +365,7 @@ class Reconciler(FleetletActor):
                 self.stored_id, self.stored_document = tid, to_json(parsed)
                 self._set_release(releases.on_target(self.release, tid, stored.etag, time.time()))
             target = enforce_policy(self._applied(parsed), self.policy)
+            target = target_to_plan(target, self.store.get(HOLDS_KEY), stored.etag, self.config["api"]["key_file"])
         except InvalidTargetState as exc:  # persistence stores only validated documents: a bug, keep the old one
             self._log(logging.ERROR, "the stored target state %s is invalid: %s", stored.etag, exc.reason)
             self.publish(RecordError("reconciler", "target", f"stored target is invalid: {exc.reason}", time.time()))
@@ -478,6 +496,7 @@ class Reconciler(FleetletActor):
 
     def _step_done(self, step: Step, error: str | None) -> None:
         self.pool.step_ended(step)
+        self.figures.count("fleetlet_steps", action=step_to_wire(step).action, outcome="failed" if error else "ok")
         if self.pass_ is not None:
             self.pass_.steps += 1
         if error:
@@ -691,6 +710,7 @@ class Reconciler(FleetletActor):
                        done.trigger, done.steps, finished - done.started_at,
                        f"; failed: {', '.join(failed)}" if failed else "")
         self.pass_ = None
+        self.figures.observe("fleetlet_reconcile_pass_seconds", finished - done.started_at)
         self.publish(ReconcilePassFinished(done.trigger, self.etag, done.started_at, finished, done.steps, converged,
                                    failed))
 

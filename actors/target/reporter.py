@@ -23,6 +23,7 @@ from messages.bus.outbox import (
     StoreReopened,
 )
 from messages.bus.target import CurrentStateObserved, TargetRejectionStored, TargetStateStored
+from messages.protocol import json as strict_json
 from messages.transport.backoff import backoff_delay
 from messages.transport.http import CloudClient, CloudError
 from store import Store, TargetRejection
@@ -172,6 +173,8 @@ class Reporter(FleetletActor):
             self.retry_scheduled = True
             self.after(retry_delay(self.options, self.failures, random.random()), RetryDue())
             return
+        self.figures.count("fleetlet_reports")
+        self.figures.count("fleetlet_report_bytes", len(strict_json.encode(report.patch)))
         self.publish(self.sender.accepted())
         self.failures = 0
         if self.error_shown:

@@ -78,6 +78,7 @@ class ChildStatus:
     held_messages: int
     superseded: int  # held or queued messages replaced by a newer one of the same key (nothing lost)
     dropped: int  # held messages dropped past the hold limit (never for a child that escalates)
+    figures: JSONObject  # the child's latest Figures (actors.runtime.figures), {} before its first
 
 
 @message
@@ -87,6 +88,15 @@ class StatusReply:
     reason: str | None
     children: tuple[ChildStatus, ...]
     version: str  # the running agent's, which may differ from the CLI's after an upgrade
+
+
+@message
+@dataclass(frozen=True)
+class Figures:
+    """A child's figures of its own work, sent to the supervisor when they changed (the newest wins), which
+    hands them on with its status (actors.runtime.figures)."""
+    name: str
+    figures: JSONObject
 
 
 @message

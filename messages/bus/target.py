@@ -123,3 +123,23 @@ class ServicesRestarted:
     or left the target): persistence drops it."""
     app_id: str
     service_name: str
+
+
+@message
+@dataclass(frozen=True)
+class HoldService:
+    """Stop a service and keep it stopped (``stopped``), or let it run again: from the local API, to persistence,
+    which keeps the holds; a hold lasts until the next target state or a start (HoldsRecorded)."""
+    app_id: str
+    service_name: str
+    stopped: bool
+
+
+@message
+@dataclass(frozen=True)
+class HoldsRecorded:
+    """The services held stopped, as the store keeps them (to the reconciler): ``etag`` is the target they
+    were asked under; a newer target releases them."""
+    coalesce: ClassVar[tuple[str, ...]] = ()  # newer supersedes older (runtime.coalesce_key)
+    holds: tuple[tuple[str, str], ...]  # (app id, service name)
+    etag: str | None

@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from messages.protocol import api
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
 from messages.protocol.shadow_topics import CLASSIC_SHADOW
+from messages.transport import usage
 from messages.transport.tls import TlsSettings, client_context, describe_refusal
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the API's documents are kilobytes; more is a broken or hostile server
@@ -128,8 +129,12 @@ class CloudClient:
             watchdog = _Watchdog(connection, max(0.0, self._timeout - (time.monotonic() - started)))
             connection.request(method, self._prefix + path, body=body, headers=sent)
             reply = connection.getresponse()
+            usage.count("http", "sent", _head_size(f"{method} {self._prefix}{path} HTTP/1.1", sent.items())
+                        + len(body or b""))
             response = Response(reply.status, {name.lower(): value for name, value in reply.getheaders()},
                                 reply.read(self._max_response_bytes + 1))
+            usage.count("http", "received", _head_size(f"HTTP/1.1 {reply.status} {reply.reason}",
+                                                       reply.getheaders()) + len(response.body))
             missing = reply.length  # what a Content-Length promised and a bounded read did not get
         except ssl.SSLCertVerificationError as exc:
             port = self._parts.port or 443
@@ -213,3 +218,7 @@ class _Watchdog:
     def cancel(self) -> None:
         self._timer.cancel()
 
+
+def _head_size(first_line: str, fields: Iterable[tuple[str, str]]) -> int:
+    """The bytes of a message head (TLS framing aside): its first line and fields as written on the wire."""
+    return len(first_line) + 2 + sum(len(name) + len(value) + 4 for name, value in fields) + 2

@@ -39,6 +39,7 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
+from messages.transport import usage
 from messages.transport.backoff import backoff_delay
 from messages.transport.tls import TlsSettings, client_context, describe_refusal
 
@@ -317,6 +318,7 @@ class MqttLink:
         _notify("on_ready", self._on_ready, ready)
 
     def _message(self, _client: object, topic: str, payload: bytes, _qos: int, _properties: object) -> int:
+        usage.count("mqtt", "received", len(topic) + len(payload))
         try:
             self._on_message(topic, payload)
         except Exception:  # noqa: BLE001 - one bad message must not take the connection down
@@ -343,6 +345,7 @@ class MqttLink:
             in_flight.sending = (topic, payload)
             try:
                 client.publish(topic, payload, qos=1)
+                usage.count("mqtt", "sent", len(topic) + len(payload))
             except OverflowError:  # the broker's receive maximum is below our window: wait for a PUBACK
                 self._outbox.appendleft((topic, payload))
                 return

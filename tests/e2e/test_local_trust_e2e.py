@@ -10,7 +10,7 @@ import pytest
 import conf
 from actors.runtime.admin import AdminError, query_status
 from actors.runtime.processes import group_members
-from tests.e2e.test_run_cli import actors_up, run_py, start_agent, stop_agent, without_default_actors
+from tests.e2e.test_run_cli import actors_up, run_py, start_agent, stop_agent, with_api, without_default_actors
 from tests.support.intruder import FakeAdmin, as_nobody, pickle_frame, send_and_watch
 from tests.support.polling import wait_for
 from tests.support.sockets import listening_sockets
@@ -19,14 +19,17 @@ from tests.support.sockets import listening_sockets
 @pytest.fixture
 def agent_conf_path(tmp_path, port):
     path = tmp_path / "agent.toml"
-    # Only persistence runs: it holds the store open, with its WAL and SHM.
+    # Only persistence runs (it holds the store open, with its WAL and SHM), and the local API.
     actors = without_default_actors().replace('Persistence"\nenabled = false', 'Persistence"\nenabled = true')
+    actors = with_api(actors)  # and the API that status uses
     path.write_text(f'[store]\npath = "{tmp_path}/var/agent.db"\n[agent]\nadmin_port = {port}\n'
-                    f"stop_timeout = 5.0\n{actors}")
+                    f"stop_timeout = 5.0\n"
+                    f'[api]\nsocket = "{tmp_path}/var/api.sock"\nkey_file = "{tmp_path}/var/api.key"\n{actors}')
     return str(path)
 
 
 def test_a_fake_admin_cannot_make_status_run_anything(tmp_path, port, agent_conf_path):
+    """status and poll-now go through the local API's socket: whatever holds the admin port is never spoken to."""
     marker = tmp_path / "marker"
     fake = FakeAdmin(port, str(marker))
     try:
@@ -36,16 +39,9 @@ def test_a_fake_admin_cannot_make_status_run_anything(tmp_path, port, agent_conf
         key_file.write_bytes(os.urandom(32))
         for command in ("status", "poll-now"):
             result = run_py(command, "--config", agent_conf_path)
-            assert not marker.exists()
             assert result.returncode == 1, result
-            assert f"the program on 127.0.0.1:{port} is not this agent's admin" in result.stderr
-        assert fake.connections > 0
-        # No run recorded: status does not even connect.
-        key_file.unlink()
-        connections = fake.connections
-        result = run_py("status", "--config", agent_conf_path)
-        assert result.returncode == 1 and "no agent is answering" in result.stderr
-        assert fake.connections == connections
+            assert f"no agent is answering on {tmp_path}/var/api.sock" in result.stderr
+        assert fake.connections == 0
     finally:
         fake.close()
     assert not marker.exists()
@@ -83,11 +79,13 @@ def test_a_fresh_start_keeps_every_file_to_the_agent(tmp_path, agent_conf_path):
         wait_for(lambda: actors_up(agent_conf_path), timeout=20, interval=0.3, what="agent up")
         var = tmp_path / "var"
         files = {name: var / name for name in ("agent.db", "agent.db-wal", "agent.db-shm", "agent.db.run",
-                                               "agent.db.key")}
+                                               "agent.db.key", "api.key")}
         wait_for(lambda: all(path.exists() for path in files.values()), what="the store's WAL and SHM")
         assert mode(var) == 0o700
         assert {name: oct(mode(path)) for name, path in files.items()} == {name: "0o600" for name in files}
-        assert sorted(path.name for path in var.iterdir()) == sorted(files)  # nothing else, nothing readable
+        # The API's socket is 0660 (its group may connect; the key says what it may call), inside the 0700 var/.
+        assert oct(mode(var / "api.sock")) == "0o660" and stat.S_ISSOCK(os.stat(var / "api.sock").st_mode)
+        assert sorted(path.name for path in var.iterdir()) == sorted([*files, "api.sock"])  # nothing else
     finally:
         assert stop_agent(agent) == 0
 

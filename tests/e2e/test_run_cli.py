@@ -23,8 +23,18 @@ def without_default_actors() -> str:
                    for name, entry in conf.defaults("agent")["actors"].items())
 
 
+def with_api(actors: str) -> str:
+    """The lines of ``without_default_actors`` with the local API back on (status goes through it)."""
+    return actors.replace('Api"\nenabled = false', 'Api"\nenabled = true')
+
+
 @pytest.fixture
 def agent_conf(tmp_path, port):
+    return write_agent_conf(tmp_path, port)
+
+
+def write_agent_conf(tmp_path, port) -> str:
+    """An agent of two probe actors and the local API, its store and socket in ``tmp_path``."""
     path = tmp_path / "agent.toml"
     path.write_text(f"""
 [store]
@@ -32,7 +42,10 @@ path = "{tmp_path}/agent.db"
 [agent]
 admin_port = {port}
 stop_timeout = 5.0
-{without_default_actors()}
+[api]
+socket = "{tmp_path}/api.sock"
+key_file = "{tmp_path}/api.key"
+{with_api(without_default_actors())}
 [actors.recorder]
 class = "tests.support.probe_actors.Recorder"
 subscribes = ["Probe"]
@@ -88,7 +101,7 @@ def test_status_json_reflects_restarts_and_sigterm_leaves_nothing(agent_conf):
     agent = start_agent(agent_conf)
     try:
         actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="agent up")
-        assert set(actors) == {"recorder", "bystander"}
+        assert set(actors) == {"recorder", "bystander", "api"}
         assert all(isinstance(a["pid"], int) and a["restarts"] == 0 for a in actors.values())
         assert status(agent_conf)["errors"] == []
         assert status(agent_conf)["version"] == __version__
@@ -182,7 +195,7 @@ def test_a_dead_root_supervisor_restarts_the_whole_tree(agent_conf):
         old = {a["pid"] for a in actors.values()}
         fresh = wait_for(lambda: (a := actors_up(agent_conf)) and old.isdisjoint(x["pid"] for x in a.values()) and a,
                          timeout=30, interval=0.5, what="a new actor tree")
-        assert set(fresh) == {"recorder", "bystander"}
+        assert set(fresh) == {"recorder", "bystander", "api"}
         assert not any(alive(pid) for pid in old)
         assert agent.poll() is None
     finally:

@@ -50,10 +50,12 @@ def agent_config(tmp_path, port: int, broker_port: int, cloud_url: str, profile:
         f"mqtt.ca_file={trusted}", f"mqtt.cert_file={cert}", f"mqtt.key_file={key}",
         f"cloud.url={cloud_url}", f"cloud.ca_file={trusted}", f"cloud.cert_file={cert}", f"cloud.key_file={key}",
         "device.token=unused-here", f"device.token_file={token_file(tmp_path)}",
-        f"shadow.profile={profile}", "shadow.report_timeout=1.5", "shadow.read_timeout=1.5"])
+        f"shadow.profile={profile}", "shadow.report_timeout=1.5", "shadow.read_timeout=1.5",
+        f"api.socket={tmp_path}/api.sock", f"api.key_file={tmp_path}/api.key"])
     defaults = config["actors"]
     config["actors"] = {
         "persistence": defaults["persistence"],
+        "api": defaults["api"],  # run.py status asks it
         "shadow_listener": defaults["shadow_listener"],
         "poller": {**defaults["poller"], "settings": {"interval": 0.3, "jitter": 0.0, "backoff_min": 0.2,
                                                        "backoff_max": 1.0}},

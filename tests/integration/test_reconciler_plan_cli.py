@@ -82,9 +82,10 @@ def test_plan_without_a_target_or_a_store_says_so(tmp_path, port, capsys):
 def test_poll_now_reaches_the_running_agent(tmp_path, port, capfd):
     # capfd, not capsys: the actor processes started here inherit the real standard streams.
     config = agent_config(tmp_path, port, {"poller": {"class": "actors.target.poller.Poller", "subscribes": ["PollNow"],
-                                                      "settings": {"interval": 60.0, "min_gap": 0.1}}})
+                                                      "settings": {"interval": 60.0, "min_gap": 0.1}},
+                                           "api": {"class": "actors.api.actor.Api"}})
     assert run(config, "poll-now") == 1
-    assert f"no agent is answering on 127.0.0.1:{port}" in capfd.readouterr().err
+    assert f"no agent is answering on {tmp_path}/api.sock" in capfd.readouterr().err
     with StubCloud(lambda request: (304, {}, b"")) as cloud:
         config["cloud"]["url"] = cloud.url
         config["device"]["uuid"] = f"t-{uuid.uuid4().hex[:8]}"

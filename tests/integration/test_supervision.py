@@ -19,7 +19,8 @@ from tests.support.sockets import listening_sockets
 
 
 def agent_config(tmp_path, port, actors, **supervisor) -> dict:
-    overrides = [f"store.path={tmp_path}/agent.db", f"agent.admin_port={port}", "agent.stop_timeout=5.0"]
+    overrides = [f"store.path={tmp_path}/agent.db", f"agent.admin_port={port}", "agent.stop_timeout=5.0",
+                 f"api.socket={tmp_path}/api.sock", f"api.key_file={tmp_path}/api.key"]
     overrides += [f"supervisor.{key}={value}" for key, value in supervisor.items()]
     config = conf.load("agent", None, overrides)
     config["actors"] = actors

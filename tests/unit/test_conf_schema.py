@@ -123,7 +123,7 @@ def test_each_actor_gets_only_what_it_uses_and_the_token_only_if_it_sends_it():
         "device": {"uuid": "demo-device"}, "store": config["store"], "policy": config["policy"],
         "update": config["update"], "agent": {"admin_port": 19500},
         "mqtt": {"host": "127.0.0.1", "port": config["mqtt"]["port"]},
-        "cloud": {"url": config["cloud"]["url"]}}
+        "cloud": {"url": config["cloud"]["url"]}, "api": {"key_file": "var/api.key", "port": 0}}
 
 
 @pytest.mark.parametrize("override, message", [
