@@ -4,10 +4,11 @@ default policy refuses it by exactly those keys), converges on the real engine w
 engine alone) recreates nothing."""
 import pathlib
 import re
+from dataclasses import replace
 
 import pytest
 
-from actors.target.engine.adapter import DockerEngine
+from actors.target.engine.adapter import DEFAULT_OPTIONS, DockerEngine
 from actors.target.planner import plan
 from actors.target.policy import Policy, check_policy, enforce_policy
 from cloud.compose import load_compose
@@ -54,7 +55,7 @@ def test_a_compose_file_converges_with_every_field_applied_and_stays(client, eng
         assert inspected["State"]["Status"] == "running", (container.service_name, inspected["State"])
         assert differences(app.service(container.service_name).config, inspected) == {}, container.service_name
     assert plan(target, engine.read_current()) == []
-    restarted = DockerEngine(owner, timeout=20)
+    restarted = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, timeout=20))
     try:
         again = restarted.read_current()
         assert plan(target, again) == []

@@ -2,12 +2,13 @@
 again with zero steps, also by a new engine adapter (an agent restart): the invariant that keeps an added
 field from becoming a restart loop."""
 import pathlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.target.engine.adapter import DockerEngine
+from actors.target.engine.adapter import DEFAULT_OPTIONS, DockerEngine
 from actors.target.planner import plan
 from tests.integration.test_engine import (  # noqa: F401  (fixtures)
     IMAGE_1,
@@ -86,7 +87,8 @@ def test_an_option_is_applied_and_read_back_as_unchanged(client, engine, owner, 
     assert applied(inspected), inspected["Config"] | inspected["HostConfig"]
     assert inspected["State"]["Status"] == ("running" if config.get("running", True) else "created")
     assert plan(target, engine.read_current()) == []
-    restarted = DockerEngine(owner, timeout=20)  # what an agent restart reads: the engine alone
+    # What an agent restart reads: the engine alone.
+    restarted = DockerEngine(owner, options=replace(DEFAULT_OPTIONS, timeout=20))
     try:
         assert plan(target, restarted.read_current()) == []
     finally:

@@ -296,12 +296,13 @@ class DockerEngine:
                 + self._lock_mounts(step.app_id, service),
                 healthcheck=_healthcheck(config.healthcheck),
                 restart_policy=_restart_policy(config.restart),
-                # Bounded logs. Not part of the config hash: changing the bound never recreates a container.
-                log_config=LogConfig(type="local", config={"max-size": self.options.log_max_size,
-                                                           "max-file": str(self.options.log_max_files)}),
                 detach=True,
                 **attachment,
-                **create_arguments(options),
+                # Bounded logs by default. Not part of the config hash: changing the bound never recreates a
+                # container. A service's own `logging` (hashed, as any option) replaces it.
+                **{"log_config": LogConfig(type="local", config={"max-size": self.options.log_max_size,
+                                                                 "max-file": str(self.options.log_max_files)}),
+                   **create_arguments(options)},
             )
         except APIError as error:
             if error.status_code == 409:
