@@ -187,7 +187,7 @@ def test_long_dependency_chains_validate_without_recursion():
     services = [{"serviceName": f"s{index}", "config": {"image": "x", "depends_on": [f"s{index - 1}"] if index else []}}
                 for index in range(MAX_SERVICES_PER_APP)]
     target = parse_target_state({"apps": {"1": {"services": services}}})
-    assert target.app("1").service(f"s{last}").config.depends_on == (f"s{last - 1}",)
+    assert target.app("1").service(f"s{last}").config.depends_on == ((f"s{last - 1}", "service_started"),)
 
 
 def test_a_long_cycle_is_named():
@@ -311,7 +311,7 @@ def test_rejections_name_the_path_and_the_problem(raw, path, words):
 
 def test_a_stopped_service_may_depend_on_a_stopped_one():
     doc = two_services({"depends_on": ["db"], "running": False}, {"running": False})
-    assert parse_target_state(doc).app("1").service("web").config.depends_on == ("db",)
+    assert parse_target_state(doc).app("1").service("web").config.depends_on == (("db", "service_started"),)
 
 
 # --- properties ----------------------------------------------------------------------------------------------
@@ -436,7 +436,7 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "health", "images", "limits", "model", "options", "parse", "registries",
+        "canonical", "dependencies", "fields", "health", "images", "limits", "model", "options", "parse", "registries",
     }  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()
