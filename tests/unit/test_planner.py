@@ -350,6 +350,54 @@ def test_a_dependency_being_updated_holds_back_its_dependents_start():
     assert_converged(new, final)
 
 
+HEALTHY_DB = {"healthcheck": {"test": ["CMD", "true"], "interval": "1s"}}
+
+
+def with_health(current: EngineState, name: str, health: str, status: str = "running") -> EngineState:
+    return dataclasses.replace(current, containers=tuple(
+        dataclasses.replace(c, health=health, status=status) if c.service_name == name else c
+        for c in current.containers))
+
+
+def test_a_service_healthy_dependent_is_created_only_once_its_dependency_is_healthy():
+    target = target_of({"db": HEALTHY_DB, "web": {"depends_on": {"db": {"condition": "service_healthy"}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),))
+    for health in ("starting", "unhealthy"):
+        waiting = with_health(current, "db", health)
+        assert plan(target, waiting) == []
+        assert {(row["service_name"], row["status"], row["reason"]) for row in explain(target, waiting)} == {
+            ("db", "converged", "matches target"), ("web", "waiting", "waiting for db to be healthy")}
+    assert actions(plan(target, with_health(current, "db", "healthy"))) == [("create", "web")]
+    # healthy but no longer running, or not up to date: not a dependency to start on
+    assert plan(target, with_health(current, "db", "healthy", status="restarting")) == []
+    stale = dataclasses.replace(container_for(service_of(target, "db"), health="healthy"), config_hash="old")
+    assert actions(plan(target, dataclasses.replace(current, containers=(stale,)))) == [("stop", "db")]
+
+
+def test_a_created_service_healthy_dependent_is_started_only_once_its_dependency_is_healthy():
+    target = target_of({"db": HEALTHY_DB, "web": {"depends_on": {"db": {"condition": "service_healthy"}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),
+        container_for(service_of(target, "web"), status="created")))
+    assert plan(target, current) == []
+    assert actions(plan(target, with_health(current, "db", "healthy"))) == [("start", "web")]
+
+
+def test_a_service_started_dependency_does_not_wait_for_health():
+    target = target_of({"db": HEALTHY_DB, "api": {"depends_on": ["db"]},
+                        "web": {"depends_on": {"db": {"condition": "service_healthy"}, "api": {}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),))
+    assert actions(plan(target, current)) == [("create", "api")]
+    reasons = {row["service_name"]: row["reason"] for row in explain(target, current)}
+    assert reasons["web"] == "waiting for dependencies: api and db to be healthy"
+    final, batches = run_to_end(target, current)
+    assert [actions(batch) for batch in batches] == [
+        [("create", "api")], [("start", "api")], [("create", "web")], [("start", "web")]]
+    assert_converged(target, final)
+
+
 def test_a_completed_one_shot_dependency_lets_dependents_start():
     target = target_of({"init": {"restart": "no"}, "web": {"depends_on": ["init"]}})
     current = converged_state(target)
@@ -485,6 +533,7 @@ APP_IDS = ["1", "2", "3"]
 SERVICE_NAMES = ["db", "api", "web", "job"]  # a service may depend only on those before it: no cycles
 IMAGES = [IMAGE_1, IMAGE_2, "other:1"]
 STATUSES = ["created", "running", "exited", "dead"]
+HEALTH = ["", "starting", "healthy", "unhealthy"]
 
 
 @st.composite
@@ -544,7 +593,7 @@ def messy_states(draw, target: TargetState) -> EngineState:
                     config_hash=config_hash(service) if up_to_date else draw(st.sampled_from(["stale", ""])),
                     image=draw(st.sampled_from(IMAGES)), status=status,
                     exit_code=draw(st.sampled_from([0, 1])) if status == "exited" else None,
-                    health=draw(st.sampled_from(["", "starting", "healthy", "unhealthy"])) if status == "running" else "",
+                    health=draw(st.sampled_from(HEALTH)) if status == "running" else "",
                     networks=frozenset(draw(st.sets(st.sampled_from(["default", "front", "back"]), max_size=2))),
                 ))
     resources = st.frozensets(st.builds(Resource, st.sampled_from(APP_IDS), st.sampled_from(

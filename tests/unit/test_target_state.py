@@ -312,7 +312,8 @@ PATH = "apps.1.services[0].config"
     (two_services({"depends_on": {"db": "service_healthy"}}, {}), f"{PATH}.depends_on.db", "must be an object"),
     (two_services({"depends_on": {"d b": {}}}, {}), f"{PATH}.depends_on", "does not match"),
     (two_services({"depends_on": {"db": {"condition": "service_healthy"}}},
-                  {"healthcheck": {"test": "true"}, "running": False}), f"{PATH}.depends_on", "'db' has running: false"),
+                  {"healthcheck": {"test": "true"}, "running": False}),
+     f"{PATH}.depends_on", "'db' has running: false"),
 ])
 def test_rejections_name_the_path_and_the_problem(raw, path, words):
     reason = rejection(raw)
