@@ -224,6 +224,15 @@ def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
     return not _outdated_reason(container, service) and (container.status == "running" or completed)
 
 
+_TO_BE_HEALTHY = " to be healthy"
+
+
+def waits_for_health(rows: Iterable[VerdictRow]) -> bool:
+    """A service waits for a dependency's health check to pass: only the engine's health status will change
+    that, so the caller reads the engine again soon (no event tells it)."""
+    return any(row["status"] == "waiting" and row["reason"].endswith(_TO_BE_HEALTHY) for row in rows)
+
+
 def _waiting_for_dependencies(service: Service, keepers: Mapping[str, ContainerInfo | None], app: App) -> str:
     """What a service waits for before its container is created or started ("" for nothing): dependencies
     that do not serve dependents yet, and those waited on as service_healthy that are not running healthy."""
@@ -237,7 +246,7 @@ def _waiting_for_dependencies(service: Service, keepers: Mapping[str, ContainerI
         elif not _serves_dependents(keeper, app):
             not_ready.append(name)
     parts = ([f"dependencies: {', '.join(not_ready)}"] if not_ready else []) + (
-        [f"{', '.join(not_healthy)} to be healthy"] if not_healthy else [])
+        [f"{', '.join(not_healthy)}{_TO_BE_HEALTHY}"] if not_healthy else [])
     return f"waiting for {' and '.join(parts)}" if parts else ""
 
 
