@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.target.model import ACTIVE_STATUSES, Action, ContainerInfo, EngineState, Resource, Step
-from actors.target.planner import explain, plan
+from actors.target.planner import explain, plan, waits_for_health
 from messages.protocol.target_state import (
     Service,
     TargetState,
@@ -368,7 +368,11 @@ def test_a_service_healthy_dependent_is_created_only_once_its_dependency_is_heal
         assert plan(target, waiting) == []
         assert {(row["service_name"], row["status"], row["reason"]) for row in explain(target, waiting)} == {
             ("db", "converged", "matches target"), ("web", "waiting", "waiting for db to be healthy")}
+        assert waits_for_health(explain(target, waiting))
     assert actions(plan(target, with_health(current, "db", "healthy"))) == [("create", "web")]
+    assert not waits_for_health(explain(target, with_health(current, "db", "healthy")))
+    assert not waits_for_health(explain(target_of({"db": {}, "web": {"depends_on": ["db"]}}),
+                                        EngineState(images=frozenset({IMAGE_1}))))  # waits, but not for health
     # healthy but no longer running, or not up to date: not a dependency to start on
     assert plan(target, with_health(current, "db", "healthy", status="restarting")) == []
     stale = dataclasses.replace(container_for(service_of(target, "db"), health="healthy"), config_hash="old")
