@@ -5,11 +5,13 @@ The operator's side converts; the device never sees YAML. What compose means is 
 `environment` as a list or a map (a variable without a value comes from the operator's environment);
 `restart` absent is "no" (compose's default, not the target state's); named volumes and networks must be
 declared at the top level; ports in every documented syntax (ranges expand to one mapping per port);
-`depends_on` as a list or with conditions. Every service key maps to the target state's field of the same
-name (see `messages.protocol.target_state.options`) or is refused with its path: nothing is dropped silently.
+`depends_on` as a list or with conditions (`service_healthy` waits until the dependency runs healthy, and
+needs its `healthcheck` in the file; `service_started` and `service_completed_successfully` wait until it
+runs, or has exited 0 as a one-shot). Every service key maps to the target state's field of the same name
+(see `messages.protocol.target_state.options`) or is refused with its path: nothing is dropped silently.
 Refused: `build` (a device does not build images), `env_file` (the files are on the operator's machine:
-put the variables in `environment`), `condition: service_healthy` (`depends_on` waits for the service to run,
-not for its health), relative bind mounts, anonymous volumes, and anything the agent cannot apply.
+put the variables in `environment`), optional dependencies (`required: false`), relative bind mounts,
+anonymous volumes, and anything the agent cannot apply.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from typing import Any, Callable, Mapping
 
 from cloud.compose_yaml import ComposeError, load_compose_yaml
 from messages.protocol.target_state import (
+    DEPENDENCY_CONDITIONS,
     NAME_PATTERN,
     OPTION_NAMES,
+    SERVICE_STARTED,
     InvalidTargetState,
     parse_service_config,
     parse_target_state,
@@ -262,24 +266,23 @@ def _depends_on(value: Any, path: str, config: dict[str, Any], _: set[str], __: 
         config["depends_on"] = value
         return
     _mapping(value, path)
+    conditions = {}
     for name, spec in value.items():
         where = f"{path}.{name}"
         _mapping(spec, where)
         for key, item in spec.items():
             if key == "condition":
-                if item == "service_healthy":
-                    raise ComposeError(f"{where}.condition: service_healthy is not supported: depends_on waits for "
-                                       "the service to run, not for its health")
-                if item not in ("service_started", "service_completed_successfully"):
-                    raise ComposeError(f"{where}.condition: must be service_started or service_completed_successfully")
+                if item not in DEPENDENCY_CONDITIONS:
+                    raise ComposeError(f"{where}.condition: must be one of {', '.join(DEPENDENCY_CONDITIONS)}")
             elif key == "required":
                 if item is not True:
                     raise ComposeError(f"{where}.required: optional dependencies are not supported")
             else:
                 raise ComposeError(f"{where}.{key}: not supported")
-    # Both conditions are how the agent orders services: a dependency is ready once it runs, or has
-    # completed with exit code 0 when its restart policy lets it stay exited.
-    config["depends_on"] = list(value)
+        # The target state takes the condition as it is (service_started when absent, as in compose) and
+        # checks the rest with the whole app: a service_healthy dependency must declare a healthcheck.
+        conditions[name] = {"condition": spec.get("condition", SERVICE_STARTED)}
+    config["depends_on"] = conditions
 
 
 def _volumes(value: Any, path: str, config: dict[str, Any], declared: set[str], _: Mapping[str, str]) -> None:

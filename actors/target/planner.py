@@ -35,6 +35,7 @@ from actors.target.model import (
 from messages.protocol.target_state import (
     DOWNLOAD_THEN_KILL,
     HAND_OVER,
+    SERVICE_HEALTHY,
     App,
     Service,
     TargetState,
@@ -135,7 +136,7 @@ def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
         return Pull(app.app_id, service.service_name, reason, config.image, service)
 
     def missing_dependencies() -> str:
-        return ", ".join(name for name in config.depends_on if not _serves_dependents(keepers[name], app))
+        return _waiting_for_dependencies(service, keepers, app)
 
     if keeper is not None and (outdated := _outdated_reason(keeper, service)):
         if keeper.status not in ACTIVE_STATUSES:
@@ -155,7 +156,7 @@ def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
         if absent:
             return None, f"waiting for {absent}"
         if config.running and (waiting := missing_dependencies()):
-            return None, f"waiting for dependencies: {waiting}"
+            return None, waiting
         return Create(app.app_id, service.service_name, "no container", service), ""
     if keeper.status == "dead":
         return on(Remove, "container is dead", keeper), ""
@@ -165,7 +166,7 @@ def _next_step(app: App, service: Service, keeper: ContainerInfo | None,
         return None, ""
     if keeper.status in ("created", "exited") and not _finished(keeper, service):
         if waiting := missing_dependencies():
-            return None, f"waiting for dependencies: {waiting}"
+            return None, waiting
         reason = "container not started" if keeper.status == "created" else "container exited" + (
             "" if keeper.exit_code is None else f" (code {keeper.exit_code})")
         return on(Start, reason, keeper), ""
@@ -221,6 +222,32 @@ def _serves_dependents(container: ContainerInfo | None, app: App) -> bool:
         return False
     completed = _finished(container, service) and container.exit_code == 0
     return not _outdated_reason(container, service) and (container.status == "running" or completed)
+
+
+_TO_BE_HEALTHY = " to be healthy"
+
+
+def waits_for_health(rows: Iterable[VerdictRow]) -> bool:
+    """A service waits for a dependency's health check to pass: only the engine's health status will change
+    that, so the caller reads the engine again soon (no event tells it)."""
+    return any(row["status"] == "waiting" and row["reason"].endswith(_TO_BE_HEALTHY) for row in rows)
+
+
+def _waiting_for_dependencies(service: Service, keepers: Mapping[str, ContainerInfo | None], app: App) -> str:
+    """What a service waits for before its container is created or started ("" for nothing): dependencies
+    that do not serve dependents yet, and those waited on as service_healthy that are not running healthy."""
+    not_ready, not_healthy = [], []
+    for name, condition in service.config.depends_on:
+        keeper = keepers[name]
+        if condition == SERVICE_HEALTHY:
+            if not (_serves_dependents(keeper, app) and keeper is not None and keeper.status == "running"
+                    and keeper.health == "healthy"):
+                not_healthy.append(name)
+        elif not _serves_dependents(keeper, app):
+            not_ready.append(name)
+    parts = ([f"dependencies: {', '.join(not_ready)}"] if not_ready else []) + (
+        [f"{', '.join(not_healthy)}{_TO_BE_HEALTHY}"] if not_healthy else [])
+    return f"waiting for {' and '.join(parts)}" if parts else ""
 
 
 def _missing_resources(app: App, service: Service, current: EngineState) -> str:

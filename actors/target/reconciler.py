@@ -31,7 +31,8 @@ targets nor anything else; a newer target is planned at once and a pull it no lo
   has settled, rolled back to the committed release when it fails, never applied again after a rollback
   until a different target arrives. The release state is sent to persistence on every change and read back
   on start, so a restart resumes the update where it stood; the engine is read every `release_tick` while a
-  release is underway. A running container of an app holding its update lock defers the app's stops.
+  release is underway, and while a service waits for a dependency to be healthy (`depends_on` service_healthy).
+  A running container of an app holding its update lock defers the app's stops.
 - Thin shell: planning is `planner`, what starts when is `scheduling` (job pool, per-key retries), the
   report is `report`; this actor wires them to workers, timers and the bus. Every log line of a pass
   carries its number ("pass 7: ..."), so one pass can be followed through interleaved logs.
@@ -69,7 +70,7 @@ from actors.target.model import (
     orphans_from_json,
     orphans_to_json,
 )
-from actors.target.planner import VerdictRow, explain
+from actors.target.planner import VerdictRow, explain, waits_for_health
 from actors.target.policy import POLICY_USES, PolicyRefused, enforce_policy, on_this_host, policy_from_config
 from actors.target.report import PullFigures, report_state, with_progress
 from actors.target.scheduling import (
@@ -134,7 +135,7 @@ class ReconcilerSettings:
     volume_grace: float = setting(86400.0, rule=non_negative)  # seconds an app's volumes outlive the app
     probe_min: float = setting(0.5, rule=positive)  # engine unreachable: probe after this, doubling up to probe_max
     probe_max: float = setting(5.0, rule=positive)
-    release_tick: float = setting(1.0, rule=positive)  # seconds between reads while a release is underway
+    release_tick: float = setting(1.0, rule=positive)  # seconds between reads while a release (or health) is awaited
     pull_stall_timeout: float = setting(60.0, rule=positive)  # a pull that moves no byte this long is aborted, retried
     disk_reserve_mb: int = setting(256, rule=non_negative)  # a pull must leave this much free on the engine's disk
     log_max_size: str = setting("10m", rule=size_text)  # each container's `local` log file size ("10m", "512k")
@@ -174,7 +175,7 @@ class RetryDue:
 
 @dataclass(frozen=True)
 class ReleaseTick:
-    """Timer payload: read the engine again to judge the release underway."""
+    """Timer payload: read the engine again to judge the release underway, or a health awaited."""
 
 
 @dataclass(frozen=True)
@@ -581,7 +582,7 @@ class Reconciler(FleetletActor):
                                                                         running + steps), current,
                                                            frozenset(step.app_id for step in held)),
                                     "engine": {"status": "ok"}}, self._pull_figures()))
-        if self.release.applying is not None and not self.tick_armed:
+        if (self.release.applying is not None or waits_for_health(verdicts)) and not self.tick_armed:
             self.tick_armed = True
             self.after(self.options.release_tick, ReleaseTick())
         if not self.pool.jobs and self.pass_ is not None and not self.pass_.cleaned and self._converged(verdicts):

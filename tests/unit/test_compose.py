@@ -84,7 +84,11 @@ def test_compose_restart_default_is_no_and_yaml_no_stays_a_string():
     ("services: {web: {image: x, mem_limit: lots}}", "services.web.mem_limit: 'lots' is not a size"),
     ("services: {web: {image: x, depends_on: [db]}}", "depends_on: unknown service 'db'"),
     ("services: {web: {image: x, depends_on: {db: {condition: service_healthy}}}, db: {image: x}}",
-     "services.web.depends_on.db.condition: service_healthy is not supported"),
+     "depends_on.db.condition: 'db' declares no healthcheck"),
+    ("services: {web: {image: x, depends_on: {db: {condition: service_healthy}}},"
+     " db: {image: x, healthcheck: {disable: true}}}", "depends_on.db.condition: 'db' declares no healthcheck"),
+    ("services: {web: {image: x, depends_on: {db: {condition: service_ready}}}, db: {image: x}}",
+     "services.web.depends_on.db.condition: must be one of service_started, service_healthy"),
     ("services: {web: {image: x, depends_on: {db: {required: false}}}, db: {image: x}}", "optional dependencies"),
     ("services: {web: {image: x, ports: ['8000-8001:80']}}", "a host range must be as long"),
     ("services: {web: {image: x, ports: [{target: 80, mode: ingress}]}}", "ingress is Swarm's"),
@@ -176,7 +180,20 @@ def test_depends_on_as_a_list_and_with_conditions():
     as_list = parsed(text % "[db, init]")
     conditions = parsed(text % "{db: {condition: service_started}, "
                                "init: {condition: service_completed_successfully, required: true}}")
-    assert as_list.depends_on == conditions.depends_on == ("db", "init")
+    started = (("db", "service_started"), ("init", "service_started"))
+    assert as_list.depends_on == conditions.depends_on == started
+    assert parsed(text % "{db: {required: true}, init: {}}").depends_on == started  # compose's default condition
+
+
+def test_depends_on_service_healthy_passes_through_and_waits_for_the_declared_healthcheck():
+    text = """services:
+  web: {image: x, depends_on: {db: {condition: service_healthy}, init: {condition: service_completed_successfully}}}
+  db: {image: x, healthcheck: {test: [CMD, pg_isready], interval: 1s}}
+  init: {image: x, restart: "no"}
+"""
+    assert config_of(text)["depends_on"] == {"db": {"condition": "service_healthy"},
+                                             "init": {"condition": "service_completed_successfully"}}
+    assert parsed(text).depends_on == (("db", "service_healthy"), ("init", "service_started"))
 
 
 def test_every_option_passes_through_by_its_compose_name_and_deploy_resources_map():

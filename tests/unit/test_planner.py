@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.target.model import ACTIVE_STATUSES, Action, ContainerInfo, EngineState, Resource, Step
-from actors.target.planner import explain, plan
+from actors.target.planner import explain, plan, waits_for_health
 from messages.protocol.target_state import (
     Service,
     TargetState,
@@ -98,7 +98,9 @@ def apply_step(current: EngineState, step: Step) -> EngineState:
         container = containers[step.container_id]
         if step.action is Action.START:
             assert container.status in ("created", "exited")
-            containers[container.id] = dataclasses.replace(container, status="running", exit_code=None)
+            # A container with a health check starts "starting"; `health_checks_pass` plays the checks passing.
+            health = "" if step.service.config.healthcheck is None else "starting"
+            containers[container.id] = dataclasses.replace(container, status="running", exit_code=None, health=health)
         elif step.action is Action.STOP:
             assert container.status in ACTIVE_STATUSES
             containers[container.id] = dataclasses.replace(container, status="exited", exit_code=0)
@@ -112,13 +114,24 @@ def normalised(current: EngineState) -> EngineState:
     return dataclasses.replace(current, containers=tuple(sorted(current.containers, key=lambda c: c.id)))
 
 
+def health_checks_pass(current: EngineState) -> EngineState:
+    """Time passes: every running container whose health check has not passed yet becomes healthy."""
+    return dataclasses.replace(current, containers=tuple(
+        dataclasses.replace(c, health="healthy") if c.status == "running" and c.health not in ("", "healthy") else c
+        for c in current.containers))
+
+
 def run_to_end(target: TargetState, current: EngineState, max_batches: int = 40,
                fail=lambda step: False) -> tuple[EngineState, list[list[Step]]]:
-    """Plan, check the batch is really parallel, apply it, re-plan: until plan() is [] (bounded)."""
+    """Plan, check the batch is really parallel, apply it, re-plan: until plan() is [] (bounded). When nothing
+    is left to do but wait for health checks, they pass, and planning goes on."""
     failed: set = set()
     batches = []
     for _ in range(max_batches):
         batch = plan(target, current, frozenset(failed))
+        if not batch and (healthy := health_checks_pass(current)) != current:
+            current = healthy
+            continue
         if not batch:
             return current, batches
         batches.append(batch)
@@ -139,8 +152,11 @@ def run_to_end(target: TargetState, current: EngineState, max_batches: int = 40,
     raise AssertionError(f"no convergence after {max_batches} batches: {batches[-3:]}")
 
 
-def dependency_ready(target: TargetState, current: EngineState, app_id: str, name: str) -> bool:
+def dependency_ready(target: TargetState, current: EngineState, app_id: str, name: str, condition: str) -> bool:
     service = service_of(target, name, app_id)
+    if condition == "service_healthy":
+        return any(c.app_id == app_id and c.service_name == name and c.config_hash == config_hash(service)
+                   and c.status == "running" and c.health == "healthy" for c in current.containers)
     return any(c.app_id == app_id and c.service_name == name and c.config_hash == config_hash(service)
                and (c.status == "running" or (c.status == "exited" and c.exit_code == 0
                                               and service.config.restart in ("no", "on-failure")))
@@ -156,8 +172,8 @@ def check_batch(target: TargetState, current: EngineState, batch: list[Step], fa
             assert step.container_id in known, "a step names a container that is not ours"
         starts = step.action is Action.START or (step.action is Action.CREATE and step.service.config.running)
         if starts:
-            assert all(dependency_ready(target, current, step.app_id, dependency)
-                       for dependency in step.service.config.depends_on), f"{step} before its dependencies"
+            assert all(dependency_ready(target, current, step.app_id, dependency, condition)
+                       for dependency, condition in step.service.config.depends_on), f"{step} before its dependencies"
         if step.action is Action.STOP and step.service is not None:
             stale = known[step.container_id].config_hash != config_hash(step.service)
             if stale and step.service.config.update_strategy == "download-then-kill":
@@ -334,6 +350,58 @@ def test_a_dependency_being_updated_holds_back_its_dependents_start():
     assert_converged(new, final)
 
 
+HEALTHY_DB = {"healthcheck": {"test": ["CMD", "true"], "interval": "1s"}}
+
+
+def with_health(current: EngineState, name: str, health: str, status: str = "running") -> EngineState:
+    return dataclasses.replace(current, containers=tuple(
+        dataclasses.replace(c, health=health, status=status) if c.service_name == name else c
+        for c in current.containers))
+
+
+def test_a_service_healthy_dependent_is_created_only_once_its_dependency_is_healthy():
+    target = target_of({"db": HEALTHY_DB, "web": {"depends_on": {"db": {"condition": "service_healthy"}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),))
+    for health in ("starting", "unhealthy"):
+        waiting = with_health(current, "db", health)
+        assert plan(target, waiting) == []
+        assert {(row["service_name"], row["status"], row["reason"]) for row in explain(target, waiting)} == {
+            ("db", "converged", "matches target"), ("web", "waiting", "waiting for db to be healthy")}
+        assert waits_for_health(explain(target, waiting))
+    assert actions(plan(target, with_health(current, "db", "healthy"))) == [("create", "web")]
+    assert not waits_for_health(explain(target, with_health(current, "db", "healthy")))
+    assert not waits_for_health(explain(target_of({"db": {}, "web": {"depends_on": ["db"]}}),
+                                        EngineState(images=frozenset({IMAGE_1}))))  # waits, but not for health
+    # healthy but no longer running, or not up to date: not a dependency to start on
+    assert plan(target, with_health(current, "db", "healthy", status="restarting")) == []
+    stale = dataclasses.replace(container_for(service_of(target, "db"), health="healthy"), config_hash="old")
+    assert actions(plan(target, dataclasses.replace(current, containers=(stale,)))) == [("stop", "db")]
+
+
+def test_a_created_service_healthy_dependent_is_started_only_once_its_dependency_is_healthy():
+    target = target_of({"db": HEALTHY_DB, "web": {"depends_on": {"db": {"condition": "service_healthy"}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),
+        container_for(service_of(target, "web"), status="created")))
+    assert plan(target, current) == []
+    assert actions(plan(target, with_health(current, "db", "healthy"))) == [("start", "web")]
+
+
+def test_a_service_started_dependency_does_not_wait_for_health():
+    target = target_of({"db": HEALTHY_DB, "api": {"depends_on": ["db"]},
+                        "web": {"depends_on": {"db": {"condition": "service_healthy"}, "api": {}}}})
+    current = dataclasses.replace(converged_state(target), containers=(
+        container_for(service_of(target, "db"), health="starting"),))
+    assert actions(plan(target, current)) == [("create", "api")]
+    reasons = {row["service_name"]: row["reason"] for row in explain(target, current)}
+    assert reasons["web"] == "waiting for dependencies: api and db to be healthy"
+    final, batches = run_to_end(target, current)
+    assert [actions(batch) for batch in batches] == [
+        [("create", "api")], [("start", "api")], [("create", "web")], [("start", "web")]]
+    assert_converged(target, final)
+
+
 def test_a_completed_one_shot_dependency_lets_dependents_start():
     target = target_of({"init": {"restart": "no"}, "web": {"depends_on": ["init"]}})
     current = converged_state(target)
@@ -469,6 +537,7 @@ APP_IDS = ["1", "2", "3"]
 SERVICE_NAMES = ["db", "api", "web", "job"]  # a service may depend only on those before it: no cycles
 IMAGES = [IMAGE_1, IMAGE_2, "other:1"]
 STATUSES = ["created", "running", "exited", "dead"]
+HEALTH = ["", "starting", "healthy", "unhealthy"]
 
 
 @st.composite
@@ -478,23 +547,31 @@ def targets(draw) -> TargetState:
         names = draw(st.lists(st.sampled_from(SERVICE_NAMES), unique=True, max_size=4))
         names.sort(key=SERVICE_NAMES.index)
         running = {name: draw(st.booleans()) or draw(st.booleans()) for name in names}
+        checked = {name for name in names if draw(st.booleans())}  # services that declare a health check
         services = {}
         for index, name in enumerate(names):
             candidates = [earlier for earlier in names[:index] if running[earlier] or not running[name]]
             depends_on = draw(st.lists(st.sampled_from(candidates), unique=True)) if candidates else []
+            conditions = {dependency: draw(st.sampled_from(
+                ["service_started", "service_healthy"] if dependency in checked else ["service_started"]))
+                for dependency in depends_on}
             services[name] = {
                 "image": draw(st.sampled_from(IMAGES)),
                 "environment": {"V": draw(st.sampled_from(["1", "2"]))},
                 "networks": draw(st.lists(st.sampled_from(["default", "front", "back"]), unique=True, max_size=2)),
                 "volumes": [f"{volume}:/{volume}" for volume in draw(st.sets(st.sampled_from(["data", "logs"])))],
-                "depends_on": depends_on,
+                "depends_on": {dependency: {"condition": condition} for dependency, condition in conditions.items()}
+                if draw(st.booleans()) else depends_on,  # the long form, or the list form
                 "running": running[name],
+                **({"healthcheck": {"test": ["CMD", "true"], "interval": "1s"}} if name in checked else {}),
                 "update_strategy": draw(st.sampled_from(["download-then-kill", "kill-then-download"])),
             }
         # A one-shot ("no") that nobody depends on: a failed dependency would rightly block its dependents forever.
         depended_on = {dependency for config in services.values() for dependency in config["depends_on"]}
         for name, config in services.items():
             policies = ["always", "on-failure"] + ([] if name in depended_on else ["no"])
+            if "healthcheck" in config:  # one that may stay exited could never be waited on as healthy
+                policies = ["always"]
             config["restart"] = draw(st.sampled_from(policies))
         apps[app_id] = services
     return parse_target_state({"apps": {app_id: {"services": [{"serviceName": name, "config": config}
@@ -520,6 +597,7 @@ def messy_states(draw, target: TargetState) -> EngineState:
                     config_hash=config_hash(service) if up_to_date else draw(st.sampled_from(["stale", ""])),
                     image=draw(st.sampled_from(IMAGES)), status=status,
                     exit_code=draw(st.sampled_from([0, 1])) if status == "exited" else None,
+                    health=draw(st.sampled_from(HEALTH)) if status == "running" else "",
                     networks=frozenset(draw(st.sets(st.sampled_from(["default", "front", "back"]), max_size=2))),
                 ))
     resources = st.frozensets(st.builds(Resource, st.sampled_from(APP_IDS), st.sampled_from(

@@ -187,7 +187,7 @@ def test_long_dependency_chains_validate_without_recursion():
     services = [{"serviceName": f"s{index}", "config": {"image": "x", "depends_on": [f"s{index - 1}"] if index else []}}
                 for index in range(MAX_SERVICES_PER_APP)]
     target = parse_target_state({"apps": {"1": {"services": services}}})
-    assert target.app("1").service(f"s{last}").config.depends_on == (f"s{last - 1}",)
+    assert target.app("1").service(f"s{last}").config.depends_on == ((f"s{last - 1}", "service_started"),)
 
 
 def test_a_long_cycle_is_named():
@@ -302,6 +302,18 @@ PATH = "apps.1.services[0].config"
      "depends_on cycle db -> web -> db"),
     (two_services({"depends_on": ["db"]}, {"running": False}), f"{PATH}.depends_on",
      "'db' has running: false, so this service could never start"),
+    (two_services({"depends_on": {"db": {"condition": "service_healthy"}}}, {}), f"{PATH}.depends_on.db.condition",
+     "'db' declares no healthcheck, so it could never be healthy"),
+    (two_services({"depends_on": {"db": {"condition": "service_healthy"}}}, {"healthcheck": {"disable": True}}),
+     f"{PATH}.depends_on.db.condition", "'db' declares no healthcheck"),
+    (two_services({"depends_on": {"db": {"condition": "service_ready"}}}, {}), f"{PATH}.depends_on.db.condition",
+     "must be one of service_started, service_healthy, service_completed_successfully"),
+    (two_services({"depends_on": {"db": {"required": True}}}, {}), f"{PATH}.depends_on.db.required", "unknown field"),
+    (two_services({"depends_on": {"db": "service_healthy"}}, {}), f"{PATH}.depends_on.db", "must be an object"),
+    (two_services({"depends_on": {"d b": {}}}, {}), f"{PATH}.depends_on", "does not match"),
+    (two_services({"depends_on": {"db": {"condition": "service_healthy"}}},
+                  {"healthcheck": {"test": "true"}, "running": False}),
+     f"{PATH}.depends_on", "'db' has running: false"),
 ])
 def test_rejections_name_the_path_and_the_problem(raw, path, words):
     reason = rejection(raw)
@@ -309,9 +321,34 @@ def test_rejections_name_the_path_and_the_problem(raw, path, words):
     assert words in reason
 
 
+HEALTHY_DB = {"healthcheck": {"test": ["CMD", "pg_isready"], "interval": "1s"}}
+
+
+def test_depends_on_long_form_normalises_and_keeps_service_healthy():
+    web = parse_target_state(two_services({"depends_on": {"db": {"condition": "service_healthy"}}},
+                                          HEALTHY_DB)).app("1").service("web")
+    assert web.config.depends_on == (("db", "service_healthy"),) and web.config.dependency_names == ("db",)
+    assert to_json(parse_target_state(two_services({"depends_on": {"db": {"condition": "service_healthy"}}},
+                                                   HEALTHY_DB)))["apps"]["1"]["services"][1]["config"][
+        "depends_on"] == {"db": {"condition": "service_healthy"}}
+    started = [two_services({"depends_on": spelling}, HEALTHY_DB) for spelling in (
+        ["db"], {"db": {}}, {"db": {"condition": "service_started"}},
+        {"db": {"condition": "service_completed_successfully"}})]
+    targets = [parse_target_state(document) for document in started]
+    assert all(target == targets[0] for target in targets)  # four spellings of one meaning
+    # ... whose canonical form is the list, as before conditions existed
+    assert to_json(targets[0])["apps"]["1"]["services"][1]["config"]["depends_on"] == ["db"]
+
+
+def test_a_healthy_dependency_does_not_change_the_hash():
+    def web(depends_on):
+        return parse_target_state(two_services({"depends_on": depends_on}, HEALTHY_DB)).app("1").service("web")
+    assert config_hash(web(["db"])) == config_hash(web({"db": {"condition": "service_healthy"}}))
+
+
 def test_a_stopped_service_may_depend_on_a_stopped_one():
     doc = two_services({"depends_on": ["db"], "running": False}, {"running": False})
-    assert parse_target_state(doc).app("1").service("web").config.depends_on == ("db",)
+    assert parse_target_state(doc).app("1").service("web").config.depends_on == (("db", "service_started"),)
 
 
 # --- properties ----------------------------------------------------------------------------------------------
@@ -333,7 +370,11 @@ def configs(draw, earlier_services: list[str]) -> dict:
             lambda volumes: [f"{name}:{path}{mode}" for name, path, mode in volumes]),
         "networks": st.lists(NAMES, unique=True, max_size=3),
         "command": st.one_of(st.none(), st.lists(st.text(alphabet="ab -'\"", max_size=4), max_size=3)),
-        "depends_on": st.lists(st.sampled_from(earlier_services), unique=True) if earlier_services else st.just([]),
+        "depends_on": st.one_of(  # the list form, or the long form with conditions that need no health check
+            st.lists(st.sampled_from(earlier_services), unique=True),
+            st.dictionaries(st.sampled_from(earlier_services), st.fixed_dictionaries({}, optional={
+                "condition": st.sampled_from(["service_started", "service_completed_successfully"])}))
+        ) if earlier_services else st.just([]),
         "restart": st.sampled_from(["no", "always", "unless-stopped", "on-failure"]),
         "labels": st.dictionaries(st.sampled_from(["a", "b.c"]), TEXT, max_size=2),
         "update_strategy": st.sampled_from(["download-then-kill", "kill-then-download"]),
@@ -436,7 +477,7 @@ def test_the_package_exports_exactly_its_public_names():
     import messages.protocol.target_state as package
 
     public = {name for name in vars(package) if not name.startswith("_")} - {
-        "canonical", "fields", "health", "images", "limits", "model", "options", "parse", "registries",
+        "canonical", "dependencies", "fields", "health", "images", "limits", "model", "options", "parse", "registries",
     }  # the submodules themselves
     assert set(package.__all__) == public
     assert package.parse_target_state(package.to_json(package.TargetState())) == package.TargetState()

@@ -4,8 +4,8 @@ A document is rejected as a whole (`InvalidTargetState`, naming the path of the 
 keeps running the last good one. Everything is normalised on the way in (image names, port specs, env order,
 default network...) so that two spellings of the same configuration compare, serialise and hash the same.
 
-`model` holds the dataclasses, `parse` the document validator, `fields`, `images` and `options` (the table of
-compose's further container options) its field validators,
+`model` holds the dataclasses, `parse` the document validator, `fields`, `images`, `dependencies` (`depends_on`
+and its conditions) and `options` (the table of compose's further container options) its field validators,
 `canonical` the canonical JSON and hashes; import from this package, not from those modules.
 """
 from messages.protocol.target_state.canonical import HASHED_FIELDS, config_field_hashes, config_hash, to_json
@@ -15,11 +15,15 @@ from messages.protocol.target_state.limits import MAX_APP_NAME_LENGTH, MAX_DOCUM
 from messages.protocol.target_state.model import (
     DEFAULT_NETWORK,
     DELETE_THEN_DOWNLOAD,
+    DEPENDENCY_CONDITIONS,
     DOWNLOAD_THEN_KILL,
     HAND_OVER,
     KILL_THEN_DOWNLOAD,
     PROTOCOLS,
     RESTART_POLICIES,
+    SERVICE_COMPLETED_SUCCESSFULLY,
+    SERVICE_HEALTHY,
+    SERVICE_STARTED,
     UPDATE_STRATEGIES,
     App,
     ContainerOptions,
@@ -39,6 +43,7 @@ from messages.protocol.target_state.registries import credentials_for, registry_
 __all__ = [
     "DEFAULT_NETWORK",
     "DELETE_THEN_DOWNLOAD",
+    "DEPENDENCY_CONDITIONS",
     "DOWNLOAD_THEN_KILL",
     "HAND_OVER",
     "HASHED_FIELDS",
@@ -52,6 +57,9 @@ __all__ = [
     "PROTOCOLS",
     "RESERVED_LABEL_PREFIX",
     "RESTART_POLICIES",
+    "SERVICE_COMPLETED_SUCCESSFULLY",
+    "SERVICE_HEALTHY",
+    "SERVICE_STARTED",
     "UPDATE_STRATEGIES",
     "App",
     "Healthcheck",

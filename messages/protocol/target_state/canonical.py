@@ -9,6 +9,7 @@ import hashlib
 
 from messages.protocol import json as strict_json
 from messages.protocol.json import JSONObject
+from messages.protocol.target_state.dependencies import dependencies_to_json
 from messages.protocol.target_state.health import healthcheck_to_json
 from messages.protocol.target_state.model import App, Service, ServiceConfig, TargetState
 from messages.protocol.target_state.options import OPTION_NAMES, options_to_json
@@ -54,7 +55,7 @@ def _config_to_json(config: ServiceConfig) -> JSONObject:
         "volumes": [mount.spec() for mount in config.volumes],
         "networks": list(config.networks),
         "command": None if config.command is None else list(config.command),
-        "depends_on": list(config.depends_on),
+        "depends_on": dependencies_to_json(config.depends_on),
         "running": config.running,
         "restart": config.restart,
         "labels": dict(config.labels),

@@ -18,6 +18,13 @@ HAND_OVER = "hand-over"
 DELETE_THEN_DOWNLOAD = "delete-then-download"
 UPDATE_STRATEGIES = (DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD, HAND_OVER, DELETE_THEN_DOWNLOAD)
 PROTOCOLS = ("tcp", "udp", "sctp")
+# compose's `depends_on` conditions. The agent starts a service once each dependency's up-to-date container
+# runs (or, as a one-shot, has exited 0): that is what both service_started and service_completed_successfully
+# mean to it, so the latter is normalised to the former; service_healthy also waits for the health check to pass.
+SERVICE_STARTED = "service_started"
+SERVICE_HEALTHY = "service_healthy"
+SERVICE_COMPLETED_SUCCESSFULLY = "service_completed_successfully"
+DEPENDENCY_CONDITIONS = (SERVICE_STARTED, SERVICE_HEALTHY, SERVICE_COMPLETED_SUCCESSFULLY)
 
 
 class InvalidTargetState(ValueError):
@@ -126,13 +133,18 @@ class ServiceConfig:
     volumes: tuple[VolumeMount, ...] = ()
     networks: tuple[str, ...] = (DEFAULT_NETWORK,)
     command: tuple[str, ...] | None = None  # None: the image's default command
-    depends_on: tuple[str, ...] = ()
+    depends_on: tuple[tuple[str, str], ...] = ()  # (service name, SERVICE_STARTED or SERVICE_HEALTHY), by name
     running: bool = True
     restart: str = "always"
     labels: tuple[tuple[str, str], ...] = ()  # sorted by name
     update_strategy: str = DOWNLOAD_THEN_KILL
     healthcheck: Healthcheck | None = None  # None: the image's own, if any
     options: ContainerOptions = ContainerOptions()  # compose's further fields, flat in the document
+
+    @property
+    def dependency_names(self) -> tuple[str, ...]:
+        """The services this one depends on, sorted, whatever the condition."""
+        return tuple(name for name, _ in self.depends_on)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from messages.protocol import json as strict_json
 from messages.protocol.target_state import limits
+from messages.protocol.target_state.dependencies import check_dependencies, parse_dependencies
 from messages.protocol.target_state.fields import (
     _check_count,
     _command,
@@ -117,7 +118,7 @@ def _parse_app(key: str, value: Any, path: str) -> App:
             raise _fail(f"{path}.services[{index}].serviceName", f"duplicate service name {service.service_name!r}")
         by_name[service.service_name] = service
     for index, service in enumerate(services):
-        _check_dependencies(service, by_name, f"{path}.services[{index}].config.depends_on")
+        check_dependencies(service, by_name, f"{path}.services[{index}].config.depends_on")
     _check_acyclic(by_name, f"{path}.services")
     return App(app_id=app_id, app_name=app_name, services=tuple(sorted(services, key=lambda s: s.service_name)))
 
@@ -134,18 +135,10 @@ def _parse_service(value: Any, path: str) -> Service:
     return Service(service_name=service_name, config=config, service_id=service_id)
 
 
-def _check_dependencies(service: Service, by_name: Mapping[str, Service], path: str) -> None:
-    for dependency in service.config.depends_on:
-        if dependency not in by_name:
-            raise _fail(path, f"unknown service {dependency!r}")
-        if service.config.running and not by_name[dependency].config.running:
-            raise _fail(path, f"{dependency!r} has running: false, so this service could never start")
-
-
 def _check_acyclic(by_name: Mapping[str, Service], path: str) -> None:
     """Peel off services whose dependencies are all peeled (iteratively: chains may be long, and each edge is
     looked at once); whatever remains sits on or behind a cycle, which is then walked to name it."""
-    remaining = {name: set(service.config.depends_on) for name, service in by_name.items()}
+    remaining = {name: set(service.config.dependency_names) for name, service in by_name.items()}
     dependents: dict[str, list[str]] = {name: [] for name in by_name}
     for name, dependencies in remaining.items():
         for dependency in dependencies:
@@ -197,7 +190,7 @@ def _parse_config(value: Any, path: str) -> ServiceConfig:
         volumes=_volumes(value.get("volumes", []), f"{path}.volumes"),
         networks=networks or (() if options.network_mode else (DEFAULT_NETWORK,)),
         command=_command(value.get("command"), f"{path}.command"),
-        depends_on=_unique_names(value.get("depends_on", []), f"{path}.depends_on", limits.MAX_SERVICES_PER_APP),
+        depends_on=parse_dependencies(value.get("depends_on", []), f"{path}.depends_on"),
         running=running,
         restart=_restart(value.get("restart", "always"), f"{path}.restart"),
         labels=_labels(value.get("labels", {}), f"{path}.labels"),
