@@ -14,7 +14,6 @@ fork refuses to join it: it would be another run's.
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from actors.runtime.frames import rejected_count
 from actors.runtime.hardening import LOOPBACK, capabilities, harden_thespian, own_run_key
 from actors.runtime.processes import (
     children_of,
+    freeze_heap_at_every_fork,
     group_members,
     kill_group,
     listeners_of,
@@ -123,13 +123,7 @@ class AgentSystem:
         """Start the admin. thespian attaches to whatever listens on the port instead, if anything does by now:
         an admin that is not this run's answers without the run's MAC, and is refused."""
         dropped = rejected_count()
-        # Every actor process is forked from here (through the admin and the supervisor) and shares this
-        # process's heap until it writes to it. A full collection in a child writes to the header of every
-        # object it traverses, which would copy each inherited page into that child within its first minutes
-        # of work (2-3 MiB per actor); frozen objects are never traversed. Collect first: garbage frozen now
-        # would never be freed.
-        gc.collect()
-        gc.freeze()
+        freeze_heap_at_every_fork()
         try:
             return ActorSystem("multiprocTCPBase", capabilities(self.port),
                                logDefs=log_defs(self.config["agent"]["log_level"]), transientUnique=True)

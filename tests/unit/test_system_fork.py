@@ -1,25 +1,39 @@
-"""The actor system forks from a heap that the garbage collector no longer traverses (gc.freeze), so a
-collection in an actor does not copy the pages it shares with the agent's main process."""
+"""Every fork in the agent's process tree freezes the parent's heap first (gc.freeze), so a collection in an
+actor does not copy the pages it shares with the process it was forked from."""
 from __future__ import annotations
 
 import gc
-from types import SimpleNamespace
+import os
 
 import actors.runtime.system as system
+from actors.runtime.processes import freeze_heap_at_every_fork
 
 
-def test_every_object_of_the_main_process_is_frozen_when_the_actor_system_forks(monkeypatch):
-    frozen_at_start: list[int] = []
+def _frozen_in_a_child() -> int:
+    """How many objects a freshly forked child inherits frozen (its exit status: 0 for none, 1 for some)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1 if gc.get_freeze_count() > 1000 else 0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
-    def actor_system(*args, **kwargs):
-        frozen_at_start.append(gc.get_freeze_count())
-        return "the actor system"
 
-    monkeypatch.setattr(system, "ActorSystem", actor_system)
+def test_a_child_forked_after_the_actor_system_starts_inherits_a_frozen_heap(monkeypatch):
+    monkeypatch.setattr(system, "ActorSystem", lambda *args, **kwargs: "the actor system")
     gc.unfreeze()
     try:
-        agent = SimpleNamespace(port=1, config={"agent": {"log_level": "INFO"}})
-        assert system.AgentSystem._join(agent, b"key") == "the actor system"  # type: ignore[arg-type]
+        agent = system.AgentSystem.__new__(system.AgentSystem)
+        agent.port, agent.config = 1, {"agent": {"log_level": "INFO"}}
+        assert agent._join(b"key") == "the actor system"
+        assert _frozen_in_a_child() == 1
     finally:
-        gc.unfreeze()  # this test process is not about to fork
-    assert frozen_at_start and frozen_at_start[0] > 1000
+        gc.unfreeze()  # this test process keeps running
+
+
+def test_the_fork_handler_is_registered_once(monkeypatch):
+    registered = []
+    monkeypatch.setattr(os, "register_at_fork", lambda **handlers: registered.append(handlers))
+    monkeypatch.setattr("actors.runtime.processes._freezing", False)
+    freeze_heap_at_every_fork()
+    freeze_heap_at_every_fork()
+    assert len(registered) == 1
