@@ -417,7 +417,7 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
     before = rig.wait_up()
     containers = {n: (c[0]["id"], c[0]["started"]) for n, c in rig.containers().items()}
     baseline = _memory(rig)
-    by_actor = {name: pss_kib_of(actor["pid"]) for name, actor in before.items()}
+    by_pid = {pid: pss_kib_of(pid) for pid in rig.agent_pids()}
 
     flood = _flood(rig, topics, kinds, payloads)
     statuses = _hostile_desired(rig)
@@ -454,8 +454,12 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
     except AssertionError:
         final = _memory(rig)
         failures.append(f"memory {baseline // 1024} MiB -> {final // 1024} MiB (more than 5 % above)")
-    grown = {name: pss_kib_of(actor["pid"]) - by_actor[name] for name, actor in before.items()
-             if after.get(name, {}).get("pid") == actor["pid"]}
+    names = {actor["pid"]: name for name, actor in before.items()}
+    if rig.agent is not None:
+        names[rig.agent.pid] = "run.py"
+    grown = {names.get(pid, f"other {pid}"): pss_kib_of(pid) - kib for pid, kib in by_pid.items()
+             if pid in rig.agent_pids()}  # the actors, run.py, and thespian's admin and logger, the supervisor
+    new_processes = {pid: pss_kib_of(pid) for pid in rig.agent_pids() - set(by_pid)}  # engine workers
     return {"payloads": payloads, "payload_kinds": len(kinds), "topics": len(topics), "flood_s": round(flood, 1),
             "http_garbage_kinds": len(GARBAGE), "garbage_kinds_served": served,
             "garbage_kinds_unserved": unserved, "garbage_s": round(garbage, 1),
@@ -465,5 +469,5 @@ def hostile_input(rig: Rig, payloads: int, rng: random.Random, services: int = 3
             "actors_with_new_pid": len(moved), "containers_touched": len(touched), "pss_kib_before": baseline,
             "pss_kib_after": final, "pss_kib_warm_up": baseline - started,
             "pss_change_pct": round(100 * (final - baseline) / baseline, 1),
-            "pss_kib_growth_by_actor": grown,
+            "pss_kib_growth_by_process": grown, "pss_kib_of_new_processes": new_processes,
             "failures": failures}
