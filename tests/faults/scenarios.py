@@ -333,8 +333,9 @@ class _EchoCounter(MqttProbe):
         return 0
 
 
-def _memory(rig: Rig, samples: int = 6) -> int:
-    """The agent's PSS in KiB: the least of a few samples, so a short-lived engine worker is not counted."""
+def _memory(rig: Rig, samples: int = 12) -> int:
+    """The agent's PSS in KiB: the least of samples over 3 s, so a short-lived engine worker (the reconciler's
+    drift reads start one, which lives for a second or more on a loaded machine) is not counted."""
     found = []
     for _ in range(samples):
         found.append(rig.pss_kib())
