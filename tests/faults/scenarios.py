@@ -335,12 +335,17 @@ class _EchoCounter(MqttProbe):
 
 def _memory(rig: Rig, samples: int = 12, part: str = "Pss") -> int:
     """The agent's PSS in KiB: the least of samples over 3 s, so a short-lived engine worker (the reconciler
-    starts one for every engine read, its drift reads included) is not counted."""
+    starts one for every engine read, its drift reads included) is not counted. A sample counts only if the
+    agent's processes were the same before and after it: a process forked or ended while the sum is read
+    moves shared pages' shares between processes read and not yet read."""
     found = []
     for _ in range(samples):
-        found.append(rig.pss_kib(part))
+        pids = rig.agent_pids()
+        total = sum(pss_kib_of(pid, part) for pid in pids)
+        if rig.agent_pids() == pids:
+            found.append(total)
         time.sleep(0.25)
-    return min(found)
+    return min(found) if found else rig.pss_kib(part)
 
 
 def _flood(rig: Rig, topics: list[str], kinds: list[bytes], payloads: int) -> float:
