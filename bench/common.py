@@ -22,8 +22,8 @@ def percentiles(samples_ms: list[float]) -> dict:
 
 
 def pss_kib(pid: int, part: str = "Pss") -> int:
-    """A process's PSS, or ``part`` of it ("Pss_Anon": without the pages of files, such as shared libraries,
-    whose share moves with every other process of the machine that maps them)."""
+    """A process's PSS in KiB, or the ``part`` of it that smaps_rollup names ("Pss_Anon": anonymous pages only,
+    without the pages of files such as shared libraries)."""
     for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith(f"{part}:"):
             return int(line.split()[1])
