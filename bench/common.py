@@ -21,9 +21,11 @@ def percentiles(samples_ms: list[float]) -> dict:
             "mean_ms": round(statistics.fmean(ordered), 3), "max_ms": round(ordered[-1], 3)}
 
 
-def pss_kib(pid: int) -> int:
+def pss_kib(pid: int, part: str = "Pss") -> int:
+    """A process's PSS in KiB, or the ``part`` of it that smaps_rollup names ("Pss_Anon": anonymous pages only,
+    without the pages of files such as shared libraries)."""
     for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
+        if line.startswith(f"{part}:"):
             return int(line.split()[1])
     return 0
 

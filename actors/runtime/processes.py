@@ -6,6 +6,7 @@ these helpers find and end such a group, and never a process this run did not fo
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import pathlib
 import signal
@@ -21,6 +22,29 @@ def become_subreaper() -> None:
     """Orphans of our actors (a child whose parent actor died) reparent to us, not to init."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def freeze_heap_at_every_fork() -> None:
+    """From now on every fork in this process and in the processes it forks freezes the parent's heap first.
+
+    Each actor process is forked (main process, admin, supervisor, actor, engine worker) and shares its
+    parent's heap until it writes to it. A full collection in a child writes to the header of every object it
+    traverses, which copies each inherited page into that child at some moment of its work (1-3 MiB per actor,
+    measured under the fault suite's flood); frozen objects are never traversed. The collection first keeps
+    garbage from being frozen for good. Registered once: fork handlers cannot be removed, and children inherit them.
+    """
+    global _freezing
+    if not _freezing:
+        os.register_at_fork(before=_collect_and_freeze)
+        _freezing = True
+
+
+def _collect_and_freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+_freezing = False
 
 
 def reap_children() -> None:

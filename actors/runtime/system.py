@@ -30,6 +30,7 @@ from actors.runtime.hardening import LOOPBACK, capabilities, harden_thespian, ow
 from actors.runtime.logformat import formatter_config
 from actors.runtime.processes import (
     children_of,
+    freeze_heap_at_every_fork,
     group_members,
     kill_group,
     listeners_of,
@@ -123,6 +124,7 @@ class AgentSystem:
         """Start the admin. thespian attaches to whatever listens on the port instead, if anything does by now:
         an admin that is not this run's answers without the run's MAC, and is refused."""
         dropped = rejected_count()
+        freeze_heap_at_every_fork()
         try:
             return ActorSystem("multiprocTCPBase", capabilities(self.port),
                                logDefs=log_defs(self.config["agent"]["log_level"], self.config["agent"]["log_format"]),

@@ -170,6 +170,12 @@ class Front:
         with self._lock:
             self.garbage_for = frozenset(methods)
 
+    def reset(self) -> None:
+        """Forget what was served, so that a second pass of every kind is counted from none."""
+        with self._lock:
+            self.served.clear()
+            self._kinds.clear()
+
     def kinds_served(self, method: str) -> set[str]:
         with self._lock:
             return {s.kind for s in self.served if s.method == method}

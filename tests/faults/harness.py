@@ -58,10 +58,11 @@ def describe(pid: int) -> str | None:
     return f"{pid} {comm} state {fields[0]} ppid {fields[1]} pgid {fields[2]} age {age:.1f} s: {cmdline[:60]}"
 
 
-def pss_kib_of(pid: int) -> int:
-    """A process's proportional set size (KiB); 0 once it has ended (an engine worker lives shortly)."""
+def pss_kib_of(pid: int, part: str = "Pss") -> int:
+    """A process's proportional set size (KiB), or ``part`` of it; 0 once it has ended (an engine worker lives
+    shortly)."""
     try:
-        return pss_kib(pid)
+        return pss_kib(pid, part)
     except OSError:
         return 0
 
@@ -207,8 +208,8 @@ class Rig:
         """Processes of this device's agent that are not the current run's: what a killed run left behind."""
         return mentioning(str(self.config_path)) - self.agent_pids() - {os.getpid()}
 
-    def pss_kib(self) -> int:
-        return sum(pss_kib_of(pid) for pid in self.agent_pids())
+    def pss_kib(self, part: str = "Pss") -> int:
+        return sum(pss_kib_of(pid, part) for pid in self.agent_pids())
 
     def kill_agent(self, whole: bool) -> set[int]:
         """SIGKILL run.py alone (its actors are orphaned), or every process of the run at once (a power cut).
