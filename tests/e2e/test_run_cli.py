@@ -119,6 +119,23 @@ def test_status_json_reflects_restarts_and_sigterm_leaves_nothing(agent_conf):
     assert status(agent_conf) is None
 
 
+def test_status_answers_from_the_supervisor_while_the_api_actor_is_down(agent_conf):
+    agent = start_agent(agent_conf)
+    api = None
+    try:
+        actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="agent up")
+        api = actors["api"]["pid"]
+        os.kill(api, signal.SIGSTOP)  # alive to its supervisor, deaf to its socket: the API cannot answer
+        doc = status(agent_conf)
+        assert doc is not None and doc["state"] == "running"
+        assert {a["name"]: a["pid"] for a in doc["actors"]} == {name: a["pid"] for name, a in actors.items()}
+    finally:
+        if api is not None:
+            os.kill(api, signal.SIGCONT)
+        code = stop_agent(agent)
+    assert code == 0, agent.stderr.read()
+
+
 def test_a_second_run_after_sigkill_ends_the_first_runs_actors(agent_conf):
     first = start_agent(agent_conf)
     actors = wait_for(lambda: actors_up(agent_conf), timeout=20, interval=0.3, what="first agent up")
