@@ -29,7 +29,8 @@ def agent_conf_path(tmp_path, port):
 
 
 def test_a_fake_admin_cannot_make_status_run_anything(tmp_path, port, agent_conf_path):
-    """status and poll-now go through the local API's socket: whatever holds the admin port is never spoken to."""
+    """status and poll-now go through the local API's socket; with no API answering, status asks the supervisor
+    over the admin port, where what answers without the run's key is named and never unpickled."""
     marker = tmp_path / "marker"
     fake = FakeAdmin(port, str(marker))
     try:
@@ -41,7 +42,8 @@ def test_a_fake_admin_cannot_make_status_run_anything(tmp_path, port, agent_conf
             result = run_py(command, "--config", agent_conf_path)
             assert result.returncode == 1, result
             assert f"no agent is answering on {tmp_path}/var/api.sock" in result.stderr
-        assert fake.connections == 0
+        status = run_py("status", "--config", agent_conf_path)
+        assert f"the program on 127.0.0.1:{port} is not this agent's admin" in status.stderr
     finally:
         fake.close()
     assert not marker.exists()

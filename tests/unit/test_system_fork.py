@@ -23,7 +23,7 @@ def test_a_child_forked_after_the_actor_system_starts_inherits_a_frozen_heap(mon
     gc.unfreeze()
     try:
         agent = system.AgentSystem.__new__(system.AgentSystem)
-        agent.port, agent.config = 1, {"agent": {"log_level": "INFO"}}
+        agent.port, agent.config = 1, {"agent": {"log_level": "INFO", "log_format": "text"}}
         assert agent._join(b"key") == "the actor system"
         assert _frozen_in_a_child() == 1
     finally:
