@@ -1,11 +1,12 @@
-"""A private Docker engine for tests that take the engine away: its own data and exec roots, socket, pid file,
-bridge and address pool, no iptables, started and stopped by pid. The machine's shared dockerd, which the
-other tests (and other people's) use, is never touched.
+"""A private Docker engine for tests that take the engine away: its own data and exec roots, socket and pid file,
+in a network namespace of its own (`unshare --net`), started and stopped by pid. The machine's shared dockerd,
+which the other tests (and other people's) use, is never touched, nor are the host's interfaces.
 
-Not ``--bridge=none``: a dockerd started so deletes the interface named docker0, the shared engine's bridge, and
-every container started on the shared engine's default network then fails ("could not find bridge docker0").
-The apps' networks come from a pool of their own, and are removed before the engine goes: a network's bridge
-outlives its dockerd, and each one left behind holds an address range of the host's.
+Why a namespace: a second dockerd in the host's namespace deleted the shared engine's bridge, docker0 (with
+``--bridge=none``, and also when restarted on its data root with a bridge of its own), and every container started
+on the shared engine's default network then failed ("could not find bridge docker0"); the bridges of its networks
+also outlived it, each holding an address range of the host's. In its own namespace, its bridges, addresses and
+containers' networks exist only there and go with it; the agent reaches it through its unix socket.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from tests.support.polling import wait_for
 from tests.support.services import missing
 
 BUILD = pathlib.Path(__file__).parent.parent / "images" / "build.sh"
-ADDRESS_POOL = "10.214.0.0/16"  # not the defaults the machine's dockerd (and its tests) use
 
 
 class PrivateDockerd:
@@ -31,19 +31,16 @@ class PrivateDockerd:
         # A short path: the engine's and containerd's unix sockets live under it (108 bytes at most).
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="fdk-", dir="/tmp"))
         self.url = f"unix://{self.root / 'docker.sock'}"
-        self.bridge = f"fdk{os.urandom(4).hex()}"  # interface names have at most 15 characters
         self.proc: subprocess.Popen | None = None
         self._client: docker.DockerClient | None = None
 
     def start(self, timeout: float = 60.0) -> "PrivateDockerd":
         """Start the engine and wait until it answers (again, after a stop: same data root, same containers)."""
-        if not pathlib.Path("/sys/class/net", self.bridge).exists():
-            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True, capture_output=True)
         with (self.root / "dockerd.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", f"--data-root={self.root}/data", f"--exec-root={self.root}/exec", f"-H={self.url}",
-                 f"--pidfile={self.root}/docker.pid", f"--bridge={self.bridge}", "--iptables=false",
-                 "--ip-forward=false", "--ip-masq=false", f"--default-address-pool=base={ADDRESS_POOL},size=24"],
+                ["unshare", "--net", "dockerd", f"--data-root={self.root}/data", f"--exec-root={self.root}/exec",
+                 f"-H={self.url}", f"--pidfile={self.root}/docker.pid", "--iptables=false", "--ip-forward=false",
+                 "--ip-masq=false"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self.pings, timeout=timeout, interval=0.05, what="the private dockerd to answer")
         return self
@@ -83,7 +80,7 @@ class PrivateDockerd:
         self.proc = None
 
     def remove(self) -> None:
-        """Remove its containers and networks, stop it, and remove every trace of it (mounts, bridge, files)."""
+        """Remove its containers and networks, stop it, and remove every trace of it (mounts, files)."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 for container in self.client().containers.list(all=True):
@@ -95,7 +92,6 @@ class PrivateDockerd:
                 pass
         self.stop()
         subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)  # whatever it left mounted
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
